@@ -1,0 +1,72 @@
+"""Chat models behind one batched protocol, chosen by a spec string.
+
+Specs:
+  ``default``                    the embedded SmolLM2-135M-Instruct (offline, see ``embedded``)
+  ``hf:<hub id or local path>``  transformers ``generate``
+  ``vllm:<hub id or local path>`` vLLM offline engine (optional extra ``chorus-shared[vllm]``)
+  ``openai:<model>[@<base url>]`` any OpenAI-compatible server; key from ``$OPENAI_API_KEY``
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chorus_shared.models.base import (
+    ChatModel,
+    ChatTemplateError,
+    Completion,
+    Message,
+    ModelSpecError,
+    SamplingParams,
+)
+
+__all__ = [
+    "ChatModel",
+    "ChatTemplateError",
+    "Completion",
+    "Message",
+    "ModelSpecError",
+    "SamplingParams",
+    "load_chat_model",
+]
+
+BACKENDS = ("hf", "vllm", "openai")
+
+
+def load_chat_model(spec: str, **options: Any) -> ChatModel:
+    """Return a ready ``ChatModel`` for ``spec``; ``options`` go to the backend's constructor.
+
+    Raises ``ModelSpecError`` with the accepted forms when the spec is not understood.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelSpecError(_usage(f"empty model spec {spec!r}"))
+    spec = spec.strip()
+    if spec == "default":
+        from chorus_shared.models.hf import HFChatModel
+
+        return HFChatModel.from_default(**options)
+    backend, sep, target = spec.partition(":")
+    if not sep or not target:
+        raise ModelSpecError(_usage(f"unknown model spec {spec!r}"))
+    if backend == "hf":
+        from chorus_shared.models.hf import HFChatModel
+
+        return HFChatModel.from_pretrained(target, **options)
+    if backend == "vllm":
+        from chorus_shared.models.vllm_backend import VLLMChatModel
+
+        return VLLMChatModel(target, **options)
+    if backend == "openai":
+        from chorus_shared.models.openai_api import OpenAIChatModel
+
+        model, _, base_url = target.partition("@")
+        return OpenAIChatModel(model, base_url=base_url or None, **options)
+    raise ModelSpecError(_usage(f"unknown backend {backend!r} in model spec {spec!r}"))
+
+
+def _usage(problem: str) -> str:
+    return (
+        f"{problem}. Use one of: 'default' (embedded SmolLM2-135M-Instruct), "
+        "'hf:<hub id or local path>', 'vllm:<hub id or local path>', "
+        "'openai:<model>[@<base url>]' (key from $OPENAI_API_KEY)."
+    )

@@ -1,0 +1,107 @@
+"""The one chat-generation interface every backend implements, batched by design."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Protocol, TypedDict, runtime_checkable
+
+
+class Message(TypedDict):
+    """An OpenAI-style chat message."""
+
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+FinishReason = Literal["stop", "length", "error"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to decode. ``temperature == 0`` means greedy decoding."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        # Accept a list from YAML/CLI but keep the dataclass hashable.
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    @property
+    def greedy(self) -> bool:
+        """True when decoding is deterministic (temperature 0)."""
+        return self.temperature == 0.0
+
+    def to_dict(self) -> dict:
+        """Return a JSON-serialisable dict of the parameters."""
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass
+class Completion:
+    """One generated reply.
+
+    ``finish_reason`` is "stop" (end of sequence or a stop string), "length" (token budget hit)
+    or "error" (a per-item backend failure, with ``error`` set and ``text`` empty). Callers count
+    errors; they never grade an errored completion as right.
+    """
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: FinishReason = "stop"
+    error: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Return a JSON-serialisable dict of the completion."""
+        return asdict(self)
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """A batched chat model: one call takes many conversations and returns one completion each."""
+
+    spec: str
+
+    def chat(self, conversations: list[list[Message]], params: SamplingParams) -> list[Completion]:
+        """Return one completion per conversation, in the same order."""
+        ...
+
+
+class ModelSpecError(ValueError):
+    """A model spec string could not be resolved to a backend."""
+
+
+class ChatTemplateError(ValueError):
+    """A conversation cannot be rendered with the model's chat template."""
+
+
+def validate_conversations(conversations: list[list[Message]]) -> None:
+    """Raise ValueError naming the first malformed conversation; return None when all are valid."""
+    if not isinstance(conversations, list):
+        raise ValueError("conversations must be a list of message lists")
+    for i, conv in enumerate(conversations):
+        if not conv:
+            raise ValueError(f"conversation {i} is empty: give at least one user message")
+        for j, m in enumerate(conv):
+            if not isinstance(m, dict) or "role" not in m or "content" not in m:
+                raise ValueError(
+                    f"conversation {i} message {j} must be a dict with 'role' and 'content', got {m!r}"
+                )
+            if m["role"] not in ("system", "user", "assistant"):
+                raise ValueError(
+                    f"conversation {i} message {j} has role {m['role']!r}; "
+                    "use 'system', 'user' or 'assistant'"
+                )
