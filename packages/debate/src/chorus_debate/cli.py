@@ -1,0 +1,226 @@
+"""Command line: ``chorus-debate generate | evaluate | report | train``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from chorus_debate.compare import compare_runs
+from chorus_debate.debate import DebateEngine, DebateSetup
+from chorus_debate.evaluate import evaluate_run, export_original, pct, write_run_report
+from chorus_debate.methods import METHODS, plan_method
+from chorus_debate.recipes import DebateRecipe, available_recipes, load_recipe
+from chorus_debate.tasks import get_task
+from chorus_shared.models import ChatModel, SamplingParams, load_chat_model
+from chorus_shared.runs import RunDir, pending, progress
+
+DEFAULT_SYSTEM = (
+    "You are one of several careful agents solving the same problem. Reason step by step "
+    "and state your final answer clearly in the requested format."
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chorus-debate", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    gen = verbs.add_parser(
+        "generate", help="run a method on a task and append records to a run dir"
+    )
+    gen.add_argument(
+        "--recipe", help=f"shipped recipe name ({', '.join(available_recipes())}) or a YAML path"
+    )
+    gen.add_argument("--task", help="arithmetic (math), gsm, mmlu, biography (bio)")
+    gen.add_argument("--method", choices=METHODS)
+    gen.add_argument(
+        "--model",
+        action="append",
+        help="model spec; repeat once per agent for a heterogeneous debate",
+    )
+    gen.add_argument("--agents", type=int)
+    gen.add_argument("--rounds", type=int)
+    gen.add_argument(
+        "--summarize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="agents see a summary of the others' answers instead of the answers",
+    )
+    gen.add_argument(
+        "--sys",
+        nargs="?",
+        const=DEFAULT_SYSTEM,
+        default=None,
+        metavar="TEXT",
+        help="prepend a system message (default text if none given)",
+    )
+    gen.add_argument(
+        "--judge", help="model spec of the biography fact checker (default: first agent's)"
+    )
+    gen.add_argument("--limit", type=int)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--max-new-tokens", type=int)
+    gen.add_argument("--temperature", type=float)
+    gen.add_argument("--top-p", type=float)
+    gen.add_argument(
+        "--batch-size", type=int, help="sequences per generate() micro-batch (hf backend)"
+    )
+    gen.add_argument("--window", type=int, help="questions in flight at once")
+    gen.add_argument(
+        "--data-dir",
+        help="folder with gsm8k/, mmlu/, biography/ (else $CHORUS_DATA_DIR, ../shared/data, hub)",
+    )
+    gen.add_argument("--out", help="run directory (default runs/debate/<task>-<method>)")
+    gen.add_argument(
+        "--overwrite", action="store_true", help="discard the records already in --out"
+    )
+
+    ev = verbs.add_parser(
+        "evaluate", help="score a run: accuracy per round, unparseable count, report.md"
+    )
+    ev.add_argument("run_dir")
+    ev.add_argument(
+        "--export", help="also write the original {question: [agent_contexts, answer]} JSON here"
+    )
+
+    rep = verbs.add_parser("report", help="compare runs in one table (and accuracy vs agents)")
+    rep.add_argument("run_dirs", nargs="+")
+    rep.add_argument("--out", help="write the comparison markdown (and plot) here")
+
+    verbs.add_parser("train", help="(debate has no training step)")
+    return parser
+
+
+def _recipe_from_args(args: argparse.Namespace) -> DebateRecipe:
+    return load_recipe(
+        args.recipe,
+        task=args.task,
+        method=args.method,
+        model=args.model,
+        agents=args.agents,
+        rounds=args.rounds,
+        summarize=args.summarize,
+        system=args.sys,
+        judge=args.judge,
+        limit=args.limit,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        batch_size=args.batch_size,
+        window=args.window,
+        data_dir=args.data_dir,
+    )
+
+
+def _backend_options(spec: str, recipe: DebateRecipe) -> dict[str, Any]:
+    # Only the local transformers backend takes a micro-batch size.
+    return {"batch_size": recipe.batch_size} if spec == "default" or spec.startswith("hf:") else {}
+
+
+def generate(recipe: DebateRecipe, out: str | None = None, overwrite: bool = False) -> RunDir:
+    """Run ``recipe`` into a run directory (resuming finished items) and return it."""
+    task = get_task(recipe.task)
+    plan = plan_method(recipe.method, recipe.agents, recipe.rounds)
+    specs = recipe.model
+    if len(specs) == 1:
+        specs = specs * plan.agents
+    elif plan.agents == 1:
+        specs = specs[:1]
+    elif len(specs) != plan.agents:
+        raise ValueError(
+            f"{len(specs)} model specs given for {plan.agents} agents: give one --model for all "
+            "agents or exactly one per agent"
+        )
+    seed = task.default_seed if recipe.seed is None else recipe.seed
+    recipe.task, recipe.seed = task.name, seed
+    run = RunDir.create(
+        out or Path("runs") / "debate" / f"{task.name}-{recipe.method}",
+        {"recipe": recipe.identity(), "runtime": recipe.runtime()},
+        overwrite=overwrite,
+    )
+    items = task.load(recipe.limit, seed, recipe.data_dir)
+    todo = pending(items, run)
+    print(
+        f"{run.path}: {len(items) - len(todo)} of {len(items)} items already done", file=sys.stderr
+    )
+    if todo:
+        cache: dict[str, ChatModel] = {}
+
+        def model(spec: str) -> ChatModel:
+            if spec not in cache:
+                cache[spec] = load_chat_model(spec, **_backend_options(spec, recipe))
+            return cache[spec]
+
+        agents = [model(s) for s in specs]
+        engine = DebateEngine(
+            task,
+            agents,
+            DebateSetup(
+                plan=plan,
+                params=SamplingParams(
+                    max_new_tokens=recipe.max_new_tokens,
+                    temperature=recipe.temperature,
+                    top_p=recipe.top_p,
+                    seed=seed,
+                ),
+                summarize=recipe.summarize,
+                system=recipe.system,
+                judge_params=SamplingParams(max_new_tokens=recipe.judge_max_new_tokens),
+            ),
+            judge=model(recipe.judge or specs[0]) if task.judged else None,
+        )
+        windows = [todo[k : k + recipe.window] for k in range(0, len(todo), recipe.window)]
+        with run:
+            for window in progress(
+                windows, total=len(windows), desc=f"{task.name}/{recipe.method} windows"
+            ):
+                for record in engine.run(window):
+                    run.append(record)
+    return run
+
+
+def _summary(metrics: dict[str, Any]) -> str:
+    by_round = metrics.get("accuracy_by_round")
+    rounds = " → ".join(pct(s) for s in by_round) if by_round else "–"
+    return (
+        f"{metrics['task']} {metrics['method']}: accuracy {pct(metrics['accuracy'])} % "
+        f"over {metrics['items']} items (by round: {rounds}); "
+        f"unparseable {metrics['unparseable']}, errors {metrics['errors']}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``chorus-debate``; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.verb == "generate":
+            run = generate(_recipe_from_args(args), args.out, args.overwrite)
+            metrics = evaluate_run(run)
+            write_run_report(run, metrics)
+            print(_summary(metrics))
+        elif args.verb == "evaluate":
+            run = RunDir.open(args.run_dir)
+            metrics = evaluate_run(run)
+            write_run_report(run, metrics)
+            if args.export:
+                export_original(run, args.export)
+            print(_summary(metrics))
+        elif args.verb == "report":
+            print(compare_runs(args.run_dirs, args.out))
+        elif args.verb == "train":
+            print(
+                "chorus-debate has no training step: multi-agent debate works on frozen models.",
+                file=sys.stderr,
+            )
+            return 2
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
+        print(f"chorus-debate: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The debate engine: every agent of every question in flight is generated in one batch.
+
+For a window of items the engine keeps one chat history per (item, agent). Each round it
+sends all histories that belong to the same model in a single ``chat`` call (the backend
+micro-batches them), appends the replies, and parses the answers. Later rounds add a user
+turn built from the other agents' answers (debate), a summary of them (``--summarize``), or
+the agent's own answer (self-reflection).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from chorus_debate.judge import biography_score, judge_biographies
+from chorus_debate.methods import MethodPlan
+from chorus_debate.tasks import Item, Task
+from chorus_shared.grading import majority_vote
+from chorus_shared.models import ChatModel, Completion, Message, SamplingParams
+
+DEBATE_PROMPT = (
+    "Here are the latest answers of the other agents to the same task:\n\n{others}\n\n"
+    "Use them as extra advice, not as the truth: check their reasoning and yours. "
+    "Then give your updated answer.\n\nThe task was: {task}"
+)
+SUMMARY_DEBATE_PROMPT = (
+    "Here is a summary of the other agents' latest answers to the same task:\n\n{summary}\n\n"
+    "Use it as extra advice, not as the truth: check the reasoning yourself. "
+    "Then give your updated answer.\n\nThe task was: {task}"
+)
+SUMMARIZE_PROMPT = (
+    "Several agents answered the same task.\n\n{others}\n\n"
+    "Summarize their reasoning and the answers they reached in a few sentences. "
+    "Say where they agree and where they disagree."
+)
+REFLECTION_PROMPT = (
+    "Look again at your answer above. Check every step for mistakes and correct any you "
+    "find. Then give your final answer.\n\nThe task was: {task}"
+)
+OTHER_AGENT = 'Agent {n} answered:\n"""\n{text}\n"""'
+
+
+@dataclass(frozen=True)
+class DebateSetup:
+    """Everything that decides what the engine generates."""
+
+    plan: MethodPlan
+    params: SamplingParams
+    summarize: bool = False
+    system: str | None = None
+    judge_params: SamplingParams = field(
+        default_factory=lambda: SamplingParams(max_new_tokens=8, temperature=0.0)
+    )
+
+
+class DebateEngine:
+    """Runs one method of the paper on windows of items; returns one record per item."""
+
+    def __init__(
+        self,
+        task: Task,
+        agents: Sequence[ChatModel],
+        setup: DebateSetup,
+        *,
+        summarizer: ChatModel | None = None,
+        judge: ChatModel | None = None,
+    ) -> None:
+        if len(agents) != setup.plan.agents:
+            raise ValueError(f"{setup.plan.agents} agents planned but {len(agents)} models given")
+        if task.judged and judge is None:
+            raise ValueError(f"task {task.name} is graded by a judge: pass a judge model")
+        self.task = task
+        self.agents = list(agents)
+        self.setup = setup
+        self.summarizer = summarizer or self.agents[0]
+        self.judge = judge
+
+    # -- one window --------------------------------------------------------------------------
+
+    def run(self, items: Sequence[Item]) -> list[dict[str, Any]]:
+        """Return one finished record per item; all agents of all items share each batch."""
+        plan, task = self.setup.plan, self.task
+        params = self._window_params(items)
+        n_agents = plan.agents
+        prompts = [task.first_prompt(item) for item in items]
+        histories = [[self._opening(prompt) for _ in range(n_agents)] for prompt in prompts]
+        replies: list[list[list[Completion]]] = [[] for _ in items]  # [item][round][agent]
+        summaries: list[list[list[str]]] = [[] for _ in items]
+
+        for round_ in range(plan.rounds):
+            if round_ > 0:
+                feedback = self._feedback(prompts, replies, summaries, params)
+                for i, per_agent in enumerate(feedback):
+                    for a, message in enumerate(per_agent):
+                        histories[i][a].append({"role": "user", "content": message})
+            flat = [(i, a) for i in range(len(items)) for a in range(n_agents)]
+            completions = self._chat_by_model(
+                [histories[i][a] for i, a in flat], [self.agents[a] for _, a in flat], params
+            )
+            for i in range(len(items)):
+                replies[i].append([])
+            for (i, a), completion in zip(flat, completions, strict=True):
+                histories[i][a].append({"role": "assistant", "content": completion.text})
+                replies[i][round_].append(completion)
+
+        records = [
+            self._record(item, histories[i], replies[i], summaries[i])
+            for i, item in enumerate(items)
+        ]
+        if task.judged:
+            self._judge(items, records)
+        return records
+
+    def _window_params(self, items: Sequence[Item]) -> SamplingParams:
+        # A window's sampling seed depends on its first item, so a resumed run draws the same
+        # numbers for a window as an uninterrupted one would.
+        if self.setup.params.seed is None or not items:
+            return self.setup.params
+        salt = zlib.crc32(str(items[0]["id"]).encode())
+        return replace(self.setup.params, seed=(self.setup.params.seed * 1_000_003 + salt) % 2**31)
+
+    def _opening(self, prompt: str) -> list[Message]:
+        opening: list[Message] = []
+        if self.setup.system:
+            opening.append({"role": "system", "content": self.setup.system})
+        opening.append({"role": "user", "content": prompt})
+        return opening
+
+    def _feedback(
+        self,
+        prompts: list[str],
+        replies: list[list[list[Completion]]],
+        summaries: list[list[list[str]]],
+        params: SamplingParams,
+    ) -> list[list[str]]:
+        """Return the next user turn of every (item, agent)."""
+        plan = self.setup.plan
+        if plan.feedback == "self":
+            return [[REFLECTION_PROMPT.format(task=p) for _ in range(plan.agents)] for p in prompts]
+        others = [
+            [
+                "\n\n".join(
+                    OTHER_AGENT.format(n=b + 1, text=replies[i][-1][b].text or "(no answer)")
+                    for b in range(plan.agents)
+                    if b != a
+                )
+                for a in range(plan.agents)
+            ]
+            for i in range(len(prompts))
+        ]
+        if not self.setup.summarize:
+            return [
+                [DEBATE_PROMPT.format(others=o, task=p) for o in per]
+                for p, per in zip(prompts, others, strict=True)
+            ]
+        conversations = [
+            [{"role": "user", "content": SUMMARIZE_PROMPT.format(others=o)}]
+            for per in others
+            for o in per
+        ]
+        texts = iter(c.text for c in self.summarizer.chat(conversations, params))
+        feedback = []
+        for i, p in enumerate(prompts):
+            round_summaries = [next(texts) for _ in range(plan.agents)]
+            summaries[i].append(round_summaries)
+            feedback.append(
+                [SUMMARY_DEBATE_PROMPT.format(summary=s, task=p) for s in round_summaries]
+            )
+        return feedback
+
+    def _chat_by_model(
+        self,
+        conversations: list[list[Message]],
+        owners: list[ChatModel],
+        params: SamplingParams,
+    ) -> list[Completion]:
+        """Return completions in order, with one batched call per distinct model."""
+        results: list[Completion | None] = [None] * len(conversations)
+        groups: dict[int, list[int]] = {}
+        for k, model in enumerate(owners):
+            groups.setdefault(id(model), []).append(k)
+        for indices in groups.values():
+            model = owners[indices[0]]
+            for k, completion in zip(
+                indices, model.chat([conversations[k] for k in indices], params), strict=True
+            ):
+                results[k] = completion
+        return [r for r in results if r is not None]
+
+    # -- records -----------------------------------------------------------------------------
+
+    def _record(
+        self,
+        item: Item,
+        histories: list[list[Message]],
+        replies: list[list[Completion]],
+        summaries: list[list[str]],
+    ) -> dict[str, Any]:
+        task, plan = self.task, self.setup.plan
+        answers = [[task.parse(c.text) if not c.error else None for c in rnd] for rnd in replies]
+        finals = [majority_vote(rnd) for rnd in answers]
+        record: dict[str, Any] = {
+            "id": item["id"],
+            "task": task.name,
+            "method": plan.method,
+            "question": item.get("question", item.get("person")),
+            "target": item.get("target", item.get("facts")),
+            "agents": [
+                {"model": self.agents[a].spec, "messages": histories[a]} for a in range(plan.agents)
+            ],
+            "answers": answers,
+            "unparseable": [sum(x is None for x in rnd) for rnd in answers],
+            "errors": sum(c.error is not None for rnd in replies for c in rnd),
+            "finish_reasons": [[c.finish_reason for c in rnd] for rnd in replies],
+            "usage": {
+                "prompt_tokens": sum(c.prompt_tokens for rnd in replies for c in rnd),
+                "completion_tokens": sum(c.completion_tokens for rnd in replies for c in rnd),
+            },
+        }
+        if not task.judged:
+            record["final"] = finals[-1]
+            record["correct_by_round"] = [task.is_correct(f, item) for f in finals]
+            record["correct"] = record["correct_by_round"][-1]
+        if summaries:
+            record["summaries"] = summaries
+        return record
+
+    def _judge(self, items: Sequence[Item], records: list[dict[str, Any]]) -> None:
+        assert self.judge is not None
+        bios = [rec["answers"][-1] for rec in records]
+        verdicts = judge_biographies(
+            self.judge,
+            [item["person"] for item in items],
+            bios,
+            [item["facts"] for item in items],
+            self.setup.judge_params,
+        )
+        for rec, item_verdicts in zip(records, verdicts, strict=True):
+            score, counts = biography_score(item_verdicts)
+            rec["judge"] = {"model": self.judge.spec, "verdicts": item_verdicts, "counts": counts}
+            rec["score"] = score

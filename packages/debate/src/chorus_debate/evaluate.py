@@ -1,0 +1,203 @@
+"""Scoring a finished run: accuracy per round and per number of agents, exports, report.md.
+
+Scores are recomputed from the stored replies with the current grading code, so a grading
+fix applies to old runs too. Unparseable answers are wrong and are counted, never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from chorus_debate.tasks import Task, get_task
+from chorus_shared.grading import majority_vote, mean_stderr
+from chorus_shared.report import image_link, line_plot, markdown_table
+from chorus_shared.runs import RunDir
+
+
+def replies_by_round(record: dict[str, Any]) -> list[list[str]]:
+    """Return reply texts as [round][agent], read from each agent's chat history."""
+    per_agent = [
+        [m["content"] for m in agent["messages"] if m["role"] == "assistant"]
+        for agent in record["agents"]
+    ]
+    rounds = {len(texts) for texts in per_agent}
+    if len(rounds) != 1:
+        raise ValueError(f"record {record['id']}: agents have different numbers of replies")
+    return [list(texts) for texts in zip(*per_agent, strict=True)]
+
+
+def _item(record: dict[str, Any]) -> dict[str, Any]:
+    return {"id": record["id"], "target": record["target"]}
+
+
+def score_record(task: Task, record: dict[str, Any]) -> dict[str, Any]:
+    """Return per-round and per-agent-count correctness of one record (exact-answer tasks)."""
+    answers = [[task.parse(text) for text in rnd] for rnd in replies_by_round(record)]
+    item = _item(record)
+    n_agents = len(answers[0])
+    return {
+        "by_round": [task.is_correct(majority_vote(rnd), item) for rnd in answers],
+        # Majority of the first k agents: how accuracy grows with the number of agents.
+        "by_agents_first": [
+            task.is_correct(majority_vote(answers[0][:k]), item) for k in range(1, n_agents + 1)
+        ],
+        "by_agents_last": [
+            task.is_correct(majority_vote(answers[-1][:k]), item) for k in range(1, n_agents + 1)
+        ],
+        "per_agent_last": [task.is_correct(a, item) for a in answers[-1]],
+        "unparseable_last": sum(a is None for a in answers[-1]),
+        "final_unparseable": majority_vote(answers[-1]) is None,
+    }
+
+
+def _mean_se(values: list[float]) -> dict[str, float]:
+    mean, se = mean_stderr(values)
+    return {"mean": mean, "se": se}
+
+
+def evaluate_run(run: RunDir) -> dict[str, Any]:
+    """Return the run's metrics (also written to metrics.json)."""
+    records = run.records()
+    if not records:
+        raise ValueError(
+            f"{run.path} has no finished records yet: run `chorus-debate generate` first"
+        )
+    recipe = run.config["recipe"]
+    task = get_task(recipe["task"])
+    metrics: dict[str, Any] = {
+        "task": task.name,
+        "method": recipe["method"],
+        "models": sorted({a["model"] for r in records for a in r["agents"]}),
+        "agents": len(records[0]["agents"]),
+        "rounds": len(replies_by_round(records[0])),
+        "items": len(records),
+        "errors": sum(r.get("errors", 0) for r in records),
+        "prompt_tokens": sum(r["usage"]["prompt_tokens"] for r in records),
+        "completion_tokens": sum(r["usage"]["completion_tokens"] for r in records),
+        "finish_length": sum(
+            f == "length" for r in records for rnd in r["finish_reasons"] for f in rnd
+        ),
+    }
+    if task.judged:
+        scores = [float(r["score"]) for r in records]
+        counts = {
+            k: sum(r["judge"]["counts"][k] for r in records) for k in records[0]["judge"]["counts"]
+        }
+        metrics.update(
+            accuracy=_mean_se(scores),
+            accuracy_by_round=None,
+            judge_counts=counts,
+            unparseable=counts.get("unparseable", 0),
+            judge_model=records[0]["judge"]["model"],
+        )
+    else:
+        scored = [score_record(task, r) for r in records]
+        n_rounds, n_agents = metrics["rounds"], metrics["agents"]
+
+        def column(key: str, k: int) -> list[float]:
+            return [float(s[key][k]) for s in scored]
+
+        metrics.update(
+            accuracy=_mean_se(column("by_round", n_rounds - 1)),
+            accuracy_by_round=[_mean_se(column("by_round", k)) for k in range(n_rounds)],
+            accuracy_by_agents_round1=[
+                _mean_se(column("by_agents_first", k)) for k in range(n_agents)
+            ],
+            accuracy_by_agents_last=[
+                _mean_se(column("by_agents_last", k)) for k in range(n_agents)
+            ],
+            agent_accuracy_last=[_mean_se(column("per_agent_last", k)) for k in range(n_agents)],
+            unparseable=sum(s["unparseable_last"] for s in scored),
+            unparseable_final=sum(s["final_unparseable"] for s in scored),
+        )
+    run.write_metrics(metrics)
+    return metrics
+
+
+def pct(stat: dict[str, float] | None) -> str:
+    """Return "mean ± se" in percent, or "–" when absent."""
+    if not stat:
+        return "–"
+    return f"{100 * stat['mean']:.1f} ± {100 * stat['se']:.1f}"
+
+
+def write_run_report(run: RunDir, metrics: dict[str, Any]) -> Path:
+    """Write report.md (table + accuracy-vs-round and accuracy-vs-agents plots); return its path."""
+    lines = [
+        f"# {metrics['task']} — {metrics['method']}",
+        "",
+        f"Models: {', '.join(metrics['models'])}; agents {metrics['agents']}, rounds "
+        f"{metrics['rounds']}, items {metrics['items']}.",
+        "",
+        markdown_table(
+            ["metric", "value"],
+            [
+                ["accuracy (final, %)", pct(metrics["accuracy"])],
+                ["unparseable answers (last round)", metrics["unparseable"]],
+                ["backend errors", metrics["errors"]],
+                ["replies cut at the token budget", metrics["finish_length"]],
+                ["generated tokens", metrics["completion_tokens"]],
+            ],
+        ),
+    ]
+    if metrics.get("accuracy_by_round"):
+        rounds = list(range(1, metrics["rounds"] + 1))
+        by_round = metrics["accuracy_by_round"]
+        lines += [
+            "",
+            "## Accuracy per round",
+            "",
+            markdown_table(
+                ["round", "accuracy (%)"],
+                [[r, pct(s)] for r, s in zip(rounds, by_round, strict=True)],
+            ),
+        ]
+        fig = line_plot(
+            run.figure_path("accuracy_vs_round"),
+            {
+                metrics["method"]: (
+                    rounds,
+                    [100 * s["mean"] for s in by_round],
+                    [100 * s["se"] for s in by_round],
+                )
+            },
+            xlabel="round",
+            ylabel="accuracy (%)",
+            title=f"{metrics['task']}: accuracy vs round",
+        )
+        lines += ["", image_link(fig, run.path)]
+        agents = list(range(1, metrics["agents"] + 1))
+        series = {
+            "round 1 majority of first k agents": metrics["accuracy_by_agents_round1"],
+            "last round majority of first k agents": metrics["accuracy_by_agents_last"],
+        }
+        fig = line_plot(
+            run.figure_path("accuracy_vs_agents"),
+            {
+                name: (agents, [100 * s["mean"] for s in st], [100 * s["se"] for s in st])
+                for name, st in series.items()
+            },
+            xlabel="agents",
+            ylabel="accuracy (%)",
+            title=f"{metrics['task']}: accuracy vs agents",
+        )
+        lines += ["", "## Accuracy vs number of agents", "", image_link(fig, run.path)]
+    if metrics.get("judge_counts"):
+        lines += [
+            "",
+            f"Judge: {metrics['judge_model']}; verdicts: "
+            + ", ".join(f"{k} {v}" for k, v in metrics["judge_counts"].items()),
+        ]
+    return run.write_report("\n".join(lines) + "\n")
+
+
+def export_original(run: RunDir, path: str | Path) -> Path:
+    """Write the original's export ``{question: [agent_contexts, answer]}``; return the path."""
+    out = {
+        r["question"]: [[a["messages"] for a in r["agents"]], r["target"]] for r in run.records()
+    }
+    path = Path(path)
+    path.write_text(json.dumps(out, ensure_ascii=False, indent=1))
+    return path

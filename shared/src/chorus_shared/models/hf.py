@@ -1,0 +1,257 @@
+"""transformers backend: batched ``generate`` with left padding and length-sorted micro-batches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from chorus_shared.models.base import (
+    ChatTemplateError,
+    Completion,
+    Message,
+    ModelSpecError,
+    SamplingParams,
+    validate_conversations,
+)
+
+
+def _pick_device(device: str | None) -> str:
+    import torch
+
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _pick_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype == "auto":
+        # bf16 halves memory and is fast on GPUs; on CPU float32 is the fast, safe choice.
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return getattr(torch, dtype)
+    except AttributeError:
+        raise ValueError(
+            f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16"
+        ) from None
+
+
+class HFChatModel:
+    """A chat model run locally through transformers ``generate``.
+
+    Every call renders the conversations with the tokenizer's chat template, sorts them by
+    prompt length so each micro-batch wastes little padding, pads on the left (decoder-only
+    models continue from the right edge) and reads each reply from the generated token ids
+    only, never by splitting decoded text.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        spec: str,
+        batch_size: int = 32,
+        max_batch_tokens: int = 65536,
+        dedupe_greedy: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.dedupe_greedy = dedupe_greedy
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ChatTemplateError(
+                f"{spec} has no chat template; use an instruction-tuned model whose tokenizer "
+                "defines one (tokenizer_config.json or chat_template.jinja)"
+            )
+        self.pad_token_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
+        self.eos_token_ids = self._eos_ids()
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        spec: str | None = None,
+        dtype: str = "auto",
+        device: str | None = None,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        gguf_file: str | None = None,
+        attn_implementation: str | None = None,
+        **kwargs: Any,
+    ) -> HFChatModel:
+        """Return a model loaded from a hub id or a local folder (hub token from ``$HF_TOKEN``)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = _pick_device(device)
+        source = str(name_or_path)
+        load_kw: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+        if gguf_file:
+            load_kw["gguf_file"] = gguf_file
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **load_kw)
+            model = AutoModelForCausalLM.from_pretrained(
+                source,
+                dtype=_pick_dtype(dtype, device),
+                attn_implementation=attn_implementation,
+                **load_kw,
+            )
+        except OSError as exc:
+            where = "local folder" if Path(source).exists() else "hub id"
+            raise ModelSpecError(
+                f"could not load model {source!r} ({where}): {exc}. Give an existing local folder "
+                "or a hub id reachable from this machine (set HF_TOKEN for gated models); "
+                "offline, use the embedded model with --model default."
+            ) from exc
+        model.to(device)
+        return cls(model, tokenizer, spec=spec or f"hf:{source}", **kwargs)
+
+    @classmethod
+    def from_default(cls, **kwargs: Any) -> HFChatModel:
+        """Return the embedded SmolLM2-135M-Instruct (converted from GGUF, cached on first use)."""
+        from chorus_shared.models.embedded import default_model_dir
+
+        return cls.from_pretrained(default_model_dir(), spec="default", **kwargs)
+
+    def _eos_ids(self) -> list[int]:
+        ids: set[int] = set()
+        for source in (self.tokenizer.eos_token_id, self.model.generation_config.eos_token_id):
+            if isinstance(source, int):
+                ids.add(source)
+            elif isinstance(source, list | tuple):
+                ids.update(int(i) for i in source)
+        if not ids:
+            raise ChatTemplateError(f"{self.spec} defines no end-of-sequence token")
+        return sorted(ids)
+
+    # -- generation --------------------------------------------------------------------------
+
+    def render(self, conversation: list[Message]) -> list[int]:
+        """Return the prompt token ids of one conversation, ready for the assistant's turn."""
+        try:
+            text = self.tokenizer.apply_chat_template(
+                conversation, add_generation_prompt=True, tokenize=False
+            )
+        except Exception as exc:  # jinja raises TemplateError, templates may raise anything
+            roles = ",".join(m["role"] for m in conversation)
+            hint = (
+                " This model's template does not accept a system message: drop --sys."
+                if conversation and conversation[0]["role"] == "system"
+                else ""
+            )
+            raise ChatTemplateError(
+                f"the chat template of {self.spec} rejects a conversation with roles "
+                f"[{roles}]: {exc}.{hint}"
+            ) from exc
+        # The template already wrote the special tokens (BOS, role markers).
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def chat(self, conversations: list[list[Message]], params: SamplingParams) -> list[Completion]:
+        """Return one completion per conversation, in input order."""
+        import torch
+
+        validate_conversations(conversations)
+        prompts = [self.render(c) for c in conversations]
+        # Greedy decoding is deterministic, so identical prompts (e.g. every agent's first
+        # turn in a debate) are generated once and the reply is shared.
+        unique: dict[tuple[int, ...], int] = {}
+        source = list(range(len(prompts)))
+        if params.greedy and self.dedupe_greedy:
+            source = [unique.setdefault(tuple(p), i) for i, p in enumerate(prompts)]
+        todo = sorted(set(source))
+        results: dict[int, Completion] = {}
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        for batch in self._micro_batches([prompts[i] for i in todo], params.max_new_tokens):
+            outputs = self._generate([prompts[todo[b]] for b in batch], params)
+            for b, completion in zip(batch, outputs, strict=True):
+                results[todo[b]] = completion
+        return [
+            results[j] if j == i else replace(results[j], extra={"shared_with": j})
+            for i, j in enumerate(source)
+        ]
+
+    def _micro_batches(self, prompts: Sequence[list[int]], max_new: int) -> Iterator[list[int]]:
+        # Longest first: similar lengths share a batch (little padding), and the largest
+        # batch runs first, so an out-of-memory error shows up at once, not at the end.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+        batch: list[int] = []
+        width = 0
+        for i in order:
+            new_width = max(width, len(prompts[i]) + max_new)
+            if batch and (
+                len(batch) >= self.batch_size
+                or new_width * (len(batch) + 1) > self.max_batch_tokens
+            ):
+                yield batch
+                batch, new_width = [], len(prompts[i]) + max_new
+            batch.append(i)
+            width = new_width
+        if batch:
+            yield batch
+
+    def _generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+        import torch
+        from transformers import GenerationConfig
+
+        device = self.model.device
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
+        # A fresh config: decoding is exactly what the recipe says, not a checkpoint's defaults.
+        config = GenerationConfig(
+            max_new_tokens=params.max_new_tokens,
+            do_sample=not params.greedy,
+            temperature=None if params.greedy else params.temperature,
+            top_p=None if params.greedy else params.top_p,
+            top_k=None,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=self.eos_token_ids,
+            stop_strings=list(params.stop) or None,
+        )
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                generation_config=config,
+                tokenizer=self.tokenizer if params.stop else None,
+            )
+        generated = out[:, width:].tolist()
+        return [
+            self._completion(tokens, len(prompt), params)
+            for tokens, prompt in zip(generated, prompts, strict=True)
+        ]
+
+    def _completion(self, tokens: list[int], n_prompt: int, params: SamplingParams) -> Completion:
+        finish = "length"
+        eos = set(self.eos_token_ids)
+        for k, t in enumerate(tokens):
+            if t in eos:
+                tokens, finish = tokens[: k + 1], "stop"
+                break
+        text = self.tokenizer.decode([t for t in tokens if t not in eos], skip_special_tokens=True)
+        cut = min((p for p in (text.find(s) for s in params.stop) if p >= 0), default=-1)
+        if cut >= 0:
+            text, finish = text[:cut], "stop"
+        return Completion(
+            text=text.strip(),
+            prompt_tokens=n_prompt,
+            completion_tokens=len(tokens),
+            finish_reason=finish,
+        )

