@@ -265,8 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     items = task.load(args.questions, 0, None)
     total_replies = len(items) * args.agents * args.rounds
 
-    # Warm-up: the first generate pays one-off costs (kernel selection, allocator growth).
-    model.chat([[{"role": "user", "content": "Say hi."}]], SamplingParams(max_new_tokens=8))
+    # Warm-up, untimed: the first generates of a process pay one-off costs (kernel selection,
+    # allocator growth). Warm both shapes: one prompt alone, and all first prompts batched.
+    first_prompts = [[{"role": "user", "content": task.first_prompt(it)}] for it in items]
+    NaiveAgent(model, 8).reply(first_prompts[0])
+    model.chat(first_prompts, SamplingParams(max_new_tokens=8))
 
     dedupe_attr = find_dedupe_attr(model)
     original_dedupe = getattr(model, dedupe_attr) if dedupe_attr else None

@@ -63,6 +63,13 @@ def test_sampling_params_are_mapped_onto_the_request() -> None:
     assert out[0].finish_reason == "length"
 
 
+def test_seed_is_offset_per_request_so_identical_prompts_differ() -> None:
+    with FakeOpenAIServer() as server:
+        fast_model(server).chat([user("same")] * 3, SamplingParams(seed=5, temperature=1.0))
+        seeds = sorted(body["seed"] for body in server.requests)
+    assert seeds == [5, 6, 7]
+
+
 def test_defaults_leave_out_stop_and_seed_and_stop_strings_cut() -> None:
     with FakeOpenAIServer(lambda body: "answer 42 END trailing") as server:
         model = fast_model(server)

@@ -69,13 +69,11 @@ def test_chat_is_one_batched_call_with_mapped_params(fake_vllm) -> None:
 
     ((messages, sampling, use_tqdm),) = model._llm.calls
     assert messages == convs and use_tqdm is False
-    assert sampling == {
-        "max_tokens": 5,
-        "temperature": 0.5,
-        "top_p": 0.8,
-        "stop": ["\n"],
-        "seed": 3,
-    }
+    # One SamplingParams per request, seeds offset by position so identical prompts differ.
+    assert sampling == [
+        {"max_tokens": 5, "temperature": 0.5, "top_p": 0.8, "stop": ["\n"], "seed": 3 + k}
+        for k in range(3)
+    ]
     assert [c.finish_reason for c in out] == ["stop", "length", "error"]
     assert out[0].text == "reply 0" and out[0].prompt_tokens == 2 and out[0].completion_tokens == 3
     assert out[2].text == "" and "abort" in out[2].error

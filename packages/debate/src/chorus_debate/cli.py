@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from chorus_debate.evaluate import evaluate_run, export_original, pct, write_run
 from chorus_debate.methods import METHODS, plan_method
 from chorus_debate.recipes import DebateRecipe, available_recipes, load_recipe
 from chorus_debate.tasks import get_task
+from chorus_shared.distributed import ray_map_windows
 from chorus_shared.models import ChatModel, SamplingParams, load_chat_model
 from chorus_shared.runs import RunDir, pending, progress
 
@@ -73,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
         help="folder with gsm8k/, mmlu/, biography/ (else $CHORUS_DATA_DIR, ../shared/data, hub)",
     )
     gen.add_argument("--out", help="run directory (default runs/debate/<task>-<method>)")
+    gen.add_argument("--ray", action="store_true", help="fan windows out over a Ray cluster")
+    gen.add_argument("--ray-address", help="Ray address ('auto' = running cluster; default: local)")
+    gen.add_argument("--ray-workers", type=int, help="model replicas (default: one per GPU/CPU)")
+    gen.add_argument("--ray-gpus-per-worker", type=float, default=0.0)
     gen.add_argument(
         "--overwrite", action="store_true", help="discard the records already in --out"
     )
@@ -120,65 +126,117 @@ def _backend_options(spec: str, recipe: DebateRecipe) -> dict[str, Any]:
     return {"batch_size": recipe.batch_size} if spec == "default" or spec.startswith("hf:") else {}
 
 
-def generate(recipe: DebateRecipe, out: str | None = None, overwrite: bool = False) -> RunDir:
-    """Run ``recipe`` into a run directory (resuming finished items) and return it."""
-    task = get_task(recipe.task)
-    plan = plan_method(recipe.method, recipe.agents, recipe.rounds)
-    specs = recipe.model
-    if len(specs) == 1:
-        specs = specs * plan.agents
-    elif plan.agents == 1:
-        specs = specs[:1]
-    elif len(specs) != plan.agents:
-        raise ValueError(
-            f"{len(specs)} model specs given for {plan.agents} agents: give one --model for all "
-            "agents or exactly one per agent"
-        )
-    seed = task.default_seed if recipe.seed is None else recipe.seed
-    recipe.task, recipe.seed = task.name, seed
-    run = RunDir.create(
-        out or Path("runs") / "debate" / f"{task.name}-{recipe.method}",
-        {"recipe": recipe.identity(), "runtime": recipe.runtime()},
-        overwrite=overwrite,
-    )
-    items = task.load(recipe.limit, seed, recipe.data_dir)
-    todo = pending(items, run)
-    print(
-        f"{run.path}: {len(items) - len(todo)} of {len(items)} items already done", file=sys.stderr
-    )
-    if todo:
+@dataclass(frozen=True)
+class EngineFactory:
+    """Builds the models and the engine of a run; picklable, so Ray workers can build replicas."""
+
+    recipe: DebateRecipe
+    specs: tuple[str, ...]
+
+    def __call__(self) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+        """Return the function that turns a window of items into finished records."""
+        recipe = self.recipe
+        task = get_task(recipe.task)
         cache: dict[str, ChatModel] = {}
 
         def model(spec: str) -> ChatModel:
+            # One replica per distinct spec: identical agents share weights and batches.
             if spec not in cache:
                 cache[spec] = load_chat_model(spec, **_backend_options(spec, recipe))
             return cache[spec]
 
-        agents = [model(s) for s in specs]
         engine = DebateEngine(
             task,
-            agents,
+            [model(s) for s in self.specs],
             DebateSetup(
-                plan=plan,
+                plan=plan_method(recipe.method, recipe.agents, recipe.rounds),
                 params=SamplingParams(
                     max_new_tokens=recipe.max_new_tokens,
                     temperature=recipe.temperature,
                     top_p=recipe.top_p,
-                    seed=seed,
+                    seed=recipe.seed,
                 ),
                 summarize=recipe.summarize,
                 system=recipe.system,
                 judge_params=SamplingParams(max_new_tokens=recipe.judge_max_new_tokens),
             ),
-            judge=model(recipe.judge or specs[0]) if task.judged else None,
+            judge=model(recipe.judge or self.specs[0]) if task.judged else None,
         )
-        windows = [todo[k : k + recipe.window] for k in range(0, len(todo), recipe.window)]
-        with run:
-            for window in progress(
-                windows, total=len(windows), desc=f"{task.name}/{recipe.method} windows"
-            ):
-                for record in engine.run(window):
-                    run.append(record)
+        return engine.run
+
+
+def _agent_specs(recipe: DebateRecipe, n_agents: int) -> tuple[str, ...]:
+    specs = list(recipe.model)
+    if len(specs) == 1:
+        return tuple(specs * n_agents)
+    if n_agents == 1:
+        return (specs[0],)
+    if len(specs) != n_agents:
+        raise ValueError(
+            f"{len(specs)} model specs given for {n_agents} agents: give one --model for all "
+            "agents or exactly one per agent"
+        )
+    return tuple(specs)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide to fan out with ``--ray``."""
+
+    address: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float = 0.0
+
+
+def generate(
+    recipe: DebateRecipe,
+    out: str | None = None,
+    overwrite: bool = False,
+    ray: RayOptions | None = None,
+) -> RunDir:
+    """Run ``recipe`` into a run directory (resuming finished items) and return it.
+
+    With ``ray``, windows are spread over Ray actors (one model replica each) and streamed
+    back into the same run directory.
+    """
+    task = get_task(recipe.task)
+    plan = plan_method(recipe.method, recipe.agents, recipe.rounds)
+    specs = _agent_specs(recipe, plan.agents)
+    recipe = replace(
+        recipe, task=task.name, seed=task.default_seed if recipe.seed is None else recipe.seed
+    )
+    run = RunDir.create(
+        out or Path("runs") / "debate" / f"{task.name}-{recipe.method}",
+        {"recipe": recipe.identity(), "runtime": recipe.runtime()},
+        overwrite=overwrite,
+    )
+    items = task.load(recipe.limit, recipe.seed, recipe.data_dir)
+    todo = pending(items, run)
+    print(
+        f"{run.path}: {len(items) - len(todo)} of {len(items)} items already done", file=sys.stderr
+    )
+    windows = [todo[k : k + recipe.window] for k in range(0, len(todo), recipe.window)]
+    factory = EngineFactory(recipe, specs)
+    with run:
+
+        def append_all(records: list[dict[str, Any]]) -> None:
+            for record in records:
+                run.append(record)
+
+        if windows and ray is not None:
+            ray_map_windows(
+                factory,
+                windows,
+                append_all,
+                num_workers=ray.workers,
+                gpus_per_worker=ray.gpus_per_worker,
+                address=ray.address,
+            )
+        elif windows:
+            run_window = factory()
+            desc = f"{task.name}/{recipe.method} windows"
+            for window in progress(windows, total=len(windows), desc=desc):
+                append_all(run_window(window))
     return run
 
 
@@ -197,7 +255,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.verb == "generate":
-            run = generate(_recipe_from_args(args), args.out, args.overwrite)
+            ray = (
+                RayOptions(args.ray_address, args.ray_workers, args.ray_gpus_per_worker)
+                if args.ray
+                else None
+            )
+            run = generate(_recipe_from_args(args), args.out, args.overwrite, ray)
             metrics = evaluate_run(run)
             write_run_report(run, metrics)
             print(_summary(metrics))
@@ -216,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
+    except (ValueError, OSError, ImportError, RuntimeError) as exc:
         print(f"chorus-debate: error: {exc}", file=sys.stderr)
         return 2
     return 0

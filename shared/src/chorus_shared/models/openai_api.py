@@ -144,7 +144,8 @@ class OpenAIChatModel:
         )
         try:
             futures = [
-                pool.submit(self._request_one, conv, request_kwargs, stop) for conv in conversations
+                pool.submit(self._request_one, conv, _seeded(request_kwargs, k), stop)
+                for k, conv in enumerate(conversations)
             ]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             for fut in done:
@@ -332,3 +333,14 @@ def _strip_userinfo(url: str) -> str:
     if parts.port is not None:
         netloc = f"{netloc}:{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _seeded(kwargs: dict[str, Any], index: int) -> dict[str, Any]:
+    """Return ``kwargs`` with the seed offset by the request's index in the call.
+
+    Servers make a seeded request deterministic, so one seed for every request would give
+    identical agents identical samples; seed + index keeps a call reproducible and diverse.
+    """
+    if "seed" not in kwargs:
+        return kwargs
+    return {**kwargs, "seed": kwargs["seed"] + index}

@@ -63,13 +63,18 @@ class VLLMChatModel:
         validate_conversations(conversations)
         if not conversations:
             return []
-        sampling = self._vllm.SamplingParams(
-            max_tokens=params.max_new_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            stop=list(params.stop),
-            seed=params.seed,
-        )
+        # One SamplingParams per request: a shared seed would give identical prompts identical
+        # samples, so request k uses seed + k (reproducible, yet agents differ).
+        sampling = [
+            self._vllm.SamplingParams(
+                max_tokens=params.max_new_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                stop=list(params.stop),
+                seed=None if params.seed is None else params.seed + k,
+            )
+            for k in range(len(conversations))
+        ]
         outputs = self._llm.chat(conversations, sampling_params=sampling, use_tqdm=False)
         if len(outputs) != len(conversations):
             raise RuntimeError(

@@ -1,0 +1,324 @@
+"""The real command line, end to end on a tiny random chat model (milliseconds per reply)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chorus_debate.cli import main
+from chorus_debate.recipes import DebateRecipe, available_recipes, load_recipe
+from chorus_debate.tasks import load_arithmetic, load_biography
+
+
+@pytest.fixture
+def generate(tiny_model_dir: Path):
+    """Run ``chorus-debate generate`` on arithmetic with the tiny model; return the exit code."""
+
+    def run(out: Path, *extra: str, limit: int = 4, method: str = "debate") -> int:
+        argv = [
+            "generate",
+            "--task",
+            "arithmetic",
+            "--method",
+            method,
+            "--limit",
+            str(limit),
+            "--max-new-tokens",
+            "8",
+            "--out",
+            str(out),
+            *extra,
+        ]
+        if "--model" not in extra:
+            argv += ["--model", f"hf:{tiny_model_dir}"]
+        return main(argv)
+
+    return run
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in _lines(run / "records.jsonl")]
+
+
+def test_generate_writes_a_complete_run(generate, tmp_path, tiny_model_dir, capsys) -> None:
+    out = tmp_path / "run"
+    assert generate(out) == 0
+    for name in ("config.json", "records.jsonl", "metrics.json", "report.md"):
+        assert (out / name).is_file(), name
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["accuracy_vs_agents.png", "accuracy_vs_round.png"]
+    assert all((out / p).read_bytes().startswith(b"\x89PNG") for p in pngs)
+
+    records = _records(out)
+    assert len(records) == 4
+    assert [r["id"] for r in records] == [i["id"] for i in load_arithmetic(4, 0)]
+    for rec in records:
+        assert len(rec["agents"]) == 3
+        assert all(a["model"] == f"hf:{tiny_model_dir}" for a in rec["agents"])
+        assert [m["role"] for m in rec["agents"][0]["messages"]] == ["user", "assistant"] * 2
+        assert len(rec["answers"]) == 2
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["recipe"]["limit"] == 4
+    assert config["recipe"]["model"] == [f"hf:{tiny_model_dir}"]
+    assert config["recipe"]["seed"] == 0  # the task's paper seed, written down
+    assert config["runtime"]["window"] == 32
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["items"] == 4 and metrics["agents"] == 3 and metrics["rounds"] == 2
+    assert len(metrics["accuracy_by_round"]) == 2
+    assert metrics["accuracy"]["mean"] == pytest.approx(
+        sum(r["correct"] for r in records) / len(records)
+    )
+    assert metrics["unparseable"] == sum(r["unparseable"][-1] for r in records)
+    report = (out / "report.md").read_text()
+    assert "accuracy_vs_round.png" in report and "## Accuracy per round" in report
+    assert "arithmetic debate: accuracy" in capsys.readouterr().out
+
+
+def test_rerun_resumes_without_duplicates(generate, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert generate(out) == 0
+    before = (out / "records.jsonl").read_bytes()
+    capsys.readouterr()
+    assert generate(out) == 0
+    assert "4 of 4 items already done" in capsys.readouterr().err
+    assert (out / "records.jsonl").read_bytes() == before
+
+
+def test_rerun_completes_a_partial_run(generate, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert generate(out) == 0
+    lines = _lines(out / "records.jsonl")
+    (out / "records.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    capsys.readouterr()
+    assert generate(out) == 0
+    assert "2 of 4 items already done" in capsys.readouterr().err
+    final = _lines(out / "records.jsonl")
+    assert final[:2] == lines[:2]
+    assert sorted(json.loads(x)["id"] for x in final) == sorted(json.loads(x)["id"] for x in lines)
+
+
+def test_different_limit_is_refused_then_overwrite_restarts(generate, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert generate(out) == 0
+    before = (out / "records.jsonl").read_bytes()
+    capsys.readouterr()
+    assert generate(out, limit=2) == 2
+    err = capsys.readouterr().err
+    assert "recipe.limit" in err
+    assert "--overwrite" in err
+    assert (out / "records.jsonl").read_bytes() == before  # nothing touched
+
+    assert generate(out, "--overwrite", limit=2) == 0
+    assert len(_lines(out / "records.jsonl")) == 2
+    assert json.loads((out / "config.json").read_text())["recipe"]["limit"] == 2
+
+
+def test_runtime_knobs_may_change_on_resume(generate, tmp_path) -> None:
+    out = tmp_path / "run"
+    assert generate(out, limit=2) == 0
+    assert generate(out, "--window", "1", "--batch-size", "2", limit=2) == 0
+    assert len(_lines(out / "records.jsonl")) == 2
+
+
+def test_evaluate_export_writes_the_original_format(generate, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert generate(out) == 0
+    (out / "metrics.json").unlink()
+    export = tmp_path / "export.json"
+    assert main(["evaluate", str(out), "--export", str(export)]) == 0
+    assert "over 4 items" in capsys.readouterr().out
+    assert (out / "metrics.json").is_file()
+
+    data = json.loads(export.read_text())
+    records = _records(out)
+    assert set(data) == {r["question"] for r in records}
+    for rec in records:
+        contexts, answer = data[rec["question"]]
+        assert answer == rec["target"]
+        assert len(contexts) == 3
+        assert contexts == [a["messages"] for a in rec["agents"]]
+        for context in contexts:
+            assert [m["role"] for m in context] == ["user", "assistant", "user", "assistant"]
+
+
+def test_report_compares_single_majority_debate(generate, tmp_path, capsys) -> None:
+    runs = {m: tmp_path / m for m in ("single", "majority", "debate")}
+    for method, out in runs.items():
+        assert generate(out, method=method, limit=3) == 0
+    capsys.readouterr()
+    table = tmp_path / "cmp" / "compare.md"
+    assert main(["report", *map(str, runs.values()), "--out", str(table)]) == 0
+    printed = capsys.readouterr().out
+    assert printed == table.read_text() + "\n"  # print() adds one newline
+    rows = [ln for ln in printed.splitlines() if ln.startswith("|")]
+    assert "method" in rows[0] and "accuracy (%)" in rows[0]
+    body = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[1:-1]] for ln in rows[2:]}
+    assert set(body) == {"single", "majority", "debate"}
+    header = [c.strip() for c in rows[0].split("|")[1:-1]]
+    agents, rounds = header.index("agents"), header.index("rounds")
+    assert (body["single"][agents], body["single"][rounds]) == ("1", "1")
+    assert (body["majority"][agents], body["majority"][rounds]) == ("3", "1")
+    assert (body["debate"][agents], body["debate"][rounds]) == ("3", "2")
+
+
+def test_report_draws_accuracy_vs_agents_across_runs(generate, tmp_path, capsys) -> None:
+    runs = [tmp_path / f"debate{n}" for n in (2, 3)]
+    for n, out in zip((2, 3), runs, strict=True):
+        assert generate(out, "--agents", str(n), "--rounds", "1", limit=2) == 0
+    table = tmp_path / "cmp.md"
+    assert main(["report", *map(str, runs), "--out", str(table)]) == 0
+    plot = tmp_path / "cmp_accuracy_vs_agents.png"
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    assert plot.name in table.read_text()
+
+
+def test_heterogeneous_agents_record_their_specs(
+    generate, tmp_path, tiny_model_dir, tiny_nosys_dir
+) -> None:
+    specs = [f"hf:{tiny_model_dir}", f"hf:{tiny_model_dir}/", f"hf:{tiny_nosys_dir}"]
+    out = tmp_path / "run"
+    extra = [x for spec in specs for x in ("--model", spec)]
+    assert generate(out, *extra, limit=2) == 0
+    for rec in _records(out):
+        assert [a["model"] for a in rec["agents"]] == specs
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["models"] == sorted(specs)
+    assert json.loads((out / "config.json").read_text())["recipe"]["model"] == specs
+
+
+def test_wrong_number_of_model_specs(generate, tmp_path, tiny_model_dir, capsys) -> None:
+    spec = f"hf:{tiny_model_dir}"
+    assert generate(tmp_path / "run", "--model", spec, "--model", spec, "--agents", "3") == 2
+    err = capsys.readouterr().err
+    assert "2 model specs given for 3 agents" in err
+    assert not (tmp_path / "run" / "records.jsonl").exists()
+
+
+def test_sys_with_a_template_that_refuses_it(generate, tmp_path, tiny_nosys_dir, capsys) -> None:
+    code = generate(tmp_path / "run", "--model", f"hf:{tiny_nosys_dir}", "--sys", limit=1)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "drop --sys" in err
+    assert "Traceback" not in err
+
+
+def test_sys_with_a_template_that_accepts_it(generate, tmp_path) -> None:
+    out = tmp_path / "run"
+    assert generate(out, "--sys", "Think hard.", limit=1) == 0
+    messages = _records(out)[0]["agents"][0]["messages"]
+    assert messages[0] == {"role": "system", "content": "Think hard."}
+
+
+def test_unknown_model_spec(generate, tmp_path, capsys) -> None:
+    assert generate(tmp_path / "run", "--model", "gpt4", limit=1) == 2
+    err = capsys.readouterr().err
+    assert "gpt4" in err
+    for form in ("'default'", "'hf:<hub id or local path>'", "'openai:<model>[@<base url>]'"):
+        assert form in err
+
+
+def test_invalid_sampling_value_leaves_no_run_folder(generate, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert generate(out, "--temperature", "-1", limit=1) == 2
+    assert "temperature must be >= 0" in capsys.readouterr().err
+    assert not (out / "config.json").exists()
+    # The corrected command then starts cleanly in the same folder.
+    assert generate(out, "--temperature", "0.5", limit=1) == 0
+
+
+def test_out_that_is_a_file_is_a_clean_error(generate, tmp_path, capsys) -> None:
+    out = tmp_path / "not_a_dir"
+    out.write_text("x")
+    assert generate(out, limit=1) == 2
+    err = capsys.readouterr().err
+    assert "not a directory" in err
+    assert "Traceback" not in err
+
+
+def test_unknown_recipe_field(tmp_path, capsys) -> None:
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("task: arithmetic\nnum_agents: 3\n")
+    assert main(["generate", "--recipe", str(recipe), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "num_agents" in err
+    assert "known fields" in err
+    assert "agents" in err.split("known fields")[1]
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_recipe_name(tmp_path, capsys) -> None:
+    assert main(["generate", "--recipe", "nope", "--out", str(tmp_path / "run")]) == 2
+    assert "math_default" in capsys.readouterr().err
+
+
+def test_shipped_recipes_load() -> None:
+    names = available_recipes()
+    assert {"math_default", "gsm_default", "mmlu_default", "bio_default"} <= set(names)
+    for name in names:
+        recipe = load_recipe(name)
+        assert isinstance(recipe, DebateRecipe)
+        assert recipe.agents == 3 and recipe.rounds == 2
+    assert load_recipe("gsm_mistral7b").limit == 100
+    assert load_recipe("bio_mistral7b").limit == 40
+
+
+def test_recipe_fields_are_overridden_by_flags(generate, tmp_path) -> None:
+    out = tmp_path / "run"
+    assert generate(out, "--recipe", "math_default", "--rounds", "1", limit=2) == 0
+    recipe = json.loads((out / "config.json").read_text())["recipe"]
+    assert recipe["temperature"] == 0.7  # from the recipe
+    assert recipe["rounds"] == 1 and recipe["limit"] == 2 and recipe["max_new_tokens"] == 8
+    assert all(len(r["answers"]) == 1 for r in _records(out))
+
+
+def test_biography_end_to_end_with_the_tiny_model_as_judge(tiny_model_dir, tmp_path) -> None:
+    out = tmp_path / "bio"
+    argv = ["generate", "--task", "bio", "--limit", "2", "--agents", "2", "--rounds", "1"]
+    argv += ["--model", f"hf:{tiny_model_dir}", "--max-new-tokens", "8", "--out", str(out)]
+    assert main(argv) == 0
+    people = load_biography(2, 1)
+    records = _records(out)
+    assert [r["id"] for r in records] == [p["id"] for p in people]
+    for rec, person in zip(records, people, strict=True):
+        assert 0.0 <= rec["score"] <= 1.0
+        assert rec["judge"]["model"] == f"hf:{tiny_model_dir}"
+        # Every fact of every agent's biography got a verdict.
+        assert sum(rec["judge"]["counts"].values()) == 2 * len(person["facts"])
+        assert [len(v) for v in rec["judge"]["verdicts"]] == [len(person["facts"])] * 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "biography"
+    assert metrics["accuracy_by_round"] is None
+    assert sum(metrics["judge_counts"].values()) == 2 * sum(len(p["facts"]) for p in people)
+    assert metrics["accuracy"]["mean"] == pytest.approx(sum(r["score"] for r in records) / 2)
+    assert "Judge:" in (out / "report.md").read_text()
+
+
+def test_evaluate_names_a_corrupted_line(generate, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert generate(out, limit=3) == 0
+    lines = _lines(out / "records.jsonl")
+    lines[1] = lines[1][: len(lines[1]) // 2]
+    (out / "records.jsonl").write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "records.jsonl:2" in err
+    assert "corrupted" in err
+
+
+def test_evaluate_missing_run(tmp_path, capsys) -> None:
+    assert main(["evaluate", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_has_no_training_step(capsys) -> None:
+    assert main(["train"]) == 2
+    assert "no training step" in capsys.readouterr().err
