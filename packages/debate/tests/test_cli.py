@@ -223,6 +223,8 @@ def test_unknown_model_spec(generate, tmp_path, capsys) -> None:
     assert "gpt4" in err
     for form in ("'default'", "'hf:<hub id or local path>'", "'openai:<model>[@<base url>]'"):
         assert form in err
+    # The spec is checked before anything is written, so fixing the typo just works.
+    assert not (tmp_path / "run" / "config.json").exists()
 
 
 def test_invalid_sampling_value_leaves_no_run_folder(generate, tmp_path, capsys) -> None:

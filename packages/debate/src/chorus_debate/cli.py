@@ -16,7 +16,7 @@ from chorus_debate.methods import METHODS, plan_method
 from chorus_debate.recipes import DebateRecipe, available_recipes, load_recipe
 from chorus_debate.tasks import get_task
 from chorus_shared.distributed import ray_map_windows
-from chorus_shared.models import ChatModel, SamplingParams, load_chat_model
+from chorus_shared.models import ChatModel, SamplingParams, load_chat_model, parse_spec
 from chorus_shared.runs import RunDir, pending, progress
 
 DEFAULT_SYSTEM = (
@@ -132,6 +132,8 @@ class EngineFactory:
 
     recipe: DebateRecipe
     specs: tuple[str, ...]
+    params: SamplingParams
+    judge_params: SamplingParams
 
     def __call__(self) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
         """Return the function that turns a window of items into finished records."""
@@ -150,15 +152,10 @@ class EngineFactory:
             [model(s) for s in self.specs],
             DebateSetup(
                 plan=plan_method(recipe.method, recipe.agents, recipe.rounds),
-                params=SamplingParams(
-                    max_new_tokens=recipe.max_new_tokens,
-                    temperature=recipe.temperature,
-                    top_p=recipe.top_p,
-                    seed=recipe.seed,
-                ),
+                params=self.params,
                 summarize=recipe.summarize,
                 system=recipe.system,
-                judge_params=SamplingParams(max_new_tokens=recipe.judge_max_new_tokens),
+                judge_params=self.judge_params,
             ),
             judge=model(recipe.judge or self.specs[0]) if task.judged else None,
         )
@@ -202,8 +199,22 @@ def generate(
     task = get_task(recipe.task)
     plan = plan_method(recipe.method, recipe.agents, recipe.rounds)
     specs = _agent_specs(recipe, plan.agents)
+    for spec in {*specs, recipe.judge or specs[0]}:
+        parse_spec(spec)  # a typo fails here, before a run folder is written
     recipe = replace(
         recipe, task=task.name, seed=task.default_seed if recipe.seed is None else recipe.seed
+    )
+    # Built before the run folder so a bad value leaves nothing behind to mismatch on resume.
+    factory = EngineFactory(
+        recipe,
+        specs,
+        params=SamplingParams(
+            max_new_tokens=recipe.max_new_tokens,
+            temperature=recipe.temperature,
+            top_p=recipe.top_p,
+            seed=recipe.seed,
+        ),
+        judge_params=SamplingParams(max_new_tokens=recipe.judge_max_new_tokens),
     )
     run = RunDir.create(
         out or Path("runs") / "debate" / f"{task.name}-{recipe.method}",
@@ -216,7 +227,6 @@ def generate(
         f"{run.path}: {len(items) - len(todo)} of {len(items)} items already done", file=sys.stderr
     )
     windows = [todo[k : k + recipe.window] for k in range(0, len(todo), recipe.window)]
-    factory = EngineFactory(recipe, specs)
     with run:
 
         def append_all(records: list[dict[str, Any]]) -> None:

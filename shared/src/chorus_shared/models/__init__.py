@@ -28,9 +28,28 @@ __all__ = [
     "ModelSpecError",
     "SamplingParams",
     "load_chat_model",
+    "parse_spec",
 ]
 
 BACKENDS = ("hf", "vllm", "openai")
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """Return ``(backend, target)`` of a model spec without loading anything.
+
+    ``"default"`` gives ``("default", "")``. Raises ``ModelSpecError`` listing the accepted forms.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelSpecError(_usage(f"empty model spec {spec!r}"))
+    spec = spec.strip()
+    if spec == "default":
+        return "default", ""
+    backend, sep, target = spec.partition(":")
+    if not sep or not target:
+        raise ModelSpecError(_usage(f"unknown model spec {spec!r}"))
+    if backend not in BACKENDS:
+        raise ModelSpecError(_usage(f"unknown backend {backend!r} in model spec {spec!r}"))
+    return backend, target
 
 
 def load_chat_model(spec: str, **options: Any) -> ChatModel:
@@ -38,16 +57,11 @@ def load_chat_model(spec: str, **options: Any) -> ChatModel:
 
     Raises ``ModelSpecError`` with the accepted forms when the spec is not understood.
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ModelSpecError(_usage(f"empty model spec {spec!r}"))
-    spec = spec.strip()
-    if spec == "default":
+    backend, target = parse_spec(spec)
+    if backend == "default":
         from chorus_shared.models.hf import HFChatModel
 
         return HFChatModel.from_default(**options)
-    backend, sep, target = spec.partition(":")
-    if not sep or not target:
-        raise ModelSpecError(_usage(f"unknown model spec {spec!r}"))
     if backend == "hf":
         from chorus_shared.models.hf import HFChatModel
 
@@ -56,12 +70,10 @@ def load_chat_model(spec: str, **options: Any) -> ChatModel:
         from chorus_shared.models.vllm_backend import VLLMChatModel
 
         return VLLMChatModel(target, **options)
-    if backend == "openai":
-        from chorus_shared.models.openai_api import OpenAIChatModel
+    from chorus_shared.models.openai_api import OpenAIChatModel
 
-        model, _, base_url = target.partition("@")
-        return OpenAIChatModel(model, base_url=base_url or None, **options)
-    raise ModelSpecError(_usage(f"unknown backend {backend!r} in model spec {spec!r}"))
+    model, _, base_url = target.partition("@")
+    return OpenAIChatModel(model, base_url=base_url or None, **options)
 
 
 def _usage(problem: str) -> str:
