@@ -45,7 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--questions", type=int, default=8, help="GSM8K test questions (default 8)")
     p.add_argument("--agents", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=64,
+        help="token budget per reply (default 64 keeps a run near 6 min on 2 cores; "
+        "the issue's setting is 128)",
+    )
     p.add_argument("--model", default="default", help="an hf model spec (default: embedded)")
     p.add_argument("--batch-size", type=int, default=32, help="engine micro-batch size")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -178,25 +184,37 @@ def run_engine(
 
     # Count the tokens actually generated: a reply shared by de-duplication is marked in
     # Completion.extra["shared_with"] and was not computed again.
-    computed = 0
-    calls = 0
+    calls: list[dict[str, Any]] = []
     inner_chat = chat_model.chat
 
     def counting_chat(conversations, params):  # type: ignore[no-untyped-def]
-        nonlocal computed, calls
+        start = time.perf_counter()
         out = inner_chat(conversations, params)
-        calls += 1
-        computed += sum(c.completion_tokens for c in out if "shared_with" not in c.extra)
+        unique = [c for c in out if "shared_with" not in c.extra]
+        calls.append(
+            {
+                "conversations": len(out),
+                "generated": len(unique),
+                "prompt_tokens": sum(c.prompt_tokens for c in unique),
+                "computed_tokens": sum(c.completion_tokens for c in unique),
+                "seconds": round(time.perf_counter() - start, 2),
+            }
+        )
         return out
 
+    shadowed = vars(chat_model).get("chat")
     chat_model.chat = counting_chat
     try:
         start = time.perf_counter()
         records = engine.run(items)
         seconds = time.perf_counter() - start
     finally:
-        del chat_model.chat  # back to the class's method
+        if shadowed is None:
+            del chat_model.chat  # back to the class's method
+        else:
+            chat_model.chat = shadowed
     delivered = sum(rec["usage"]["completion_tokens"] for rec in records)
+    computed = sum(c["computed_tokens"] for c in calls)
     replies = [
         [
             [
@@ -237,6 +255,63 @@ def peak_rss_mb() -> float:
     """Return this process's peak resident set size in MiB (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def _machine_cpu_seconds() -> tuple[float, float] | None:
+    """Return (busy, stolen) CPU-seconds of the whole machine since boot; None without /proc."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    hz = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / hz, steal / hz
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def watched(run: Any, *args: Any) -> Timing:
+    """Return ``run(*args)`` with the CPU time other processes used meanwhile in its notes.
+
+    Timings on a busy machine are not comparable: two processes whose OpenMP threads share
+    the same cores slow each other down far more than their share.
+    """
+    before, own_before = _machine_cpu_seconds(), _own_cpu_seconds()
+    timing = run(*args)
+    after, own_after = _machine_cpu_seconds(), _own_cpu_seconds()
+    if before is not None and after is not None:
+        others = (after[0] - before[0]) - (own_after - own_before)
+        timing.notes["other_processes_cpu_s"] = round(max(0.0, others), 1)
+        timing.notes["steal_cpu_s"] = round(after[1] - before[1], 1)
+    return timing
+
+
+def busy_share(t: Timing) -> float:
+    """Return the share of the machine's CPU capacity other processes used during ``t``."""
+    capacity = t.seconds * (os.cpu_count() or 1)
+    return t.notes.get("other_processes_cpu_s", 0.0) / capacity if capacity else 0.0
+
+
+def report_progress(t: Timing) -> None:
+    """Print how long a run took and, for the engine, each batched ``chat`` call."""
+    print(f"  {t.name} done in {t.seconds:.1f} s", flush=True)
+    if "other_processes_cpu_s" in t.notes:
+        print(
+            f"    other processes used {t.notes['other_processes_cpu_s']:.1f} CPU-s "
+            f"({busy_share(t):.0%} of the machine), steal {t.notes['steal_cpu_s']:.1f} CPU-s",
+            flush=True,
+        )
+    for k, call in enumerate(t.notes.get("chat_calls", []), 1):
+        print(
+            f"    chat call {k}: {call['conversations']} conversations, {call['generated']} "
+            f"generated, {call['prompt_tokens']} prompt tokens, {call['computed_tokens']} "
+            f"reply tokens, {call['seconds']:.1f} s",
+            flush=True,
+        )
 
 
 def find_dedupe_attr(chat_model: Any) -> str | None:
@@ -281,18 +356,18 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    naive = run_naive(model, task, items, args)
-    print(f"  naive done in {naive.seconds:.1f} s", flush=True)
+    naive = watched(run_naive, model, task, items, args)
+    report_progress(naive)
     runs = []
     try:
         if dedupe_attr:
             setattr(model, dedupe_attr, False)
-        runs.append(run_engine(model, task, items, args, "engine (batched)"))
-        print(f"  engine done in {runs[-1].seconds:.1f} s", flush=True)
+        runs.append(watched(run_engine, model, task, items, args, "engine (batched)"))
+        report_progress(runs[-1])
         if dedupe_attr:
             setattr(model, dedupe_attr, True)
-            runs.append(run_engine(model, task, items, args, "engine + greedy dedupe"))
-            print(f"  engine + dedupe done in {runs[-1].seconds:.1f} s", flush=True)
+            runs.append(watched(run_engine, model, task, items, args, "engine + greedy dedupe"))
+            report_progress(runs[-1])
     finally:
         if dedupe_attr:
             setattr(model, dedupe_attr, original_dedupe)
@@ -338,10 +413,17 @@ def main(argv: list[str] | None = None) -> int:
         )
     if dedupe_attr is None:
         print("(this model has no greedy de-duplication switch; one engine run only)")
-    if os.cpu_count() != 2 or args.model != "default":
+    if os.cpu_count() != 2 or args.model != "default" or args.max_new_tokens != 128:
         print(
-            f"note: the target is stated for 2 CPU cores and the default model; this machine "
-            f"has {os.cpu_count()} cores and the model is {args.model!r}"
+            "note: the target is stated for 2 CPU cores, the default model and 128 new tokens "
+            f"per reply; this run: {os.cpu_count()} cores, model {args.model!r}, "
+            f"{args.max_new_tokens} new tokens"
+        )
+    busiest = max(busy_share(t) for t in [naive, *runs])
+    if busiest > 0.05:
+        print(
+            f"WARNING: other processes used up to {busiest:.0%} of the CPU during a timed run; "
+            "these timings are not reliable. Rerun on an idle machine."
         )
     rss = peak_rss_mb()
     print(f"peak RSS of this process: {rss:.0f} MiB; torch threads: {torch.get_num_threads()}")
@@ -349,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         payload = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "command": " ".join([sys.executable, *sys.argv]),
             "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "replies": total_replies,
             "machine": {
@@ -364,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": round(naive.seconds, 3),
                 "reply_tokens": naive.tokens,
                 "tokens_per_s": round(naive.tokens_per_s, 2),
+                **naive.notes,
             },
             "engine": results,
             "peak_rss_mib": round(rss, 1),

@@ -123,7 +123,9 @@ def _recipe_from_args(args: argparse.Namespace) -> DebateRecipe:
 
 def _backend_options(spec: str, recipe: DebateRecipe) -> dict[str, Any]:
     # Only the local transformers backend takes a micro-batch size.
-    return {"batch_size": recipe.batch_size} if spec == "default" or spec.startswith("hf:") else {}
+    if spec == "default" or spec.startswith("hf:"):
+        return {"batch_size": recipe.batch_size, "max_batch_tokens": recipe.max_batch_tokens}
+    return {}
 
 
 @dataclass(frozen=True)

@@ -31,17 +31,25 @@ class DebateRecipe:
     judge_max_new_tokens: int = 8
     # Runtime knobs: they change speed and memory, never the results' meaning.
     batch_size: int = 32
+    max_batch_tokens: int = 32768  # padded (prompt + new) tokens per micro-batch: bounds KV memory
     window: int = 32
     data_dir: str | None = None
 
-    RUNTIME = ("batch_size", "window", "data_dir")
+    RUNTIME = ("batch_size", "max_batch_tokens", "window", "data_dir")
 
     def __post_init__(self) -> None:
         if isinstance(self.model, str):
             self.model = [self.model]
         if not self.model or not all(isinstance(m, str) and m for m in self.model):
             raise ValueError(f"model must be a spec or a list of specs, got {self.model!r}")
-        for name in ("agents", "rounds", "max_new_tokens", "batch_size", "window"):
+        for name in (
+            "agents",
+            "rounds",
+            "max_new_tokens",
+            "batch_size",
+            "max_batch_tokens",
+            "window",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
