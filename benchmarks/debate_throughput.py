@@ -450,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
             },
             "engine": results,
             "peak_rss_mib": round(rss, 1),
+            "max_other_processes_cpu_share": round(busiest, 3),
+            "reliable": busiest <= 0.05,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
