@@ -123,7 +123,7 @@ def _recipe_from_args(args: argparse.Namespace) -> DebateRecipe:
 
 def _backend_options(spec: str, recipe: DebateRecipe) -> dict[str, Any]:
     # Only the local transformers backend takes a micro-batch size.
-    if spec == "default" or spec.startswith("hf:"):
+    if parse_spec(spec)[0] in ("default", "hf"):
         return {"batch_size": recipe.batch_size, "max_batch_tokens": recipe.max_batch_tokens}
     return {}
 
