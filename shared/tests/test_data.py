@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import types
 from pathlib import Path
@@ -190,15 +189,33 @@ def test_sibling_of_the_working_directory(isolated: Path, monkeypatch: pytest.Mo
     assert load_dataset_records("gsm8k")[0]["question"].startswith("cwd sibling: ")
 
 
-def test_missing_explicit_path_falls_through_with_a_warning(
-    isolated: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_missing_explicit_path_is_an_error_not_a_fallback(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_gsm8k(isolated / "env", "env: ")
     monkeypatch.setenv(DATA_DIR_ENV, str(isolated / "env"))
-    with caplog.at_level(logging.WARNING, logger="chorus_shared.data"):
-        records = load_dataset_records("gsm8k", path=isolated / "typo")
-    assert records[0]["question"].startswith("env: ")
-    assert "typo" in caplog.text
+    with pytest.raises(DataNotFoundError, match=r"--data-dir .* is .*typo.*not there"):
+        load_dataset_records("gsm8k", path=isolated / "typo")
+
+
+def test_explicit_path_without_the_tasks_files_is_an_error(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (isolated / "other").mkdir()
+    write_gsm8k(isolated / "checkout" / "shared" / "data", "sibling: ")
+    monkeypatch.setattr(data, "_REPO_ROOT", isolated / "checkout" / "repo")
+    with pytest.raises(DataNotFoundError, match=r"gsm8k.*not there"):
+        load_dataset_records("gsm8k", path=isolated / "other")
+
+
+def test_missing_env_data_dir_is_an_error_not_a_fallback(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_gsm8k(isolated / "checkout" / "shared" / "data", "sibling: ")
+    monkeypatch.setattr(data, "_REPO_ROOT", isolated / "checkout" / "repo")
+    monkeypatch.setenv(DATA_DIR_ENV, str(isolated / "nonexistent"))
+    with pytest.raises(DataNotFoundError, match=rf"\${DATA_DIR_ENV} is .*nonexistent"):
+        load_dataset_records("gsm8k")
 
 
 def test_malformed_data_is_not_masked_by_a_later_copy(
@@ -213,16 +230,15 @@ def test_malformed_data_is_not_masked_by_a_later_copy(
         load_dataset_records("gsm8k", path=isolated / "bad")
 
 
-def test_error_lists_every_place_tried(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(DATA_DIR_ENV, str(isolated / "env-dir"))
+def test_error_lists_every_place_tried(isolated: Path) -> None:
     with pytest.raises(DataNotFoundError) as info:
-        load_dataset_records("gsm8k", path=isolated / "explicit-dir")
+        load_dataset_records("gsm8k")
     assert isinstance(info.value, FileNotFoundError)
     message = str(info.value)
     for expected in [
         "'gsm8k'",
-        f"explicit path {isolated / 'explicit-dir'}",
-        f"${DATA_DIR_ENV} {isolated / 'env-dir'}",
+        "explicit path: not set",
+        f"${DATA_DIR_ENV}: not set",
         f"sibling folder {isolated / 'nowhere' / 'shared' / 'data'}",
         f"sibling folder {isolated / 'work' / 'shared' / 'data'}",
         "Hugging Face hub openai/gsm8k (main): tried, failed:",
@@ -230,7 +246,7 @@ def test_error_lists_every_place_tried(isolated: Path, monkeypatch: pytest.Monke
         "--data-dir",
     ]:
         assert expected in message
-    assert message.count("does not exist") == 4
+    assert message.count("does not exist") == 2
 
 
 def test_error_when_nothing_is_set_and_there_is_no_hub_copy(isolated: Path) -> None:

@@ -190,7 +190,6 @@ def load_dataset_records(
     places.extend(("sibling folder", root) for root in _sibling_roots())
 
     tried: list[str] = []
-    user_misses: list[str] = []
     for label, root in places:
         if root is None:
             tried.append(f"{label}: not set")
@@ -199,14 +198,18 @@ def load_dataset_records(
         try:
             records = _read_local(ds, root, split)
         except FileNotFoundError as err:
-            tried.append(f"{label} {root}: {_reason(err)}")
             if label != "sibling folder":
-                user_misses.append(tried[-1])
+                # A folder the user named must hold the data: silently reading another copy
+                # would give results for data they did not ask for.
+                flag = "--data-dir (path=...)" if label == "explicit path" else label
+                raise DataNotFoundError(
+                    f"{flag} is {root}, but dataset {name!r} (split {split!r}) is not there: "
+                    f"{_reason(err)}. Point it at the data folder that holds {name}/ (for "
+                    f"example /path/to/shared/data), or leave it unset to search the default "
+                    "places."
+                ) from None
+            tried.append(f"{label} {root}: {_reason(err)}")
             continue
-        if user_misses:
-            # The caller asked for a location that did not have the data; say so, since the
-            # copy used instead may not be the one they meant.
-            logger.warning("%s: %s; using %s %s", name, "; ".join(user_misses), label, root)
         logger.info("loaded %d %s/%s records from %s", len(records), name, split, root)
         return _check_records(name, records, str(root))
 
