@@ -456,3 +456,46 @@ def test_real_biography(real_sibling: Path) -> None:
     assert all(p["facts"] for p in people)
     assert all("(" not in p["person"] for p in people if p["name"].endswith(")"))
     assert all(not f.startswith(("-", "•")) and f != "Summary:" for p in people for f in p["facts"])
+
+
+# ----------------------------------------------------------------------------- issue 5
+
+
+def test_non_utf8_line_names_file_and_line(isolated: Path) -> None:
+    file = write_gsm8k(isolated / "d")
+    file.write_bytes(file.read_bytes() + b'{"question": "caf\xe9", "answer": "#### 1"}\n')
+    with pytest.raises(ValueError, match=r"test\.jsonl, line 4: not valid UTF-8"):
+        load_dataset_records("gsm8k", path=isolated / "d")
+
+
+def test_non_utf8_mmlu_row_names_file_and_line(isolated: Path) -> None:
+    write_mmlu(isolated / "d")
+    bad = isolated / "d" / "mmlu" / "test" / "anatomy_test.csv"
+    bad.write_bytes(MMLU_ANATOMY.encode() + b"Caf\xe9?,a,b,c,d,A\n")
+    with pytest.raises(ValueError, match=r"anatomy_test\.csv, line 2: not valid UTF-8"):
+        load_dataset_records("mmlu", path=isolated / "d")
+
+
+def test_fingerprint_follows_the_content_not_the_folder(isolated: Path) -> None:
+    write_gsm8k(isolated / "a")
+    write_gsm8k(isolated / "b")
+    write_gsm8k(isolated / "c", tag="other ")
+    prints = []
+    for folder in "abc":
+        with data.track_data_reads() as reads:
+            load_dataset_records("gsm8k", path=isolated / folder)
+        prints.append(reads)
+    assert list(prints[0]) == ["gsm8k/test.jsonl"]
+    assert prints[0]["gsm8k/test.jsonl"].startswith("sha256:")
+    assert prints[0] == prints[1]
+    assert prints[0] != prints[2]
+    # Outside the block nothing is collected.
+    load_dataset_records("gsm8k", path=isolated / "a")
+    assert list(prints[0]) == ["gsm8k/test.jsonl"]
+
+
+def test_fingerprint_lists_every_mmlu_file(isolated: Path) -> None:
+    write_mmlu(isolated / "d")
+    with data.track_data_reads() as reads:
+        load_dataset_records("mmlu", path=isolated / "d")
+    assert sorted(reads) == ["mmlu/test/abstract_algebra_test.csv", "mmlu/test/anatomy_test.csv"]
