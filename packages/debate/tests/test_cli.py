@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -156,7 +157,8 @@ def test_report_compares_single_majority_debate(generate, tmp_path, capsys) -> N
     capsys.readouterr()
     table = tmp_path / "cmp" / "compare.md"
     assert main(["report", *map(str, runs.values()), "--out", str(table)]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert printed == table.read_text() + "\n"  # print() adds one newline
     rows = [ln for ln in printed.splitlines() if ln.startswith("|")]
     assert "method" in rows[0] and "accuracy (%)" in rows[0]
@@ -167,6 +169,15 @@ def test_report_compares_single_majority_debate(generate, tmp_path, capsys) -> N
     assert (body["single"][agents], body["single"][rounds]) == ("1", "1")
     assert (body["majority"][agents], body["majority"][rounds]) == ("3", "1")
     assert (body["debate"][agents], body["debate"][rounds]) == ("3", "2")
+    # The cut rate is a column: replies cut at the token budget out of all replies.
+    cut = header.index("cut at budget")
+    replies = {"single": 3, "majority": 9, "debate": 18}  # 3 items x agents x rounds
+    for method, n in replies.items():
+        match = re.fullmatch(r"(\d+)/(\d+) \((\d+) %\)", body[method][cut])
+        assert match, body[method][cut]
+        assert int(match.group(2)) == n
+        warned = f"replies ({match.group(3)} %) in {runs[method]}" in captured.err
+        assert warned == (int(match.group(1)) / n > 0.10)
 
 
 def test_report_draws_accuracy_vs_agents_across_runs(generate, tmp_path, capsys) -> None:
@@ -270,6 +281,10 @@ def test_shipped_recipes_load() -> None:
         assert recipe.agents == 3 and recipe.rounds == 2
     assert load_recipe("gsm_mistral7b").limit == 100
     assert load_recipe("bio_mistral7b").limit == 40
+    # The paper did not cap replies: the 7B recipes' budget must not bind.
+    for name in names:
+        if name.endswith("_mistral7b"):
+            assert load_recipe(name).max_new_tokens >= 2048
 
 
 def test_recipe_fields_are_overridden_by_flags(generate, tmp_path) -> None:
@@ -290,16 +305,25 @@ def test_biography_end_to_end_with_the_tiny_model_as_judge(tiny_model_dir, tmp_p
     records = _records(out)
     assert [r["id"] for r in records] == [p["id"] for p in people]
     for rec, person in zip(records, people, strict=True):
-        assert 0.0 <= rec["score"] <= 1.0
+        assert rec["score"] is None or 0.0 <= rec["score"] <= 1.0
         assert rec["judge"]["model"] == f"hf:{tiny_model_dir}"
-        # Every fact of every agent's biography got a verdict.
-        assert sum(rec["judge"]["counts"].values()) == 2 * len(person["facts"])
-        assert [len(v) for v in rec["judge"]["verdicts"]] == [len(person["facts"])] * 2
+        # Every fact of every agent's biography got a verdict, unless the agent declined.
+        c = rec["judge"]["counts"]
+        verdicts = c["yes"] + c["no"] + c["uncertain"] + c["unparseable"]
+        assert verdicts + c["declined"] * len(person["facts"]) == 2 * len(person["facts"])
+        assert [len(v) for v in rec["judge"]["verdicts"]] == [len(person["facts"])] * (
+            2 - c["declined"]
+        )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == "biography"
     assert metrics["accuracy_by_round"] is None
-    assert sum(metrics["judge_counts"].values()) == 2 * sum(len(p["facts"]) for p in people)
-    assert metrics["accuracy"]["mean"] == pytest.approx(sum(r["score"] for r in records) / 2)
+    counts = metrics["judge_counts"]
+    yes, no = counts["yes"], counts["no"]
+    # The headline is the paper's pooled yes / (yes + no) over every verdict.
+    if yes + no:
+        assert metrics["accuracy"]["mean"] == pytest.approx(yes / (yes + no))
+    else:
+        assert metrics["accuracy"] is None
     assert "Judge:" in (out / "report.md").read_text()
 
 

@@ -116,9 +116,10 @@ def test_round2_shows_the_other_agents_answers_and_restates_the_task(
             for b, reply in enumerate(first_replies):
                 if b == a:
                     assert reply not in turn
-                    assert f"Agent {b + 1} answered" not in turn
                 else:
-                    assert f'Agent {b + 1} answered:\n"""\n{reply}\n"""' in turn
+                    assert f'One agent answered:\n"""\n{reply}\n"""' in turn
+            # Anonymous, as in the paper: no agent numbers or names.
+            assert not re.search(r"Agent \d", turn)
             assert ARITHMETIC.first_prompt(item) in turn
             assert ARITHMETIC.format_hint in turn or "final number" in turn
             assert turn.startswith(DEBATE_PROMPT.split("{others}")[0])
@@ -236,16 +237,26 @@ def test_system_message_comes_first_once(fake_chat_model, items) -> None:
 # -- records ---------------------------------------------------------------------------------
 
 
-def _agent_index(conversation) -> int | None:
-    """In a round-2 conversation of 3 agents, the agent is the one not quoted; None in round 1."""
-    if len(conversation) < 3:
-        return None
-    quoted = {int(n) for n in re.findall(r"Agent (\d) answered", conversation[2]["content"])}
-    (missing,) = {1, 2, 3} - quoted
-    return missing - 1
+def _agent_counter():
+    """Return conversation -> agent index in a round-2 batch of 3 agents (None in round 1).
+
+    Other agents are quoted anonymously, so the index comes from the batch order: the engine
+    sends (item 0, agent 0), (item 0, agent 1), ... and the fake answers them in order.
+    """
+    seen = [0]
+
+    def index(conversation) -> int | None:
+        if len(conversation) < 3:
+            return None
+        seen[0] += 1
+        return (seen[0] - 1) % 3
+
+    return index
 
 
 def test_records_answers_unparseable_majority_and_correctness(fake_chat_model, items) -> None:
+    _agent_index = _agent_counter()
+
     def reply(conversation):
         value = _true_value(conversation)
         agent = _agent_index(conversation)
@@ -350,12 +361,24 @@ def test_biography_debate_with_a_fake_judge(fake_chat_model) -> None:
     ada, alan = records
     assert ada["question"] == "Ada Lovelace"
     assert ada["target"] == ["born 1815", "a poet"]
-    assert ada["answers"][-1] == ["- born 1815\n- born 1912\n- a runner"] * 2
+    assert ada["answers"][-1] == ["Here you go:\n- born 1815\n- born 1912\n- a runner"] * 2
     assert ada["judge"]["model"] == "judge"
     assert ada["judge"]["verdicts"] == [["yes", "no"], ["yes", "no"]]
-    assert ada["judge"]["counts"] == {"yes": 2, "no": 2, "uncertain": 0, "unparseable": 0}
+    assert ada["judge"]["counts"] == {
+        "yes": 2,
+        "no": 2,
+        "uncertain": 0,
+        "unparseable": 0,
+        "declined": 0,
+    }
     assert ada["score"] == pytest.approx(0.5)
-    assert alan["judge"]["counts"] == {"yes": 2, "no": 2, "uncertain": 2, "unparseable": 0}
+    assert alan["judge"]["counts"] == {
+        "yes": 2,
+        "no": 2,
+        "uncertain": 2,
+        "unparseable": 0,
+        "declined": 0,
+    }
     assert alan["score"] == pytest.approx(0.5)
     assert "correct" not in ada and "final" not in ada
 
@@ -368,3 +391,33 @@ def test_biography_empty_reply_gets_no_without_asking_the_judge(fake_chat_model)
     assert [r["score"] for r in records] == [0.0, 0.0]
     assert records[1]["judge"]["counts"]["no"] == 3
     assert records[0]["unparseable"] == [1]
+
+
+def test_biography_declining_reply_stops_the_debate_and_is_not_scored(fake_chat_model) -> None:
+    def reply(conversation):
+        if "Ada Lovelace" in conversation[0]["content"]:
+            return "I don't know this person."  # one line that declines
+        return "- born 1815\n- a poet"
+
+    agents = fake_chat_model(reply)
+    judge = fake_chat_model(lambda c: "yes", spec="judge")
+    records = DebateEngine(BIOGRAPHY, [agents] * 2, _setup("debate", 2, 3), judge=judge).run(PEOPLE)
+    ada, alan = records
+    # Ada stops after round 1; Alan debates all three rounds.
+    assert agents.batch_sizes == [4, 2, 2]
+    assert len(ada["answers"]) == 1 and len(alan["answers"]) == 3
+    assert ada["judge"]["counts"]["declined"] == 2
+    assert ada["judge"]["verdicts"] == [] and ada["score"] is None
+    assert alan["judge"]["counts"]["declined"] == 0 and alan["score"] == 1.0
+    # Only Alan's biographies went to the judge.
+    assert judge.batch_sizes == [2 * len(PEOPLE[1]["facts"])]
+
+
+def test_biography_last_round_has_the_examine_turn(fake_chat_model) -> None:
+    agents = fake_chat_model(lambda c: "- born 1815")
+    judge = fake_chat_model(lambda c: "yes", spec="judge")
+    DebateEngine(BIOGRAPHY, [agents] * 2, _setup("debate", 2, 3), judge=judge).run(PEOPLE)
+    assert BIOGRAPHY.last_round_hint
+    round2, round3 = agents.calls[1], agents.calls[2]
+    assert all(BIOGRAPHY.last_round_hint not in conv[-1]["content"] for conv in round2)
+    assert all(conv[-1]["content"].endswith(BIOGRAPHY.last_round_hint) for conv in round3)

@@ -12,6 +12,7 @@ from chorus_debate.judge import (
     judge_biographies,
     judge_conversations,
     parse_verdict,
+    pooled_accuracy,
 )
 from chorus_shared.models import Completion, SamplingParams
 
@@ -46,10 +47,10 @@ def test_parse_verdict_first_word_said_wins() -> None:
     assert parse_verdict("Yes - no doubt.") == "yes"
 
 
-def test_biography_score_counts_unparseable_as_no() -> None:
+def test_biography_score_excludes_and_counts_unparseable() -> None:
     score, counts = biography_score([["yes", "no", "uncertain"], [None, "yes"]])
     assert counts == {"yes": 2, "no": 1, "uncertain": 1, "unparseable": 1}
-    assert score == pytest.approx(2 / 4)  # uncertain is left out; unparseable counts as no
+    assert score == pytest.approx(2 / 3)  # uncertain and unparseable are both left out
 
 
 def test_biography_score_all_yes_and_all_uncertain() -> None:
@@ -58,11 +59,29 @@ def test_biography_score_all_yes_and_all_uncertain() -> None:
         {"yes": 3, "no": 0, "uncertain": 0, "unparseable": 0},
     )
     score, counts = biography_score([["uncertain", "uncertain"], ["uncertain"]])
-    assert score == 0.0
+    assert score is None  # only uncertain verdicts: the person has no score, not 0
     assert counts["uncertain"] == 3
     score, counts = biography_score([[None, None]])
-    assert score == 0.0
+    assert score is None
     assert counts["unparseable"] == 2
+
+
+def test_pooled_accuracy_by_hand() -> None:
+    # Three people; uncertain and unparseable verdicts are excluded from both sums.
+    people = [
+        [["yes", "yes", "no"], ["uncertain", "yes", None]],  # 3 yes, 1 no
+        [["no", "no"], ["no", "yes"]],  # 1 yes, 3 no
+        [["uncertain", None]],  # nothing decided: no per-person score
+    ]
+    scored = [biography_score(v) for v in people]
+    assert [s for s, _ in scored] == [pytest.approx(3 / 4), pytest.approx(1 / 4), None]
+    # Paper: pooled yes / (yes + no) = 4 / 8; the per-person mean would also be 0.5 here, so
+    # check a set where they differ: drop one "no" of person 2.
+    assert pooled_accuracy([c for _, c in scored]) == pytest.approx(4 / 8)
+    people[1] = [["no"], ["yes"]]  # 1 yes, 1 no
+    scored = [biography_score(v) for v in people]
+    assert pooled_accuracy([c for _, c in scored]) == pytest.approx(4 / 6)
+    assert pooled_accuracy([biography_score([["uncertain"]])[1]]) is None
 
 
 def test_judge_conversations_one_per_fact() -> None:
@@ -124,7 +143,7 @@ def test_judge_not_called_when_every_biography_is_missing(fake_chat_model) -> No
     assert verdicts == [[["no"], ["no"]]]
 
 
-def test_judge_error_is_unparseable_and_counts_as_no(fake_chat_model) -> None:
+def test_judge_error_is_unparseable_and_excluded(fake_chat_model) -> None:
     def broken(conversation):
         return Completion(text="yes", finish_reason="error", error="HTTP 500")
 
@@ -132,5 +151,5 @@ def test_judge_error_is_unparseable_and_counts_as_no(fake_chat_model) -> None:
     verdicts = judge_biographies(judge, ["Ada"], [["- born 1815"]], [["born 1815"]], PARAMS)
     assert verdicts == [[[None]]]
     score, counts = biography_score(verdicts[0])
-    assert score == 0.0
+    assert score is None  # nothing decided: no score, not 0
     assert counts["unparseable"] == 1

@@ -7,8 +7,10 @@ import json
 import os
 import random
 import re
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from chorus_debate.tasks import (
@@ -22,7 +24,9 @@ from chorus_debate.tasks import (
     load_biography,
     load_gsm,
     load_mmlu,
+    sample_mmlu,
 )
+from chorus_shared.data import load_dataset_records
 
 EXPRESSION = re.compile(r"^(\d+)\+(\d+)\*(\d+)\+(\d+)-(\d+)\*(\d+)$")
 # Where the data loader finds the offline copy: $CHORUS_DATA_DIR, else the repository's sibling.
@@ -42,6 +46,27 @@ def test_arithmetic_items_are_deterministic_per_seed() -> None:
     ]
     # A smaller limit is a prefix of a larger one with the same seed.
     assert load_arithmetic(5, 3) == load_arithmetic(20, 3)[:5]
+
+
+# The paper's generator: np.random.seed(0), then randint(0, 30, size=6) per item, in order.
+PAPER_FIRST_FIVE = [
+    "12+15*21+0-3*27",
+    "3+7*9+19-21*18",
+    "4+23*6+24-24*12",
+    "26+1*6+7-23*14",
+    "24+17*5+25-13*8",
+]
+
+
+def test_arithmetic_items_are_the_papers() -> None:
+    assert [i["question"] for i in load_arithmetic(5, 0)] == PAPER_FIRST_FIVE
+    # The same numbers as NumPy's legacy *global* generator seeded once, as the paper does.
+    np.random.seed(0)
+    paper = []
+    for _ in range(100):
+        a, b, c, d, e, f = np.random.randint(0, 30, size=6)
+        paper.append(f"{a}+{b}*{c}+{d}-{e}*{f}")
+    assert [i["question"] for i in load_arithmetic(None, 0)] == paper
 
 
 def test_arithmetic_default_is_100_items_with_unique_ids() -> None:
@@ -130,14 +155,40 @@ def test_mmlu_items_have_choices_letters_and_target() -> None:
             assert f"({letter}) {item[letter]}" in prompt
 
 
-def test_mmlu_first_csv_row_is_a_question_not_a_header() -> None:
-    with (DATA / "mmlu" / "test" / "abstract_algebra_test.csv").open(newline="") as fh:
-        first = next(csv.reader(fh))
-    items = {i["id"]: i for i in load_mmlu(None, 0)}
-    item = items["mmlu-abstract_algebra-test-0"]
-    assert item["question"] == first[0]
-    assert item["choices"] == first[1:5]
-    assert item["target"] == first[5]
+def test_mmlu_items_are_the_csv_rows_they_name() -> None:
+    for item in load_mmlu(10, 0):
+        subject, row = re.fullmatch(r"mmlu-(\w+)-test-(\d+)", item["source_id"]).groups()
+        with (DATA / "mmlu" / "test" / f"{subject}_test.csv").open(newline="") as fh:
+            rows = list(csv.reader(fh))  # no header row: row 0 is a question
+        assert item["subject"] == subject
+        assert item["question"] == rows[int(row)][0]
+        assert item["choices"] == rows[int(row)][1:5]
+        assert item["target"] == rows[int(row)][5]
+
+
+def test_mmlu_subjects_are_drawn_uniformly_then_questions() -> None:
+    # The paper picks a subject uniformly, then a question in it (with replacement), so the
+    # big subjects do not dominate: professional_law is ~1/57, not ~11 % of the questions.
+    records = load_dataset_records("mmlu", "test")
+    draws = sample_mmlu(records, 57 * 400, 0)
+    counts = Counter(d["subject"] for d in draws)
+    assert len(counts) == 57
+    expected = len(draws) / 57
+    # 400 expected per subject; 5 standard deviations (~20 each) either side.
+    assert all(abs(c - expected) < 100 for c in counts.values()), counts.most_common(3)
+    assert counts["professional_law"] / len(draws) < 0.03
+
+
+def test_mmlu_draws_are_seeded_prefixes_with_replacement() -> None:
+    items = load_mmlu(300, 0)
+    assert [i["id"] for i in load_mmlu(20, 0)] == [i["id"] for i in items[:20]]
+    assert [i["id"] for i in load_mmlu(20, 1)] != [i["id"] for i in items[:20]]
+    assert len({i["id"] for i in items}) == 300  # every draw is its own item...
+    sources = [i["source_id"] for i in items]
+    # ...and with replacement a question can come twice (evaluate counts these).
+    draws = sample_mmlu(load_dataset_records("mmlu", "test"), 3000, 0)
+    assert len({d["id"] for d in draws}) < 3000
+    assert len(sources) == 300
 
 
 # -- biographies -----------------------------------------------------------------------------
@@ -196,10 +247,38 @@ def test_unparseable_reply_is_never_correct(task) -> None:
     assert task.is_correct(task.parse("I have no idea."), {"target": 0}) is False
 
 
+def test_biography_prompt_keeps_the_papers_framing() -> None:
+    prompt = BIOGRAPHY.first_prompt({"person": "Ada Lovelace"})
+    assert "computer scientist Ada Lovelace" in prompt
+    assert "confident" not in prompt  # no instruction aimed at the yes / (yes + no) metric
+    assert BIOGRAPHY.last_round_hint and "other agents' biographies" in BIOGRAPHY.last_round_hint
+
+
+@pytest.mark.parametrize(
+    ("reply", "declines"),
+    [
+        ("I don't know this person.", True),
+        ("Sorry, I could not find information about Alan Turing.", True),
+        ("I'm not familiar with this computer scientist.", True),
+        ("  \nI do not know who that is.\n\n", True),
+        ("- I don't know his birth year\n- He worked on compilers", False),  # two lines
+        ("- Born in 1912 in London", False),
+        ("", False),
+    ],
+)
+def test_biography_one_line_declines(reply: str, declines: bool) -> None:
+    assert BIOGRAPHY.declines is not None
+    assert BIOGRAPHY.declines(reply) is declines
+
+
 def test_biography_is_never_graded_by_exact_match() -> None:
     assert BIOGRAPHY.judged
     assert not BIOGRAPHY.is_correct("- a fact", {"target": ["- a fact"]})
-    assert BIOGRAPHY.parse("Intro\n- born 1815\n* a poet\nbye") == "- born 1815\n* a poet"
+    # The judge sees every line with text: bullets, numbered lines and prose alike.
+    assert (
+        BIOGRAPHY.parse("Intro\n- born 1815\n\n1. a poet\n  bye  ")
+        == "Intro\n- born 1815\n1. a poet\nbye"
+    )
     assert BIOGRAPHY.parse("   ") is None
 
 

@@ -178,9 +178,15 @@ def extract_choice(text: str, choices: str = "ABCD") -> str | None:
 def numbers_equal(
     a: float | None, b: float | None, rel_tol: float = 1e-6, abs_tol: float = 1e-6
 ) -> bool:
-    """Return True when both values are numbers and close; always False if either is None."""
+    """Return True when both values are equal numbers; always False if either is None.
+
+    Two whole numbers compare exactly (1,450,001 is not 1,450,000); the tolerances apply only
+    when a decimal is involved.
+    """
     if a is None or b is None:
         return False
+    if float(a).is_integer() and float(b).is_integer():
+        return int(a) == int(b)
     return math.isclose(a, b, rel_tol=rel_tol, abs_tol=abs_tol)
 
 

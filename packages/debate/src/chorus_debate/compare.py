@@ -34,7 +34,9 @@ def compare_runs(paths: Sequence[str | Path], out: str | Path | None = None) -> 
                 " → ".join(pct(s) for s in m["accuracy_by_round"])
                 if m.get("accuracy_by_round")
                 else "–",
+                pct(m.get("accuracy_per_person")),
                 m["unparseable"],
+                f"{m['finish_length']}/{m['replies']} ({100 * m['cut_rate']:.0f} %)",
                 m["errors"],
                 m["completion_tokens"],
             ]
@@ -49,7 +51,9 @@ def compare_runs(paths: Sequence[str | Path], out: str | Path | None = None) -> 
             "items",
             "accuracy (%)",
             "by round",
+            "per-person (%)",
             "unparseable",
+            "cut at budget",
             "errors",
             "gen. tokens",
         ],

@@ -39,7 +39,8 @@ REFLECTION_PROMPT = (
     "Look again at your answer above. Check every step for mistakes and correct any you "
     "find. Then give your final answer.\n\nThe task was: {task}"
 )
-OTHER_AGENT = 'Agent {n} answered:\n"""\n{text}\n"""'
+# Other agents are shown anonymously, as in the paper: no numbers, no names.
+OTHER_AGENT = 'One agent answered:\n"""\n{text}\n"""'
 
 
 @dataclass(frozen=True)
@@ -88,22 +89,36 @@ class DebateEngine:
         histories = [[self._opening(prompt) for _ in range(n_agents)] for prompt in prompts]
         replies: list[list[list[Completion]]] = [[] for _ in items]  # [item][round][agent]
         summaries: list[list[list[str]]] = [[] for _ in items]
+        # Items still debating: an item stops when an agent declines (the paper's biographies).
+        active = list(range(len(items)))
 
         for round_ in range(plan.rounds):
+            if not active:
+                break
             if round_ > 0:
-                feedback = self._feedback(prompts, replies, summaries, params)
-                for i, per_agent in enumerate(feedback):
+                feedback = self._feedback(
+                    [prompts[i] for i in active],
+                    [replies[i] for i in active],
+                    [summaries[i] for i in active],
+                    params,
+                    last=round_ == plan.rounds - 1,
+                )
+                for i, per_agent in zip(active, feedback, strict=True):
                     for a, message in enumerate(per_agent):
                         histories[i][a].append({"role": "user", "content": message})
-            flat = [(i, a) for i in range(len(items)) for a in range(n_agents)]
+            flat = [(i, a) for i in active for a in range(n_agents)]
             completions = self._chat_by_model(
                 [histories[i][a] for i, a in flat], [self.agents[a] for _, a in flat], params
             )
-            for i in range(len(items)):
+            for i in active:
                 replies[i].append([])
             for (i, a), completion in zip(flat, completions, strict=True):
                 histories[i][a].append({"role": "assistant", "content": completion.text})
                 replies[i][round_].append(completion)
+            if task.declines is not None:
+                active = [
+                    i for i in active if not any(task.declines(c.text) for c in replies[i][-1])
+                ]
 
         records = [
             self._record(item, histories[i], replies[i], summaries[i])
@@ -134,15 +149,18 @@ class DebateEngine:
         replies: list[list[list[Completion]]],
         summaries: list[list[list[str]]],
         params: SamplingParams,
+        *,
+        last: bool = False,
     ) -> list[list[str]]:
-        """Return the next user turn of every (item, agent)."""
+        """Return the next user turn of every (item, agent); ``last`` marks the final round."""
         plan = self.setup.plan
+        hint = f"\n\n{self.task.last_round_hint}" if last and self.task.last_round_hint else ""
         if plan.feedback == "self":
             return [[REFLECTION_PROMPT.format(task=p) for _ in range(plan.agents)] for p in prompts]
         others = [
             [
                 "\n\n".join(
-                    OTHER_AGENT.format(n=b + 1, text=replies[i][-1][b].text or "(no answer)")
+                    OTHER_AGENT.format(text=replies[i][-1][b].text or "(no answer)")
                     for b in range(plan.agents)
                     if b != a
                 )
@@ -152,7 +170,7 @@ class DebateEngine:
         ]
         if not self.setup.summarize:
             return [
-                [DEBATE_PROMPT.format(others=o, task=p) for o in per]
+                [DEBATE_PROMPT.format(others=o, task=p) + hint for o in per]
                 for p, per in zip(prompts, others, strict=True)
             ]
         conversations = [
@@ -166,7 +184,7 @@ class DebateEngine:
             round_summaries = [next(texts) for _ in range(plan.agents)]
             summaries[i].append(round_summaries)
             feedback.append(
-                [SUMMARY_DEBATE_PROMPT.format(summary=s, task=p) for s in round_summaries]
+                [SUMMARY_DEBATE_PROMPT.format(summary=s, task=p) + hint for s in round_summaries]
             )
         return feedback
 
@@ -229,7 +247,14 @@ class DebateEngine:
 
     def _judge(self, items: Sequence[Item], records: list[dict[str, Any]]) -> None:
         assert self.judge is not None
-        bios = [rec["answers"][-1] for rec in records]
+        # A reply that declines is not scored (the paper): it gets no verdicts at all. An
+        # empty reply still gets "no" for every fact (judge_biographies), never a free pass.
+        declines = self.task.declines or (lambda text: False)
+        declined = [[declines(text) for text in _last_texts(rec)] for rec in records]
+        bios = [
+            [a for a, d in zip(rec["answers"][-1], dec, strict=True) if not d]
+            for rec, dec in zip(records, declined, strict=True)
+        ]
         verdicts = judge_biographies(
             self.judge,
             [item["person"] for item in items],
@@ -237,7 +262,16 @@ class DebateEngine:
             [item["facts"] for item in items],
             self.setup.judge_params,
         )
-        for rec, item_verdicts in zip(records, verdicts, strict=True):
+        for rec, item_verdicts, dec in zip(records, verdicts, declined, strict=True):
             score, counts = biography_score(item_verdicts)
+            counts["declined"] = sum(dec)
             rec["judge"] = {"model": self.judge.spec, "verdicts": item_verdicts, "counts": counts}
             rec["score"] = score
+
+
+def _last_texts(record: dict[str, Any]) -> list[str]:
+    """Return each agent's last reply text in ``record``."""
+    return [
+        [m["content"] for m in agent["messages"] if m["role"] == "assistant"][-1]
+        for agent in record["agents"]
+    ]

@@ -7,11 +7,14 @@ fix applies to old runs too. Unparseable answers are wrong and are counted, neve
 from __future__ import annotations
 
 import json
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
+from chorus_debate.judge import biography_score, pooled_accuracy
 from chorus_debate.tasks import Task, get_task
-from chorus_shared.grading import majority_vote, mean_stderr
+from chorus_shared.grading import majority_vote
 from chorus_shared.report import image_link, line_plot, markdown_table
 from chorus_shared.runs import RunDir
 
@@ -53,8 +56,15 @@ def score_record(task: Task, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _mean_se(values: list[float]) -> dict[str, float]:
-    mean, se = mean_stderr(values)
-    return {"mean": mean, "se": se}
+    """Return mean and standard error as the paper computes them: std with NumPy's default
+    ddof=0 (divide by n), over sqrt(n). With n = 100 this is 0.5 % smaller than the ddof=1 form."""
+    n = len(values)
+    mean = math.fsum(values) / n
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / n)
+    return {"mean": mean, "se": std / math.sqrt(n)}
+
+
+CUT_WARNING = 0.10  # warn when more than this share of a run's replies hit the token budget
 
 
 def evaluate_run(run: RunDir) -> dict[str, Any]:
@@ -79,17 +89,38 @@ def evaluate_run(run: RunDir) -> dict[str, Any]:
         "finish_length": sum(
             f == "length" for r in records for rnd in r["finish_reasons"] for f in rnd
         ),
+        "replies": sum(len(rnd) for r in records for rnd in r["finish_reasons"]),
+        # MMLU is drawn with replacement (as in the paper): the same question can come twice.
+        "duplicates": len(records) - len({r.get("question") for r in records}),
     }
+    metrics["cut_rate"] = metrics["finish_length"] / metrics["replies"] if metrics["replies"] else 0
+    if metrics["cut_rate"] > CUT_WARNING:
+        print(
+            f"warning: {metrics['finish_length']} of {metrics['replies']} replies "
+            f"({100 * metrics['cut_rate']:.0f} %) in {run.path} were cut at the token budget: "
+            "the accuracy measures the budget, not the method; raise --max-new-tokens",
+            file=sys.stderr,
+        )
     if task.judged:
-        scores = [float(r["score"]) for r in records]
+        # Re-score the stored verdicts with the current rule (uncertain/unparseable excluded).
+        per_person = [biography_score(r["judge"]["verdicts"]) for r in records]
+        counts_list = [c for _, c in per_person]
         counts = {
-            k: sum(r["judge"]["counts"][k] for r in records) for k in records[0]["judge"]["counts"]
+            k: sum(c[k] for c in counts_list) for k in ("yes", "no", "uncertain", "unparseable")
         }
+        counts["declined"] = sum(r["judge"]["counts"].get("declined", 0) for r in records)
+        scored = [s for s, _ in per_person if s is not None]
+        pooled = pooled_accuracy(counts_list)
         metrics.update(
-            accuracy=_mean_se(scores),
+            # Headline = the paper's pooled yes / (yes + no); s.e. from the per-person scores.
+            accuracy=(
+                {"mean": pooled, "se": _mean_se(scored)["se"]} if pooled is not None else None
+            ),
+            accuracy_per_person=_mean_se(scored) if scored else None,
+            people_unscored=len(records) - len(scored),
             accuracy_by_round=None,
             judge_counts=counts,
-            unparseable=counts.get("unparseable", 0),
+            unparseable=counts["unparseable"],
             judge_model=records[0]["judge"]["model"],
         )
     else:
@@ -135,9 +166,18 @@ def write_run_report(run: RunDir, metrics: dict[str, Any]) -> Path:
             ["metric", "value"],
             [
                 ["accuracy (final, %)", pct(metrics["accuracy"])],
+                *(
+                    [["per-person mean accuracy (%)", pct(metrics["accuracy_per_person"])]]
+                    if "accuracy_per_person" in metrics
+                    else []
+                ),
                 ["unparseable answers (last round)", metrics["unparseable"]],
                 ["backend errors", metrics["errors"]],
-                ["replies cut at the token budget", metrics["finish_length"]],
+                [
+                    "replies cut at the token budget",
+                    f"{metrics['finish_length']} of {metrics['replies']}",
+                ],
+                ["duplicate items (drawn twice)", metrics["duplicates"]],
                 ["generated tokens", metrics["completion_tokens"]],
             ],
         ),

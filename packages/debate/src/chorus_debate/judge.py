@@ -1,8 +1,9 @@
 """The biography fact check: an LLM judge says whether a biography agrees with each true fact.
 
-Accuracy of a biography = yes / (yes + no) over the ground-truth bullets (the paper's metric).
-A judge reply that says none of yes/no/uncertain is *unparseable*: it is counted, and it counts
-as "no" so that a judge failure can never raise the score.
+Accuracy = yes / (yes + no) over the ground-truth bullets (the paper's metric; the paper pools
+every verdict of all people, agents and facts). "uncertain" verdicts are excluded, and so is a
+judge reply that says none of yes/no/uncertain (*unparseable*): it is counted and reported,
+never turned into a "no" or a "yes".
 """
 
 from __future__ import annotations
@@ -71,14 +72,22 @@ def judge_biographies(
     return verdicts
 
 
-def biography_score(verdicts: list[list[str | None]]) -> tuple[float, dict[str, int]]:
-    """Return (accuracy, counts) pooled over agents; unparseable verdicts count as "no".
+def biography_score(verdicts: list[list[str | None]]) -> tuple[float | None, dict[str, int]]:
+    """Return (accuracy, counts) of one person, pooled over agents and facts.
 
-    When no fact could be decided (all uncertain) the accuracy is 0.0: nothing was confirmed.
+    Accuracy is yes / (yes + no); uncertain and unparseable verdicts are excluded and counted.
+    When no verdict is yes or no the accuracy is None: the person has no score (it is not 0).
     """
     counts = {"yes": 0, "no": 0, "uncertain": 0, "unparseable": 0}
     for agent in verdicts:
         for v in agent:
             counts[v if v in VERDICTS else "unparseable"] += 1
-    decided = counts["yes"] + counts["no"] + counts["unparseable"]
-    return (counts["yes"] / decided if decided else 0.0), counts
+    decided = counts["yes"] + counts["no"]
+    return (counts["yes"] / decided if decided else None), counts
+
+
+def pooled_accuracy(counts: list[dict[str, int]]) -> float | None:
+    """Return the paper's headline: sum(yes) / sum(yes + no) over every person's counts."""
+    yes = sum(c["yes"] for c in counts)
+    decided = yes + sum(c["no"] for c in counts)
+    return yes / decided if decided else None

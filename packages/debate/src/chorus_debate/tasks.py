@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from chorus_shared.data import load_dataset_records
 from chorus_shared.grading import (
     extract_choice,
@@ -38,6 +40,11 @@ class Task:
     is_correct: Callable[[Any, Item], bool]
     default_seed: int = 0
     judged: bool = False  # graded by an LLM judge instead of an exact answer
+    # Added to the debate turn of the last round only (the paper's biography "examine" turn).
+    last_round_hint: str | None = None
+    # reply text -> True when the reply declines to answer (that item stops debating, and the
+    # reply is not scored); None for tasks where a reply cannot decline.
+    declines: Callable[[str], bool] | None = None
 
     def first_prompt(self, item: Item) -> str:
         """Return the round-1 user message for ``item``."""
@@ -56,11 +63,16 @@ def _take(records: list[Item], limit: int | None, seed: int) -> list[Item]:
 
 
 def load_arithmetic(limit: int | None, seed: int, data_dir: str | Path | None = None) -> list[Item]:
-    """Return ``limit`` (default 100) generated ``a+b*c+d-e*f`` items with integers 0..29."""
-    rng = random.Random(seed)
+    """Return ``limit`` (default 100) generated ``a+b*c+d-e*f`` items with integers 0..29.
+
+    The numbers come from NumPy's legacy generator seeded once (the paper: ``np.random.seed(0)``
+    then ``randint(0, 30, size=6)`` per item, in order), so seed 0 gives the paper's items and a
+    smaller ``limit`` is a prefix of a larger one.
+    """
+    rng = np.random.RandomState(seed)
     items = []
     for i in range(100 if limit is None else limit):
-        a, b, c, d, e, f = (rng.randint(0, 29) for _ in range(6))
+        a, b, c, d, e, f = (int(x) for x in rng.randint(0, 30, size=6))
         expression = f"{a}+{b}*{c}+{d}-{e}*{f}"
         items.append(
             {
@@ -109,12 +121,46 @@ GSM = Task(
 # -- MMLU ------------------------------------------------------------------------------------
 
 
+def sample_mmlu(records: list[Item], n: int, seed: int) -> list[Item]:
+    """Return ``n`` draws as the paper samples: a subject uniformly, then a question in it.
+
+    Draws are with replacement (a question can come twice; ``evaluate`` counts duplicates).
+    Subjects are sorted by name and questions keep the data's order, so ``random.Random(seed)``
+    makes the draws reproducible, and a smaller ``n`` is a prefix of a larger one.
+    """
+    by_subject: dict[str, list[Item]] = {}
+    for record in records:
+        by_subject.setdefault(record["subject"], []).append(record)
+    subjects = sorted(by_subject)
+    rng = random.Random(seed)
+    draws = []
+    for _ in range(n):
+        questions = by_subject[rng.choice(subjects)]
+        draws.append(questions[rng.randrange(len(questions))])
+    return draws
+
+
 def load_mmlu(limit: int | None, seed: int, data_dir: str | Path | None = None) -> list[Item]:
-    """Return MMLU test questions from all 57 subjects, shuffled with ``seed``."""
+    """Return ``limit`` (default 100) MMLU test draws: uniform subject, then question.
+
+    Each draw gets its own id (``<question id>#<draw>``) so a question drawn twice is two items.
+    """
+    records = load_dataset_records("mmlu", "test", path=data_dir)
     items = []
-    for record in _take(load_dataset_records("mmlu", "test", path=data_dir), limit, seed):
+    for k, record in enumerate(sample_mmlu(records, 100 if limit is None else limit, seed)):
         a, b, c, d = record["choices"]
-        items.append({**record, "A": a, "B": b, "C": c, "D": d, "target": record["answer"]})
+        items.append(
+            {
+                **record,
+                "id": f"{record['id']}#{k}",
+                "source_id": record["id"],
+                "A": a,
+                "B": b,
+                "C": c,
+                "D": d,
+                "target": record["answer"],
+            }
+        )
     return items
 
 
@@ -145,20 +191,48 @@ def load_biography(limit: int | None, seed: int, data_dir: str | Path | None = N
 
 
 def parse_biography(text: str) -> str | None:
-    """Return the biography's bullet lines (or the whole text), None when the reply is empty."""
-    bullets = [ln.strip() for ln in text.splitlines() if re.match(r"\s*[-*•]\s+\S", ln)]
-    body = "\n".join(bullets) if bullets else text.strip()
-    return body or None
+    """Return every line of the biography that has text (bullets, numbered lines and prose
+    alike, as the paper's judge sees them), None when the reply is empty."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return "\n".join(lines) or None
+
+
+_DECLINE = re.compile(
+    r"\b(?:(?:do not|don't|dont|cannot|can't|couldn't|could not|am not able to|unable to)"
+    r"\s+(?:know|find|provide|recall|recognize|recognise|identify)"
+    r"|not familiar|no (?:information|knowledge|record)|not aware of|sorry)\b",
+    re.IGNORECASE,
+)
+
+
+def biography_declines(text: str) -> bool:
+    """Return True for a one-line reply that declines ("I don't know this person").
+
+    The paper does not score such a reply and stops debating that person. A reply with two or
+    more lines is a biography, whatever it says.
+    """
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return len(lines) == 1 and _DECLINE.search(lines[0]) is not None
 
 
 BIOGRAPHY = Task(
     name="biography",
     load=load_biography,
+    # The paper's framing: the people are computer scientists (some names are ambiguous
+    # without it). No "only confident facts" instruction: it would aim at yes / (yes + no).
     question_prompt=(
-        "Write a biography of {person} as a list of bullet points, one fact per line, "
-        "each starting with '- '. Include only facts you are confident about."
+        "Write a biography of the computer scientist {person} as bullet points, one fact per "
+        "line, covering their work, contributions and achievements."
     ),
-    format_hint="Write the biography as bullet points, one fact per line, each starting with '- '.",
+    format_hint=(
+        "Write your updated biography of this computer scientist as bullet points, one fact "
+        "per line."
+    ),
+    last_round_hint=(
+        "Look closely at your own biography and at the other agents' biographies, then write "
+        "your updated biography as bullet points, one fact per line."
+    ),
+    declines=biography_declines,
     parse=parse_biography,
     # Biographies are graded fact by fact by the judge (judge.py), never by exact match.
     is_correct=lambda answer, item: False,
