@@ -331,6 +331,10 @@ def _eval_node(node: ast.AST) -> int | float:
     )
 
 
+# No arithmetic a task or a model writes needs more; the cap bounds parse time and memory.
+MAX_EXPRESSION_CHARS = 10_000
+
+
 def safe_eval_arithmetic(expr: str) -> int | float:
     """Evaluate an arithmetic expression without ``eval``, returning an int or a float.
 
@@ -341,6 +345,11 @@ def safe_eval_arithmetic(expr: str) -> int | float:
     """
     if not isinstance(expr, str):
         raise ValueError(f"expected an expression string, got {type(expr).__name__}")
+    if len(expr) > MAX_EXPRESSION_CHARS:
+        # Parsing is linear but costly per character (10 MB took seconds and gigabytes).
+        raise ValueError(
+            f"expression is {len(expr)} characters long; at most {MAX_EXPRESSION_CHARS} allowed"
+        )
     try:
         tree = ast.parse(expr.translate(_OPERATOR_ALIASES).strip(), mode="eval")
     except SyntaxError as err:

@@ -17,7 +17,8 @@ from chorus_debate.recipes import DebateRecipe, available_recipes, load_recipe
 from chorus_debate.tasks import get_task
 from chorus_shared.distributed import ray_map_windows
 from chorus_shared.models import ChatModel, SamplingParams, load_chat_model, parse_spec
-from chorus_shared.runs import RunDir, pending, progress
+from chorus_shared.progress import progress
+from chorus_shared.runs import RunDir, pending
 
 DEFAULT_SYSTEM = (
     "You are one of several careful agents solving the same problem. Reason step by step "
