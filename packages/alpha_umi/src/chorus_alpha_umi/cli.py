@@ -1,4 +1,4 @@
-"""Command line: ``chorus-alpha-umi evaluate | report | train``."""
+"""Command line: ``chorus-alpha-umi preprocess | train | evaluate | report``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from chorus_alpha_umi.preprocess import preprocess
 from chorus_alpha_umi.recipes import ROLES, AgentRecipe, available_recipes, load_recipe
 from chorus_alpha_umi.static import gold_steps, load_dialogs, run_static, score_run
 from chorus_shared.models import ChatModel, load_chat_model, parse_spec
@@ -46,6 +47,12 @@ def _add_agent_flags(p: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chorus-alpha-umi", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
+
+    pre = verbs.add_parser(
+        "preprocess", help="ToolBench answer trees or dialogs -> per-role training sets (JSONL)"
+    )
+    pre.add_argument("inputs", nargs="+", help="ToolBench answer JSON files or folders")
+    pre.add_argument("--out", required=True, help="folder for <role>.jsonl and stats.json")
 
     tr = verbs.add_parser("train", help="GLPFT: --stage backbone | planner | caller | summarizer")
     tr.add_argument("--stage", required=True, choices=("backbone", *ROLES))
@@ -148,6 +155,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    """Build the backbone / planner / caller / summarizer JSONL files."""
+    stats = preprocess(args.inputs, args.out)
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """GLPFT training needs chorus_shared.training; say so clearly until it is available."""
     try:
@@ -166,7 +180,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``chorus-alpha-umi``; returns the exit status."""
     args = _parser().parse_args(argv)
-    handlers = {"evaluate": cmd_evaluate, "report": cmd_report, "train": cmd_train}
+    handlers = {
+        "preprocess": cmd_preprocess,
+        "evaluate": cmd_evaluate,
+        "report": cmd_report,
+        "train": cmd_train,
+    }
     handler = handlers.get(args.verb)
     if handler is None:
         print(f"error: `{args.verb}` is not implemented yet", file=sys.stderr)
