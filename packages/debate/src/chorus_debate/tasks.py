@@ -35,7 +35,6 @@ class Task:
     name: str
     load: Callable[[int | None, int, str | Path | None], list[Item]]
     question_prompt: str  # format fields: the item's fields
-    format_hint: str  # the answer format restated in every later round
     parse: Callable[[str], Any]  # reply text -> answer, or None when unparseable
     is_correct: Callable[[Any, Item], bool]
     default_seed: int = 0
@@ -45,6 +44,9 @@ class Task:
     # reply text -> True when the reply declines to answer (that item stops debating, and the
     # reply is not scored); None for tasks where a reply cannot decline.
     declines: Callable[[str], bool] | None = None
+    # Recorded in config.json: bump when the prompts, data or grading change what a run means.
+    # 2: the paper's item sampling, anonymous agents, exact integers, biography protocol.
+    version: int = 2
 
     def first_prompt(self, item: Item) -> str:
         """Return the round-1 user message for ``item``."""
@@ -91,7 +93,6 @@ ARITHMETIC = Task(
         "Compute {question}. Work it out step by step, then write the final number as the "
         "last thing in your reply."
     ),
-    format_hint="Write the final number as the last thing in your reply.",
     parse=extract_last_number,
     is_correct=lambda answer, item: numbers_equal(answer, item["target"]),
 )
@@ -112,7 +113,6 @@ GSM = Task(
         "Solve this math word problem. Reason step by step, then give the final answer as a "
         "single number in the form \\boxed{{answer}} at the end.\n\nProblem: {question}"
     ),
-    format_hint="Give the final answer as a single number in the form \\boxed{answer} at the end.",
     parse=extract_gsm_answer,
     is_correct=lambda answer, item: numbers_equal(answer, item["target"]),
 )
@@ -173,7 +173,6 @@ MMLU = Task(
         "Explain your reasoning, then end your reply with the letter of your choice in the "
         "form (X)."
     ),
-    format_hint="End your reply with the letter of your choice in the form (X).",
     parse=extract_choice,
     is_correct=lambda answer, item: answer is not None and answer == item["target"],
 )
@@ -223,10 +222,6 @@ BIOGRAPHY = Task(
     question_prompt=(
         "Write a biography of the computer scientist {person} as bullet points, one fact per "
         "line, covering their work, contributions and achievements."
-    ),
-    format_hint=(
-        "Write your updated biography of this computer scientist as bullet points, one fact "
-        "per line."
     ),
     last_round_hint=(
         "Look closely at your own biography and at the other agents' biographies, then write "
