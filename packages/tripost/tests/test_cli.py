@@ -28,9 +28,11 @@ def test_collect_with_tiny_model_then_resume(tmp_path, capsys):
         "multistep_arithmetic",
         "--model",
         f"hf:{path}",
-        "--collect_train_data_window",
+        "--recipe",
+        "arithmetic_default",
+        "--collect-train-data-window",
         "2",
-        "--max_new_tokens",
+        "--max-new-tokens",
         "8",
         "--run-dir",
         str(run),
@@ -59,3 +61,14 @@ def test_collect_rejects_bad_spec_before_making_a_run(tmp_path):
             ]
         )
     assert not (tmp_path / "r").exists()
+
+
+def test_recipes_load_and_inherit():
+    from chorus_tripost.recipes import available_recipes, load_recipe
+
+    assert {"arithmetic_default", "wordsort_default"} <= set(available_recipes())
+    ws = load_recipe("wordsort_default")
+    assert ws.task == "word_sort" and ws.collect_train_data_window == 32
+    assert load_recipe("arithmetic_default", improve_data_ratio=2.0).improve_data_ratio == 2.0
+    with pytest.raises(ValueError, match="improve_data_ratio"):
+        load_recipe(None, improve_data_ratio=0.0)

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
+from chorus_shared.config import add_recipe_arguments, cli_overrides
 from chorus_shared.models import SamplingParams, load_chat_model, parse_spec
 from chorus_shared.runs import RunDir
 from chorus_tripost import loop, tasks
+from chorus_tripost.recipes import CollectRecipe, available_recipes, load_recipe
 
 __all__ = ["main"]
 
@@ -34,18 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", type=Path, default=None, help="file (default: stdout)")
 
     col = verbs.add_parser("collect", help="one interactive-loop window -> training records")
-    col.add_argument("--task", choices=tasks.TASKS, required=True)
     col.add_argument(
-        "--model", default="default", help="spec: default | hf:<id> | vllm:<id> | openai:<m>"
+        "--recipe", help=f"shipped recipe ({', '.join(available_recipes())}) or a YAML path"
     )
-    col.add_argument("--collect_train_data_window", type=int, default=64)
-    col.add_argument("--max-num-revision", dest="max_improvements", type=int, default=5)
-    col.add_argument("--improve_data_ratio", type=float, default=1.0)
-    col.add_argument("--self_improve_section_weight", type=float, default=1.5)
-    col.add_argument("--mask_before_att_start_text", type=int, choices=(0, 1), default=1)
-    col.add_argument("--min_data_length", type=int, default=1)
-    col.add_argument("--max_new_tokens", type=int, default=512)
-    col.add_argument("--seed", type=int, default=0)
+    fields = col.add_argument_group("recipe fields (override the recipe's values)")
+    add_recipe_arguments(fields, CollectRecipe)
     col.add_argument("--run-dir", type=Path, required=True)
     return p
 
@@ -74,22 +71,14 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    parse_spec(args.model)  # a typo fails before a run folder exists
-    config = {
-        "recipe": {
-            k: (str(v) if isinstance(v, Path) else v)
-            for k, v in vars(args).items()
-            if k not in ("run_dir", "verb")
-        },
-        "runtime": {},
-    }
-    run = RunDir.create(args.run_dir, config)
+    recipe = load_recipe(args.recipe, **cli_overrides(args, CollectRecipe))
+    parse_spec(recipe.model)  # a typo fails before a run folder exists
+    run = RunDir.create(args.run_dir, {"recipe": asdict(recipe), "runtime": {}})
     if (run.path / "metrics.json").exists():
         print(f"{run.path}: this window is already collected (metrics.json); nothing to redo")
         return 0
+    args = recipe  # the fields below read like the original knobs
     items = tasks.load_items(args.task, "train")
-    import random
-
     random.Random(args.seed).shuffle(items)
     window = items[: args.collect_train_data_window]
     model = load_chat_model(args.model)
@@ -113,7 +102,7 @@ def _collect(args: argparse.Namespace) -> int:
         plain,
         window,
         self_improve_section_weight=args.self_improve_section_weight,
-        mask_before_att_start_text=bool(args.mask_before_att_start_text),
+        mask_before_att_start_text=args.mask_before_att_start_text,
     )
     with run:
         done = run.finished_ids()  # a crash mid-write resumes without duplicating records
