@@ -63,6 +63,7 @@ format:
 bench:
 	$(PY) benchmarks/debate_throughput.py
 	$(PY) benchmarks/peak_rss.py -- $(MAKE) --no-print-directory reproduce-gsm-debate RUNS=$(RUNS)/bench-rss
+	$(PY) benchmarks/selfee_enforce.py
 
 # --- multi-agent debate ------------------------------------------------------------------------
 # Each target runs the paper's baselines and debate on the same items, then prints one table.
