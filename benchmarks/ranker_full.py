@@ -32,7 +32,8 @@ def main() -> None:
     torch.set_grad_enabled(False)
     ranker = PairRanker.from_backbone(resolve_backbone("minilm")).eval()
     rng = random.Random(0)
-    words = "the model answers each question with a short and careful explanation of it".split()
+    words = ["the", "model", "answers", "each", "question", "with", "a", "short", "and"]
+    words += ["careful", "explanation", "of", "it"]
     sources = [" ".join(rng.choices(words, k=rng.randint(10, 40))) for _ in range(args.inputs)]
     cands = [
         [" ".join(rng.choices(words, k=rng.randint(5, 80))) for _ in range(args.candidates)]

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from importlib import resources
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import yaml
+from chorus_shared import config
 
 
 @dataclass
@@ -30,36 +28,20 @@ class RankerRecipe:
 
 def available_recipes() -> list[str]:
     """Return the names of the shipped recipes."""
-    folder = resources.files("chorus_blender") / "recipes"
-    return sorted(
-        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
-    )
+    return config.available_recipes("chorus_blender")
 
 
 def load_recipe(name_or_path: str, **overrides: Any) -> RankerRecipe:
-    """Return the recipe at a path or with a shipped name, with non-None overrides applied."""
-    path = Path(name_or_path)
-    if path.is_file():
-        text = path.read_text()
-    else:
-        entry = resources.files("chorus_blender") / "recipes" / f"{name_or_path}.yaml"
-        if not entry.is_file():
-            raise FileNotFoundError(
-                f"no recipe {name_or_path!r}: not a file and not a shipped recipe "
-                f"({', '.join(available_recipes())})"
-            )
-        text = entry.read_text()
-    data = yaml.safe_load(text) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"recipe {name_or_path} must be a mapping of field: value")
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(RankerRecipe)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown recipe field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
-    return RankerRecipe(**data)
+    """Return the recipe at a path or with a shipped name, with non-None overrides applied.
+
+    Unknown names and fields get "did you mean" errors; ``base:`` inherits another recipe.
+    """
+    return config.load_recipe(
+        RankerRecipe,
+        name_or_path,
+        "chorus_blender",
+        overrides={k: v for k, v in overrides.items() if v is not None},
+    )
 
 
 def resolve_backbone(name: str) -> str:
