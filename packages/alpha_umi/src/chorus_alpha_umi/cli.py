@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from chorus_alpha_umi.agent import new_episode, run_episodes
+from chorus_alpha_umi.glpft import read_stage_records, stage_recipe
 from chorus_alpha_umi.preprocess import preprocess
 from chorus_alpha_umi.recipes import ROLES, AgentRecipe, available_recipes, load_recipe
 from chorus_alpha_umi.static import gold_steps, load_dialogs, run_static, score_run
@@ -59,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
 
     tr = verbs.add_parser("train", help="GLPFT: --stage backbone | planner | caller | summarizer")
     tr.add_argument("--stage", required=True, choices=("backbone", *ROLES))
+    tr.add_argument("--recipe", default="glpft_offline", help="GLPFT recipe name or YAML")
+    tr.add_argument("--data", required=True, help="folder written by `preprocess`")
+    tr.add_argument("--model", help="start model (role stages: hf:<backbone run>/model)")
+    tr.add_argument("--out", required=True, help="training run directory")
+    tr.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    tr.add_argument("--max-length", type=int)
+    tr.add_argument("--limit", type=int, help="first N records")
 
     ev = verbs.add_parser("evaluate", help="static step-level evaluation (paper metrics)")
     _add_agent_flags(ev)
@@ -218,18 +226,23 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """GLPFT training needs chorus_shared.training; say so clearly until it is available."""
-    try:
-        import chorus_shared.training  # noqa: F401
-    except ImportError:
-        print(
-            "error: `train` needs chorus_shared.training, which this install does not have yet; "
-            "build the role datasets with `chorus-alpha-umi preprocess` meanwhile.",
-            file=sys.stderr,
-        )
-        return 2
-    print("error: train is not wired to chorus_shared.training yet", file=sys.stderr)
-    return 2
+    """Train one GLPFT stage with chorus_shared.training; print where the model is."""
+    from chorus_shared.training import load_train_recipe, train
+
+    mapping = stage_recipe(
+        args.recipe,
+        args.stage,
+        model=args.model,
+        max_steps=args.max_steps,
+        max_length=args.max_length,
+    )
+    recipe = load_train_recipe(mapping)
+    records = read_stage_records(args.data, args.stage)
+    if args.limit is not None:
+        records = records[: args.limit]
+    result = train(recipe, records, args.out)
+    print(json.dumps({"model_dir": str(result.model_dir), **result.metrics}, default=str))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -84,8 +84,8 @@ class AgentRecipe:
 
 
 def available_recipes() -> list[str]:
-    """Return the names of the shipped recipes."""
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    """Return the names of the shipped agent recipes (GLPFT training recipes excluded)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml") if not p.stem.startswith("glpft"))
 
 
 def read_recipe_file(name_or_path: str) -> dict[str, Any]:
