@@ -28,7 +28,7 @@ RUN_TAG = $(subst /,_,$(subst :,_,$(MODEL_SPEC)))$(if $(LIMIT),-n$(LIMIT),)
 DEBATE := $(VENV)/bin/chorus-debate
 
 .PHONY: help setup test test-fast lint format bench clean docker-base docker-debate docker-selfee reproduce-selfee \
-	docker-alpha_umi reproduce-alpha-umi docker-tripost \
+	docker-alpha_umi reproduce-alpha-umi docker-tripost docker-blender bench-blender \
 	reproduce-math-debate reproduce-gsm-debate reproduce-mmlu-debate reproduce-bio-debate
 
 help:
@@ -136,6 +136,13 @@ docker-debate: docker-base
 
 docker-tripost: docker-base
 	docker build -f docker/tripost.Dockerfile -t chorus/tripost .
+
+# --- LLM-Blender -------------------------------------------------------------------------------
+docker-blender: docker-base ## build the chorus/blender image (entry point chorus-blender)
+	docker build -f docker/blender.Dockerfile -t chorus/blender .
+
+bench-blender: ## PairRanker full ranking: batched all pairs vs one forward per pair
+	$(PY) benchmarks/ranker_full.py
 
 clean:
 	rm -rf .pytest_cache .ruff_cache .hypothesis
