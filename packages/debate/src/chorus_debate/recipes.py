@@ -34,8 +34,9 @@ class DebateRecipe:
     max_batch_tokens: int = 32768  # padded (prompt + new) tokens per micro-batch: bounds KV memory
     window: int = 32
     data_dir: str | None = None
+    request_timeout: float = 120.0  # seconds per API request (openai backend)
 
-    RUNTIME = ("batch_size", "max_batch_tokens", "window", "data_dir")
+    RUNTIME = ("batch_size", "max_batch_tokens", "window", "data_dir", "request_timeout")
 
     def __post_init__(self) -> None:
         if isinstance(self.model, str):
@@ -52,6 +53,8 @@ class DebateRecipe:
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.request_timeout > 0:
+            raise ValueError(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
 
