@@ -27,7 +27,7 @@ MODEL_SPEC = $(if $(filter default,$(MODEL)),default,$(if $(findstring :,$(MODEL
 RUN_TAG = $(subst /,_,$(subst :,_,$(MODEL_SPEC)))$(if $(LIMIT),-n$(LIMIT),)
 DEBATE := $(VENV)/bin/chorus-debate
 
-.PHONY: help setup test test-fast lint format bench clean docker-base docker-debate \
+.PHONY: help setup test test-fast lint format bench clean docker-base docker-debate docker-selfee reproduce-selfee \
 	reproduce-math-debate reproduce-gsm-debate reproduce-mmlu-debate reproduce-bio-debate
 
 help:
@@ -86,6 +86,27 @@ reproduce-mmlu-debate:
 # Biographies have no single answer to vote on: the paper compares single, reflection, debate.
 reproduce-bio-debate:
 	$(call reproduce_debate,bio,single reflection debate)
+
+# --- SelFee ------------------------------------------------------------------------------------
+# Offline: the embedded model writes feedback chains on GSM8K train items (teacher), is
+# fine-tuned on them (needs chorus_shared.training), answers Vicuna-80 with 0 and 2 enforced
+# revisions, and is judged (both orders) against the untrained model's answers.
+SELFEE := $(VENV)/bin/chorus-selfee
+SELFEE_RECIPE ?= offline
+SELFEE_RUNS = $(RUNS)/selfee/$(SELFEE_RECIPE)
+
+reproduce-selfee:
+	$(SELFEE) generate --recipe $(SELFEE_RECIPE) --out $(SELFEE_RUNS)/data
+	$(SELFEE) train --recipe $(SELFEE_RECIPE) --data $(SELFEE_RUNS)/data --out $(SELFEE_RUNS)/train
+	$(SELFEE) infer --recipe $(SELFEE_RECIPE) --model default --max-num-revision 0 --out $(SELFEE_RUNS)/infer-base
+	$(SELFEE) infer --recipe $(SELFEE_RECIPE) --model hf:$(SELFEE_RUNS)/train/model --max-num-revision 0 --out $(SELFEE_RUNS)/infer-k0
+	$(SELFEE) infer --recipe $(SELFEE_RECIPE) --model hf:$(SELFEE_RUNS)/train/model --max-num-revision 2 --out $(SELFEE_RUNS)/infer-k2
+	$(SELFEE) evaluate --recipe $(SELFEE_RECIPE) --answers $(SELFEE_RUNS)/infer-k0 --reference $(SELFEE_RUNS)/infer-base --out $(SELFEE_RUNS)/eval-k0
+	$(SELFEE) evaluate --recipe $(SELFEE_RECIPE) --answers $(SELFEE_RUNS)/infer-k2 --reference $(SELFEE_RUNS)/infer-base --out $(SELFEE_RUNS)/eval-k2
+	$(SELFEE) report $(SELFEE_RUNS)/eval-k0 $(SELFEE_RUNS)/eval-k2
+
+docker-selfee: docker-base
+	docker build -f docker/selfee.Dockerfile -t chorus/selfee .
 
 # --- docker ------------------------------------------------------------------------------------
 docker-base:
