@@ -28,6 +28,7 @@ RUN_TAG = $(subst /,_,$(subst :,_,$(MODEL_SPEC)))$(if $(LIMIT),-n$(LIMIT),)
 DEBATE := $(VENV)/bin/chorus-debate
 
 .PHONY: help setup test test-fast lint format bench clean docker-base docker-debate docker-selfee reproduce-selfee \
+	docker-alpha_umi reproduce-alpha-umi \
 	reproduce-math-debate reproduce-gsm-debate reproduce-mmlu-debate reproduce-bio-debate
 
 help:
@@ -107,6 +108,21 @@ reproduce-selfee:
 
 docker-selfee: docker-base
 	docker build -f docker/selfee.Dockerfile -t chorus/selfee .
+
+# --- alpha-UMi -----------------------------------------------------------------------------------
+# Static step-level evaluation (paper metrics) on the out-of-domain ToolBench test file, offline
+# on the embedded model playing all three roles. ALPHA_UMI_LIMIT dialogs (a prefix of the file).
+ALPHA_UMI := $(VENV)/bin/chorus-alpha-umi
+ALPHA_UMI_RECIPE ?= static_default
+ALPHA_UMI_LIMIT ?= 20
+ALPHA_UMI_RUNS = $(RUNS)/alpha_umi/$(ALPHA_UMI_RECIPE)-n$(ALPHA_UMI_LIMIT)
+
+reproduce-alpha-umi:
+	$(ALPHA_UMI) evaluate --recipe $(ALPHA_UMI_RECIPE) --limit $(ALPHA_UMI_LIMIT) --out $(ALPHA_UMI_RUNS)/static-single
+	$(ALPHA_UMI) report $(ALPHA_UMI_RUNS)/static-single --out $(ALPHA_UMI_RUNS)/comparison.md
+
+docker-alpha_umi: docker-base
+	docker build -f docker/alpha_umi.Dockerfile -t chorus/alpha_umi .
 
 # --- docker ------------------------------------------------------------------------------------
 docker-base:
