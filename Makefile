@@ -67,11 +67,13 @@ bench:
 # --- multi-agent debate ------------------------------------------------------------------------
 # Each target runs the paper's baselines and debate on the same items, then prints one table.
 # MODEL=default uses the offline recipe <task>_default; any other model the paper setting.
+# Each row is its own shipped recipe (<recipe>_single, ...; the debate row is <recipe> itself):
+# the method comes from the recipe, never from a flag.
 define reproduce_debate
 	$(eval R := $(if $(RECIPE),$(RECIPE),$(if $(filter default,$(MODEL)),$(1)_default,$(1)_mistral7b)))
 	$(eval D := $(RUNS)/debate/$(1)-$(RUN_TAG))
-	$(eval A := --recipe $(R) --model $(MODEL_SPEC) $(if $(LIMIT),--limit $(LIMIT),) $(EXTRA))
-	$(foreach m,$(2),$(DEBATE) generate $(A) --method $(m) --out $(D)/$(m)
+	$(eval A := --model $(MODEL_SPEC) $(if $(LIMIT),--limit $(LIMIT),) $(EXTRA))
+	$(foreach m,$(2),$(DEBATE) generate --recipe $(R)$(if $(filter debate,$(m)),,_$(m)) $(A) --out $(D)/$(m)
 	)$(DEBATE) report $(foreach m,$(2),$(D)/$(m)) --out $(D)/comparison.md
 endef
 

@@ -76,7 +76,7 @@ def _flags(f: dataclasses.Field[Any]) -> list[str]:
     return flags + list(f.metadata.get("aliases", ()))
 
 
-def add_recipe_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+def add_recipe_arguments(parser: argparse._ActionsContainer, cls: type) -> None:
     """Add one flag per field of ``cls`` to ``parser``; flags not given stay out of the namespace.
 
     ``bool`` fields get ``--x/--no-x``; ``list[...]`` fields repeat (``--model a --model b``).

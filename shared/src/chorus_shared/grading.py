@@ -20,6 +20,7 @@ __all__ = [
     "extract_gsm_answer",
     "extract_last_number",
     "format_mean_se",
+    "format_stat",
     "gsm_ground_truth",
     "majority_vote",
     "mean_stderr",
@@ -243,7 +244,14 @@ def format_mean_se(values: Sequence[float], scale: float = 100.0, digits: int = 
 
     For example 0/1 correctness values give "67.0 ± 4.7", as in the papers' tables.
     """
-    mean, se = mean_stderr(values)
+    return format_stat(*mean_stderr(values), scale=scale, digits=digits)
+
+
+def format_stat(mean: float, se: float, scale: float = 100.0, digits: int = 1) -> str:
+    """Return ``"mean ± se"`` of an already computed mean and standard error, scaled.
+
+    The one formatter of the house: :func:`format_mean_se` and every table use it.
+    """
     return f"{mean * scale:.{digits}f} ± {se * scale:.{digits}f}"
 
 
