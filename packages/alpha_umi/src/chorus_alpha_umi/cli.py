@@ -1,20 +1,24 @@
-"""Command line: ``chorus-alpha-umi preprocess | train | evaluate | report``."""
+"""Command line: ``chorus-alpha-umi preprocess | train | run | evaluate | report``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from chorus_alpha_umi.agent import new_episode, run_episodes
+from chorus_alpha_umi.glpft import read_stage_records, stage_recipe
 from chorus_alpha_umi.preprocess import preprocess
 from chorus_alpha_umi.recipes import ROLES, AgentRecipe, available_recipes, load_recipe
 from chorus_alpha_umi.static import gold_steps, load_dialogs, run_static, score_run
+from chorus_alpha_umi.tools import SimulatedTools
 from chorus_shared.models import ChatModel, load_chat_model, parse_spec
 from chorus_shared.report import markdown_table
-from chorus_shared.runs import RunDir
+from chorus_shared.runs import RunDir, pending
 
 METRIC_COLUMNS = (
     ("Plan ACC", "plan_acc"),
@@ -56,9 +60,24 @@ def _parser() -> argparse.ArgumentParser:
 
     tr = verbs.add_parser("train", help="GLPFT: --stage backbone | planner | caller | summarizer")
     tr.add_argument("--stage", required=True, choices=("backbone", *ROLES))
+    tr.add_argument("--recipe", default="glpft_offline", help="GLPFT recipe name or YAML")
+    tr.add_argument("--data", required=True, help="folder written by `preprocess`")
+    tr.add_argument("--model", help="start model (role stages: hf:<backbone run>/model)")
+    tr.add_argument("--out", required=True, help="training run directory")
+    tr.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    tr.add_argument("--max-length", type=int)
+    tr.add_argument("--limit", type=int, help="first N records")
 
     ev = verbs.add_parser("evaluate", help="static step-level evaluation (paper metrics)")
     _add_agent_flags(ev)
+
+    run = verbs.add_parser(
+        "run", help="whole episodes against the offline tool simulator (cache, then an LLM)"
+    )
+    _add_agent_flags(run)
+    run.add_argument("--max-turns", type=int, help="planner turns before an episode is stopped")
+    run.add_argument("--simulator", help="model spec that plays the APIs on cache misses")
+    run.add_argument("--simulator-cache", help="JSONL cache of recorded API responses")
 
     rep = verbs.add_parser("report", help="one table over several evaluate runs")
     rep.add_argument("run_dirs", nargs="+")
@@ -67,8 +86,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _recipe(args: argparse.Namespace) -> AgentRecipe:
+    extra = {k: getattr(args, k, None) for k in ("max_turns", "simulator", "simulator_cache")}
     return load_recipe(
         args.recipe,
+        **extra,
         model=args.model,
         planner=args.planner,
         caller=args.caller,
@@ -141,6 +162,48 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run agent episodes on the split's queries against the simulator; store one record each."""
+    recipe = _recipe(args)
+    dialogs = load_dialogs(recipe.split, recipe.data_dir)
+    if recipe.limit is not None:
+        dialogs = dialogs[: recipe.limit]
+    out = Path(args.out or f"runs/alpha_umi/episodes-{recipe.split}")
+    config = {"recipe": recipe.identity(), "runtime": recipe.runtime()}
+    model_for = _model_loader(recipe)
+    params = {role: recipe.params(role) for role in ROLES}
+    with RunDir.create(out, config, overwrite=args.overwrite) as run:
+        cache = Path(recipe.simulator_cache or out / "simulator_cache.jsonl")
+        if recipe.simulator is None:
+            simulator_model = model_for("planner")
+        else:
+            simulator_model = load_chat_model(recipe.simulator)
+        env = SimulatedTools(simulator_model, cache, params["summarizer"])
+        todo = pending(dialogs, run)
+        for start in range(0, len(todo), recipe.window):
+            window = todo[start : start + recipe.window]
+            episodes = [
+                new_episode(d["id"], d["tools"], d.get("instruction") or "") for d in window
+            ]
+            done = run_episodes(episodes, model_for, env, params, max_turns=recipe.max_turns)
+            run.append_many([{k: v for k, v in e.items() if k != "tools"} for e in done])
+        records = run.read_records().finished
+        statuses = Counter(r["status"] for r in records)
+        metrics = {
+            "episodes": len(records),
+            "status": dict(statuses),
+            "mean_planner_turns": (
+                sum(r["planner_turns"] for r in records) / len(records) if records else None
+            ),
+            "bad_calls": sum(r["bad_calls"] for r in records),
+            "unmarked_plans": sum(r["unmarked_plans"] for r in records),
+            "simulator_non_json_this_session": env.non_json,
+        }
+        run.write_metrics(metrics)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Print (and optionally write) one metrics table over evaluate runs."""
     rows = []
@@ -163,18 +226,23 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """GLPFT training needs chorus_shared.training; say so clearly until it is available."""
-    try:
-        import chorus_shared.training  # noqa: F401
-    except ImportError:
-        print(
-            "error: `train` needs chorus_shared.training, which this install does not have yet; "
-            "build the role datasets with `chorus-alpha-umi preprocess` meanwhile.",
-            file=sys.stderr,
-        )
-        return 2
-    print("error: train is not wired to chorus_shared.training yet", file=sys.stderr)
-    return 2
+    """Train one GLPFT stage with chorus_shared.training; print where the model is."""
+    from chorus_shared.training import load_train_recipe, train
+
+    mapping = stage_recipe(
+        args.recipe,
+        args.stage,
+        model=args.model,
+        max_steps=args.max_steps,
+        max_length=args.max_length,
+    )
+    recipe = load_train_recipe(mapping)
+    records = read_stage_records(args.data, args.stage)
+    if args.limit is not None:
+        records = records[: args.limit]
+    result = train(recipe, records, args.out)
+    print(json.dumps({"model_dir": str(result.model_dir), **result.metrics}, default=str))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -183,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "preprocess": cmd_preprocess,
         "evaluate": cmd_evaluate,
+        "run": cmd_run,
         "report": cmd_report,
         "train": cmd_train,
     }

@@ -35,6 +35,9 @@ class AgentRecipe:
     top_p: float = 1.0
     seed: int = 0
     max_turns: int = 8
+    # The LLM that plays the APIs in `run` (cache misses only); None = the planner's model.
+    simulator: str | None = None
+    simulator_cache: str | None = None  # JSONL of recorded responses; None = in the run folder
     # Runtime knobs: they change speed and memory, never the results' meaning.
     batch_size: int = 16
     window: int = 64
@@ -44,7 +47,9 @@ class AgentRecipe:
 
     def __post_init__(self) -> None:
         for role in ROLES:
-            parse_spec(self.spec(role))  # a typo fails before a run folder exists
+            parse_spec(self.spec(role))
+        if self.simulator is not None:
+            parse_spec(self.simulator)  # a typo fails before a run folder exists
         missing = set(ROLES) - set(self.max_new_tokens)
         if missing:
             raise ValueError(f"max_new_tokens lacks {sorted(missing)}; give one per role")
@@ -79,8 +84,8 @@ class AgentRecipe:
 
 
 def available_recipes() -> list[str]:
-    """Return the names of the shipped recipes."""
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    """Return the names of the shipped agent recipes (GLPFT training recipes excluded)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml") if not p.stem.startswith("glpft"))
 
 
 def read_recipe_file(name_or_path: str) -> dict[str, Any]:
