@@ -28,7 +28,7 @@ RUN_TAG = $(subst /,_,$(subst :,_,$(MODEL_SPEC)))$(if $(LIMIT),-n$(LIMIT),)
 DEBATE := $(VENV)/bin/chorus-debate
 
 .PHONY: help setup test test-fast lint format bench clean docker-base docker-debate docker-selfee reproduce-selfee \
-	docker-alpha_umi reproduce-alpha-umi \
+	docker-alpha_umi reproduce-alpha-umi docker-tripost \
 	reproduce-math-debate reproduce-gsm-debate reproduce-mmlu-debate reproduce-bio-debate
 
 help:
@@ -133,6 +133,9 @@ docker-base:
 
 docker-debate: docker-base
 	docker build -f docker/debate.Dockerfile -t chorus/debate .
+
+docker-tripost: docker-base
+	docker build -f docker/tripost.Dockerfile -t chorus/tripost .
 
 clean:
 	rm -rf .pytest_cache .ruff_cache .hypothesis
