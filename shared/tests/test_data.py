@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import types
 from pathlib import Path
@@ -190,15 +189,33 @@ def test_sibling_of_the_working_directory(isolated: Path, monkeypatch: pytest.Mo
     assert load_dataset_records("gsm8k")[0]["question"].startswith("cwd sibling: ")
 
 
-def test_missing_explicit_path_falls_through_with_a_warning(
-    isolated: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_missing_explicit_path_is_an_error_not_a_fallback(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_gsm8k(isolated / "env", "env: ")
     monkeypatch.setenv(DATA_DIR_ENV, str(isolated / "env"))
-    with caplog.at_level(logging.WARNING, logger="chorus_shared.data"):
-        records = load_dataset_records("gsm8k", path=isolated / "typo")
-    assert records[0]["question"].startswith("env: ")
-    assert "typo" in caplog.text
+    with pytest.raises(DataNotFoundError, match=r"--data-dir .* is .*typo.*not there"):
+        load_dataset_records("gsm8k", path=isolated / "typo")
+
+
+def test_explicit_path_without_the_tasks_files_is_an_error(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (isolated / "other").mkdir()
+    write_gsm8k(isolated / "checkout" / "shared" / "data", "sibling: ")
+    monkeypatch.setattr(data, "_REPO_ROOT", isolated / "checkout" / "repo")
+    with pytest.raises(DataNotFoundError, match=r"gsm8k.*not there"):
+        load_dataset_records("gsm8k", path=isolated / "other")
+
+
+def test_missing_env_data_dir_is_an_error_not_a_fallback(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_gsm8k(isolated / "checkout" / "shared" / "data", "sibling: ")
+    monkeypatch.setattr(data, "_REPO_ROOT", isolated / "checkout" / "repo")
+    monkeypatch.setenv(DATA_DIR_ENV, str(isolated / "nonexistent"))
+    with pytest.raises(DataNotFoundError, match=rf"\${DATA_DIR_ENV} is .*nonexistent"):
+        load_dataset_records("gsm8k")
 
 
 def test_malformed_data_is_not_masked_by_a_later_copy(
@@ -213,16 +230,15 @@ def test_malformed_data_is_not_masked_by_a_later_copy(
         load_dataset_records("gsm8k", path=isolated / "bad")
 
 
-def test_error_lists_every_place_tried(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(DATA_DIR_ENV, str(isolated / "env-dir"))
+def test_error_lists_every_place_tried(isolated: Path) -> None:
     with pytest.raises(DataNotFoundError) as info:
-        load_dataset_records("gsm8k", path=isolated / "explicit-dir")
+        load_dataset_records("gsm8k")
     assert isinstance(info.value, FileNotFoundError)
     message = str(info.value)
     for expected in [
         "'gsm8k'",
-        f"explicit path {isolated / 'explicit-dir'}",
-        f"${DATA_DIR_ENV} {isolated / 'env-dir'}",
+        "explicit path: not set",
+        f"${DATA_DIR_ENV}: not set",
         f"sibling folder {isolated / 'nowhere' / 'shared' / 'data'}",
         f"sibling folder {isolated / 'work' / 'shared' / 'data'}",
         "Hugging Face hub openai/gsm8k (main): tried, failed:",
@@ -230,7 +246,7 @@ def test_error_lists_every_place_tried(isolated: Path, monkeypatch: pytest.Monke
         "--data-dir",
     ]:
         assert expected in message
-    assert message.count("does not exist") == 4
+    assert message.count("does not exist") == 2
 
 
 def test_error_when_nothing_is_set_and_there_is_no_hub_copy(isolated: Path) -> None:
@@ -440,3 +456,46 @@ def test_real_biography(real_sibling: Path) -> None:
     assert all(p["facts"] for p in people)
     assert all("(" not in p["person"] for p in people if p["name"].endswith(")"))
     assert all(not f.startswith(("-", "•")) and f != "Summary:" for p in people for f in p["facts"])
+
+
+# ----------------------------------------------------------------------------- issue 5
+
+
+def test_non_utf8_line_names_file_and_line(isolated: Path) -> None:
+    file = write_gsm8k(isolated / "d")
+    file.write_bytes(file.read_bytes() + b'{"question": "caf\xe9", "answer": "#### 1"}\n')
+    with pytest.raises(ValueError, match=r"test\.jsonl, line 4: not valid UTF-8"):
+        load_dataset_records("gsm8k", path=isolated / "d")
+
+
+def test_non_utf8_mmlu_row_names_file_and_line(isolated: Path) -> None:
+    write_mmlu(isolated / "d")
+    bad = isolated / "d" / "mmlu" / "test" / "anatomy_test.csv"
+    bad.write_bytes(MMLU_ANATOMY.encode() + b"Caf\xe9?,a,b,c,d,A\n")
+    with pytest.raises(ValueError, match=r"anatomy_test\.csv, line 2: not valid UTF-8"):
+        load_dataset_records("mmlu", path=isolated / "d")
+
+
+def test_fingerprint_follows_the_content_not_the_folder(isolated: Path) -> None:
+    write_gsm8k(isolated / "a")
+    write_gsm8k(isolated / "b")
+    write_gsm8k(isolated / "c", tag="other ")
+    prints = []
+    for folder in "abc":
+        with data.track_data_reads() as reads:
+            load_dataset_records("gsm8k", path=isolated / folder)
+        prints.append(reads)
+    assert list(prints[0]) == ["gsm8k/test.jsonl"]
+    assert prints[0]["gsm8k/test.jsonl"].startswith("sha256:")
+    assert prints[0] == prints[1]
+    assert prints[0] != prints[2]
+    # Outside the block nothing is collected.
+    load_dataset_records("gsm8k", path=isolated / "a")
+    assert list(prints[0]) == ["gsm8k/test.jsonl"]
+
+
+def test_fingerprint_lists_every_mmlu_file(isolated: Path) -> None:
+    write_mmlu(isolated / "d")
+    with data.track_data_reads() as reads:
+        load_dataset_records("mmlu", path=isolated / "d")
+    assert sorted(reads) == ["mmlu/test/abstract_algebra_test.csv", "mmlu/test/anatomy_test.csv"]

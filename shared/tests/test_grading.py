@@ -421,3 +421,11 @@ def test_safe_eval_arithmetic_matches_a_tree_oracle(tree: tuple[str, int | float
         return
     assume(math.isfinite(expected))
     assert safe_eval_arithmetic(expr) == pytest.approx(expected)
+
+
+def test_safe_eval_caps_the_input_length() -> None:
+    from chorus_shared.grading import MAX_EXPRESSION_CHARS, safe_eval_arithmetic
+
+    assert safe_eval_arithmetic("1+" * 100 + "1") == 101
+    with pytest.raises(ValueError, match="characters long"):
+        safe_eval_arithmetic("1+" * MAX_EXPRESSION_CHARS + "1")

@@ -245,3 +245,108 @@ def test_fake_server_lists_models() -> None:
     ):
         listing = json.load(resp)
     assert [m["id"] for m in listing["data"]] == ["a", "b"]
+
+
+# -- issue 5: malformed bodies, server-named reasons, credentials in URLs ---------------------
+
+
+class _MalformedThenGood:
+    """A server that answers 200 with a broken JSON body to the first ``bad`` requests."""
+
+    def __init__(self, bad: int) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        owner = self
+        self.bad, self.seen = bad, 0
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with lock:
+                    owner.seen += 1
+                    broken = owner.seen <= owner.bad
+                body = (
+                    b"{not json"
+                    if broken
+                    else json.dumps(
+                        {
+                            "id": "x",
+                            "object": "chat.completion",
+                            "created": 0,
+                            "model": "m",
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "message": {"role": "assistant", "content": "fine"},
+                                    "finish_reason": "stop",
+                                }
+                            ],
+                        }
+                    ).encode()
+                )
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_malformed_200_body_is_retried_then_succeeds() -> None:
+    server = _MalformedThenGood(bad=1)
+    try:
+        model = OpenAIChatModel("m", base_url=server.base_url, backoff_s=0.001, timeout_s=5)
+        out = model.chat([user("a")], SamplingParams())
+    finally:
+        server.close()
+    assert out[0].text == "fine" and out[0].error is None
+    assert server.seen == 2
+
+
+def test_malformed_200_body_everywhere_names_the_server() -> None:
+    server = _MalformedThenGood(bad=10**6)
+    try:
+        model = OpenAIChatModel(
+            "m", base_url=server.base_url, max_retries=1, backoff_s=0.001, timeout_s=5
+        )
+        with pytest.raises(BackendUnavailableError) as info:
+            model.chat([user("a")], SamplingParams())
+    finally:
+        server.close()
+    message = str(info.value)
+    assert server.base_url in message and "malformed response body" in message
+
+
+def test_a_400_error_completion_names_the_server() -> None:
+    with FakeOpenAIServer(always_fail_status=400) as server:
+        out = fast_model(server).chat([user("a")], SamplingParams())
+        url = server.base_url
+    assert out[0].finish_reason == "error"
+    assert "HTTP 400" in out[0].error and url in out[0].error
+
+
+def test_credentials_in_the_base_url_never_reach_spec_errors_or_reasons() -> None:
+    password = "hunter2-very-secret"
+    with FakeOpenAIServer(always_fail_status=400) as server:
+        url = server.base_url.replace("http://", f"http://bob:{password}@")
+        model = load_chat_model(f"openai:fake-model@{url}", backoff_s=0.001, timeout_s=5)
+        out = model.chat([user("a")], SamplingParams())
+    for text in (model.spec, repr(model), out[0].error):
+        assert password not in text and "bob" not in text
+    from chorus_shared.models import ModelSpecError, parse_spec
+
+    with pytest.raises(ModelSpecError) as info:
+        parse_spec(f"nope:m@{url}")
+    assert password not in str(info.value)

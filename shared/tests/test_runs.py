@@ -15,6 +15,8 @@ import pytest
 
 from chorus_shared.runs import (
     CONFIG_FILE,
+    LOCK_FILE,
+    MANIFEST_FILE,
     RECORDS_FILE,
     RunConfigMismatch,
     RunDir,
@@ -147,13 +149,22 @@ def test_overwrite_clears_old_run(tmp_path: Path) -> None:
         run.write_report("# old")
         run.figure_path("curve").write_bytes(b"png")
     (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "my_own_plot.png").write_bytes(b"user png")
 
     with RunDir.create(tmp_path, dict(CONFIG, limit=99), overwrite=True) as run:
         assert run.records() == []
         assert run.config["limit"] == 99
         run.append({"id": "old"})  # the id is free again
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == [CONFIG_FILE, "notes.txt", RECORDS_FILE]
+    # The run's own plot went; the user's PNG and notes stayed.
+    assert names == [
+        LOCK_FILE,
+        CONFIG_FILE,
+        MANIFEST_FILE,
+        "my_own_plot.png",
+        "notes.txt",
+        RECORDS_FILE,
+    ]
 
 
 def test_records_without_config_refused(tmp_path: Path) -> None:

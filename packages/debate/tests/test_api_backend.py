@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from chorus_debate import cli
+from chorus_debate import pipeline
 from chorus_debate.cli import main
 from chorus_debate.tasks import load_arithmetic
 from chorus_shared.models import load_chat_model
@@ -20,7 +20,7 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
             options.update(backoff_s=0.001, max_retries=2)
         return load_chat_model(spec, **options)
 
-    monkeypatch.setattr(cli, "load_chat_model", quick)
+    monkeypatch.setattr(pipeline, "load_chat_model", quick)
 
 
 def gsm_responder(body: dict) -> str:

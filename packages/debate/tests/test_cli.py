@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from chorus_debate.cli import main
 from chorus_debate.recipes import DebateRecipe, available_recipes, load_recipe
 from chorus_debate.tasks import load_arithmetic, load_biography
+from chorus_shared.config import check_flag_table
 
 
 @pytest.fixture
@@ -66,6 +68,7 @@ def test_generate_writes_a_complete_run(generate, tmp_path, tiny_model_dir, caps
 
     config = json.loads((out / "config.json").read_text())
     assert config["recipe"]["limit"] == 4
+    assert config["task"] == {"name": "arithmetic", "version": 1}
     assert config["recipe"]["model"] == [f"hf:{tiny_model_dir}"]
     assert config["recipe"]["seed"] == 0  # the task's paper seed, written down
     assert config["runtime"]["window"] == 32
@@ -259,6 +262,41 @@ def test_unknown_recipe_field(tmp_path, capsys) -> None:
 def test_unknown_recipe_name(tmp_path, capsys) -> None:
     assert main(["generate", "--recipe", "nope", "--out", str(tmp_path / "run")]) == 2
     assert "math_default" in capsys.readouterr().err
+    assert main(["generate", "--recipe", "gsm_defualt", "--out", str(tmp_path / "run")]) == 2
+    assert "did you mean 'gsm_default'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_method_or_field_suggests_the_name(tmp_path, capsys) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("base: gsm_default\nsumarize: true\n")
+    assert main(["generate", "--recipe", str(recipe), "--out", str(tmp_path / "run")]) == 2
+    assert "did you mean 'summarize'" in capsys.readouterr().err
+    recipe.write_text("base: gsm_default\nmethod: debat\n")
+    assert main(["generate", "--recipe", str(recipe), "--out", str(tmp_path / "run")]) == 2
+    assert "did you mean 'debate'" in capsys.readouterr().err
+
+
+def test_every_paper_row_is_a_recipe_with_its_method() -> None:
+    # The Makefile runs recipes, never overrides method: each table row is a shipped recipe.
+    for task, rows in {
+        "gsm": ("single", "majority"),
+        "math": ("single", "majority"),
+        "mmlu": ("single", "majority"),
+        "bio": ("single", "reflection"),
+    }.items():
+        for model in ("default", "mistral7b"):
+            base = load_recipe(f"{task}_{model}")
+            assert base.method == "debate"
+            for method in rows:
+                row = load_recipe(f"{task}_{model}_{method}")
+                assert row.method == method
+                # Only the method differs from the debate row.
+                assert replace(row, method="debate") == base
+
+
+def test_readme_flag_table_matches_the_recipe() -> None:
+    check_flag_table(DebateRecipe, Path(__file__).parents[1] / "README.md")
 
 
 def test_shipped_recipes_load() -> None:
@@ -270,6 +308,9 @@ def test_shipped_recipes_load() -> None:
         assert recipe.agents == 3 and recipe.rounds == 2
     assert load_recipe("gsm_mistral7b").limit == 100
     assert load_recipe("bio_mistral7b").limit == 40
+    # Inherited through base: gsm_default; stated only where it differs.
+    assert (load_recipe("bio_default").max_new_tokens, load_recipe("bio_default").limit) == (160, 5)
+    assert load_recipe("mmlu_mistral7b").model == ["hf:mistralai/Mistral-7B-Instruct-v0.2"]
 
 
 def test_recipe_fields_are_overridden_by_flags(generate, tmp_path) -> None:
@@ -319,8 +360,3 @@ def test_evaluate_names_a_corrupted_line(generate, tmp_path, capsys) -> None:
 def test_evaluate_missing_run(tmp_path, capsys) -> None:
     assert main(["evaluate", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
-
-
-def test_train_has_no_training_step(capsys) -> None:
-    assert main(["train"]) == 2
-    assert "no training step" in capsys.readouterr().err

@@ -16,12 +16,16 @@ broken data must be loud, never silently replaced by another copy).
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
+import io
 import json
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,7 @@ __all__ = [
     "list_datasets",
     "load_dataset_records",
     "register_dataset",
+    "track_data_reads",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,6 +59,53 @@ except IndexError:  # installed somewhere shallow: there is no sibling folder to
 
 class DataNotFoundError(FileNotFoundError):
     """No copy of a dataset was found in any of the places searched."""
+
+
+# The fingerprint being collected by track_data_reads(), if any (a ContextVar so threads and
+# nested loads do not mix theirs).
+_READS: ContextVar[dict[str, str] | None] = ContextVar("chorus_data_reads", default=None)
+
+
+@contextlib.contextmanager
+def track_data_reads() -> Iterator[dict[str, str]]:
+    """Collect a fingerprint of every data file read inside the ``with`` block.
+
+    Yields a dict, filled as files are read, mapping each file (relative to the data root it
+    was found under, so the same data in another folder gives the same fingerprint) to
+    ``"sha256:<hex>:<bytes>"``; a hub load adds ``"hub:<path>/<config>/<split>"`` with its row
+    count. Store it in a run's config so a resume on different data is refused.
+    """
+    reads: dict[str, str] = {}
+    token = _READS.set(reads)
+    try:
+        yield reads
+    finally:
+        _READS.reset(token)
+
+
+def _read_data_bytes(file: Path, root: Path) -> bytes:
+    """Returns the bytes of a data file, noting its fingerprint when one is being tracked."""
+    data = file.read_bytes()
+    reads = _READS.get()
+    if reads is not None:
+        try:
+            name = file.relative_to(root).as_posix() if root.is_dir() else file.name
+        except ValueError:
+            name = file.name
+        reads[name] = f"sha256:{hashlib.sha256(data).hexdigest()}:{len(data)}"
+    return data
+
+
+def _decode(data: bytes, file: Path, encoding: str = "utf-8") -> str:
+    """Returns ``data`` as text; a non-UTF-8 byte is a ValueError naming the file and line."""
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{file}, line {line}: not valid UTF-8 (byte {data[err.start]:#04x} at offset "
+            f"{err.start}); re-save the file as UTF-8"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -165,7 +217,11 @@ def _read_hub(ds: _Dataset, split: str) -> list[dict]:
 
     hub_split = ds.hub.splits.get(split, split)
     rows = datasets.load_dataset(ds.hub.path, ds.hub.config, split=hub_split)
-    return ds.hub.convert(rows, split)
+    records = ds.hub.convert(rows, split)
+    reads = _READS.get()
+    if reads is not None:
+        reads[f"hub:{ds.hub.path}/{ds.hub.config}/{hub_split}"] = f"rows:{len(records)}"
+    return records
 
 
 def load_dataset_records(
@@ -190,7 +246,6 @@ def load_dataset_records(
     places.extend(("sibling folder", root) for root in _sibling_roots())
 
     tried: list[str] = []
-    user_misses: list[str] = []
     for label, root in places:
         if root is None:
             tried.append(f"{label}: not set")
@@ -199,14 +254,18 @@ def load_dataset_records(
         try:
             records = _read_local(ds, root, split)
         except FileNotFoundError as err:
-            tried.append(f"{label} {root}: {_reason(err)}")
             if label != "sibling folder":
-                user_misses.append(tried[-1])
+                # A folder the user named must hold the data: silently reading another copy
+                # would give results for data they did not ask for.
+                flag = "--data-dir (path=...)" if label == "explicit path" else label
+                raise DataNotFoundError(
+                    f"{flag} is {root}, but dataset {name!r} (split {split!r}) is not there: "
+                    f"{_reason(err)}. Point it at the data folder that holds {name}/ (for "
+                    f"example /path/to/shared/data), or leave it unset to search the default "
+                    "places."
+                ) from None
+            tried.append(f"{label} {root}: {_reason(err)}")
             continue
-        if user_misses:
-            # The caller asked for a location that did not have the data; say so, since the
-            # copy used instead may not be the one they meant.
-            logger.warning("%s: %s; using %s %s", name, "; ".join(user_misses), label, root)
         logger.info("loaded %d %s/%s records from %s", len(records), name, split, root)
         return _check_records(name, records, str(root))
 
@@ -265,16 +324,16 @@ def _read_gsm8k(root: Path, split: str) -> list[dict]:
     if not file.is_file():
         raise FileNotFoundError(f"{file} does not exist")
     records = []
-    with file.open(encoding="utf-8") as fh:
-        for index, line in enumerate(fh):
-            if not line.strip():
-                continue
-            where = f"{file}, line {index + 1}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: invalid JSON ({err.msg})") from None
-            records.append(_gsm8k_record(row, split, index, where))
+    text = _decode(_read_data_bytes(file, root), file)
+    for index, line in enumerate(text.split("\n")):
+        if not line.strip():
+            continue
+        where = f"{file}, line {index + 1}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{where}: invalid JSON ({err.msg})") from None
+        records.append(_gsm8k_record(row, split, index, where))
     return records
 
 
@@ -291,11 +350,12 @@ MMLU_SPLITS = ("test", "dev", "val")
 _LETTERS = "ABCD"
 
 
-def _read_mmlu_csv(file: Path, subject: str, split: str) -> list[dict]:
+def _read_mmlu_csv(file: Path, subject: str, split: str, root: Path) -> list[dict]:
     records = []
     # No header in these files: the first row is a question (the original code dropped it).
     # utf-8-sig so a byte-order mark never ends up inside the first question.
-    with file.open(encoding="utf-8-sig", newline="") as fh:
+    text = _decode(_read_data_bytes(file, root), file, "utf-8-sig")
+    with io.StringIO(text, newline="") as fh:
         reader = csv.reader(fh)
         index = 0
         for row in reader:
@@ -327,7 +387,7 @@ def _read_mmlu(root: Path, split: str) -> list[dict]:
         subject, _, file_split = root.stem.rpartition("_")
         if not subject or file_split not in MMLU_SPLITS:
             subject, file_split = root.stem, split
-        return _read_mmlu_csv(root, subject, file_split)
+        return _read_mmlu_csv(root, subject, file_split, root)
     folder = root / "mmlu" / split
     files = sorted(folder.glob("*.csv"))
     if not files:
@@ -336,7 +396,7 @@ def _read_mmlu(root: Path, split: str) -> list[dict]:
     suffix = f"_{split}"
     for file in files:
         subject = file.stem[: -len(suffix)] if file.stem.endswith(suffix) else file.stem
-        records.extend(_read_mmlu_csv(file, subject, split))
+        records.extend(_read_mmlu_csv(file, subject, split, root))
     return records
 
 
@@ -385,7 +445,7 @@ def _read_biography(root: Path, split: str) -> list[dict]:
     if not file.is_file():
         raise FileNotFoundError(f"{file} does not exist")
     try:
-        people = json.loads(file.read_text(encoding="utf-8"))
+        people = json.loads(_decode(_read_data_bytes(file, root), file))
     except json.JSONDecodeError as err:
         raise ValueError(f"{file}, line {err.lineno}: invalid JSON ({err.msg})") from None
     if not isinstance(people, dict):

@@ -20,6 +20,7 @@ __all__ = [
     "extract_gsm_answer",
     "extract_last_number",
     "format_mean_se",
+    "format_stat",
     "gsm_ground_truth",
     "majority_vote",
     "mean_stderr",
@@ -243,7 +244,14 @@ def format_mean_se(values: Sequence[float], scale: float = 100.0, digits: int = 
 
     For example 0/1 correctness values give "67.0 ± 4.7", as in the papers' tables.
     """
-    mean, se = mean_stderr(values)
+    return format_stat(*mean_stderr(values), scale=scale, digits=digits)
+
+
+def format_stat(mean: float, se: float, scale: float = 100.0, digits: int = 1) -> str:
+    """Return ``"mean ± se"`` of an already computed mean and standard error, scaled.
+
+    The one formatter of the house: :func:`format_mean_se` and every table use it.
+    """
     return f"{mean * scale:.{digits}f} ± {se * scale:.{digits}f}"
 
 
@@ -331,6 +339,10 @@ def _eval_node(node: ast.AST) -> int | float:
     )
 
 
+# No arithmetic a task or a model writes needs more; the cap bounds parse time and memory.
+MAX_EXPRESSION_CHARS = 10_000
+
+
 def safe_eval_arithmetic(expr: str) -> int | float:
     """Evaluate an arithmetic expression without ``eval``, returning an int or a float.
 
@@ -341,6 +353,11 @@ def safe_eval_arithmetic(expr: str) -> int | float:
     """
     if not isinstance(expr, str):
         raise ValueError(f"expected an expression string, got {type(expr).__name__}")
+    if len(expr) > MAX_EXPRESSION_CHARS:
+        # Parsing is linear but costly per character (10 MB took seconds and gigabytes).
+        raise ValueError(
+            f"expression is {len(expr)} characters long; at most {MAX_EXPRESSION_CHARS} allowed"
+        )
     try:
         tree = ast.parse(expr.translate(_OPERATOR_ALIASES).strip(), mode="eval")
     except SyntaxError as err:

@@ -1,63 +1,93 @@
-"""Run directories: a resumable, kill-safe home for one experiment's outputs.
+"""Run directories: a resumable, kill-safe, single-writer home for one experiment's outputs.
 
 A run directory holds
 
-- ``config.json``   the resolved recipe plus an ``environment`` block (versions, git commit);
-- ``records.jsonl`` one JSON line per finished item, each with a unique ``id``;
+- ``config.json``   the resolved recipe plus an ``environment`` block (versions, git commit)
+  and, when the caller gives one, a ``data`` fingerprint (size and SHA-256 of every data
+  file read; see :func:`chorus_shared.data.track_data_reads`);
+- ``records.jsonl`` one JSON line per attempted item, each with an ``id``;
 - ``metrics.json``  the aggregate numbers;
-- ``report.md``     tables and links to the PNG plots stored next to it.
+- ``report.md``     tables and links to the PNG plots stored next to it;
+- ``manifest.json`` the names of the files this run wrote (the list ``--overwrite`` deletes);
+- ``.lock``         the writer lock (``flock``), held from :meth:`RunDir.create` to ``close``.
 
-Running the same command again resumes: :meth:`RunDir.create` reopens the folder when the
-stored config matches, and :func:`pending` drops the items that already have a record.
-Every record is flushed and fsync'ed before :meth:`RunDir.append` returns, so a run killed
-at any moment loses at most the item it was working on.
+The contract every package relies on:
+
+- **A finished item** is a record line, terminated by a newline, whose ``error`` field is
+  absent or empty. A record with a non-empty ``error`` (the reason, e.g. the server and its
+  HTTP status) is an *errored* item: it is kept for the record and counted as an error in
+  metrics, but it is not done, so a resume retries it and a later finished record for the
+  same id supersedes it. A second finished record for an id is refused on write and skipped
+  (and counted) on read. An unterminated last line (a kill in the middle of a write) is not
+  a record; it is reported and dropped.
+- **Resume** (the same command again) reopens the folder only when the stored config equals
+  the new one outside :data:`RESUME_IGNORED_KEYS` (``environment`` and ``runtime``: batch
+  size, window, data folder, request timeout, ...). Anything else — model, seeds, limit, the
+  data fingerprint — differs, and the run is refused with the differing keys listed, so two
+  configs or two datasets never mix in one folder. Finished ids are skipped; errored ones are
+  retried.
+- **One writer.** :meth:`RunDir.create` takes an exclusive lock before touching any file; a
+  second writer (or an ``--overwrite`` while another process writes) is refused at once.
+- **Overwrite** deletes exactly the files listed in ``manifest.json`` (for a run made before
+  manifests existed: the four standard files), never anything else a user keeps there.
+- **Readers validate.** :meth:`RunDir.read_records` checks ids, required fields and that each
+  record belongs to this run, and returns the valid records with every skip counted and
+  explained; it never raises on a bad line and never counts an item twice.
+- **Failures stop the run.** :meth:`RunDir.append_many` stores a batch (a window) and raises
+  :class:`TooManyErrorsError` when every item of it errored or when the errors of this
+  session reach ``max_errors``, naming the reason, so a dead server never yields exit 0.
+- URLs are written without their ``user:password@`` part (config, records, metrics).
 
 Typical use::
 
-    with RunDir.create(args.output, recipe_dict, overwrite=args.overwrite) as run:
-        for item in progress(pending(items, run), desc="debate"):
-            run.append({"id": item["id"], **solve(item)})
-        run.write_metrics(summarise(run.records()))
+    with track_data_reads() as data:
+        items = load_items(...)
+    config = {"recipe": identity, "runtime": runtime, "data": data}
+    with RunDir.create(args.output, config, overwrite=args.overwrite) as run:
+        for window in progress(windows_of(pending(items, run))):
+            run.append_many(solve(window))
+        read = run.read_records(required={"answer": str})
+        run.write_metrics(summarise(read.finished))
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
-import enum
-import importlib.metadata
+import fcntl
 import json
 import logging
 import os
-import platform
-import subprocess
-import sys
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
-from chorus_shared import __version__ as _shared_version
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows has no fcntl; runs then go unlocked
-    fcntl = None  # type: ignore[assignment]
+from chorus_shared.environment import TRACKED_PACKAGES, environment_info
+from chorus_shared.progress import progress
+from chorus_shared.redact import redact_urls, redact_value
 
 __all__ = [
     "CONFIG_FILE",
+    "LOCK_FILE",
+    "MANIFEST_FILE",
     "METRICS_FILE",
     "RECORDS_FILE",
     "REPORT_FILE",
     "RESUME_IGNORED_KEYS",
     "TRACKED_PACKAGES",
+    "RecordSet",
     "RunConfigMismatch",
     "RunDir",
-    "environment_info",
+    "RunLockedError",
+    "Skip",
+    "TooManyErrorsError",
+    "environment_info",  # re-exported from chorus_shared.environment for old callers
+    "is_errored",
     "pending",
-    "progress",
+    "progress",  # re-exported from chorus_shared.progress for old callers
 ]
 
 logger = logging.getLogger(__name__)
@@ -66,99 +96,172 @@ CONFIG_FILE = "config.json"
 RECORDS_FILE = "records.jsonl"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
+MANIFEST_FILE = "manifest.json"
+LOCK_FILE = ".lock"
+# What --overwrite removes from a run folder made before manifest.json existed.
+_LEGACY_RUN_FILES = (CONFIG_FILE, RECORDS_FILE, METRICS_FILE, REPORT_FILE)
 
 # Only the environment block and the "runtime" block (knobs that change speed, not results:
 # batch size, window, data folder) may change between a run and its resumption. Everything
-# else (model, data, limit, seeds, ...) changes what the records mean, so mixing is refused.
+# else (model, data fingerprint, limit, seeds, ...) changes what the records mean.
 RESUME_IGNORED_KEYS: frozenset[str] = frozenset({"environment", "runtime"})
-
-# Distribution names whose versions go into config.json. Looked up with importlib.metadata,
-# which reads package metadata without importing anything heavy.
-TRACKED_PACKAGES: tuple[str, ...] = (
-    "chorus-shared",
-    "torch",
-    "transformers",
-    "vllm",
-    "openai",
-    "datasets",
-    "accelerate",
-    "peft",
-    "trl",
-)
-
-_NO_PROGRESS_ENV = "CHORUS_NO_PROGRESS"
-
-T = TypeVar("T")
 
 
 class RunConfigMismatch(ValueError):
     """The folder already holds a run made with a different config."""
 
 
-class RunDir:
-    """One experiment's output folder; see the module docstring for the layout.
+class RunLockedError(RuntimeError):
+    """Another process (or another RunDir in this one) is writing the run folder."""
 
-    Build it with :meth:`create` (new run or resumption) or :meth:`open` (read an existing
-    run). The records file is opened for appending on the first :meth:`append` and stays
-    open, under an exclusive lock, until :meth:`close` or the end of a ``with`` block.
+
+class TooManyErrorsError(RuntimeError):
+    """So many items failed that carrying on would only store more failures."""
+
+
+def is_errored(record: Mapping[str, Any]) -> bool:
+    """Returns True when ``record`` is an errored (not finished) item: its ``error`` is set."""
+    return bool(record.get("error"))
+
+
+@dataclass(frozen=True)
+class Skip:
+    """One record line that a reader left out, and why."""
+
+    line: int
+    reason: str
+
+
+@dataclass
+class RecordSet:
+    """What :meth:`RunDir.read_records` found in ``records.jsonl``.
+
+    ``finished`` holds one valid finished record per id, in file order; ``errored`` the
+    latest errored record of each id that has no finished one; ``skipped`` every line left
+    out, with its line number and reason; ``torn_bytes`` the size of an unterminated last line.
+    """
+
+    path: Path
+    finished: list[dict[str, Any]] = field(default_factory=list)
+    errored: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    torn_bytes: int = 0
+
+    def notes(self) -> list[str]:
+        """Returns one human-readable line per problem found (empty when the file is clean)."""
+        notes = [f"{self.path}:{s.line}: skipped: {s.reason}" for s in self.skipped]
+        if self.torn_bytes:
+            notes.append(
+                f"{self.path}: ignored an unterminated last line ({self.torn_bytes} bytes) "
+                "left by an interrupted write"
+            )
+        if self.errored:
+            notes.append(
+                f"{self.path}: {len(self.errored)} item(s) errored and are not finished "
+                f"(first: {self.errored[0]['id']!r}: {self.errored[0]['error']}); "
+                "run the same generate command again to retry them"
+            )
+        return notes
+
+
+class RunDir:
+    """One experiment's output folder; see the module docstring for the contract.
+
+    Build it with :meth:`create` (new run or resumption; takes the writer lock) or
+    :meth:`open` (read an existing run; the lock is taken at the first append). The lock
+    is released by :meth:`close` or at the end of a ``with`` block.
     """
 
     def __init__(self, path: Path, config: dict[str, Any]) -> None:
         # Private: use RunDir.create or RunDir.open, which check the folder first.
         self._path = path
         self._config = config
+        self._lock_handle: IO[bytes] | None = None
         self._writer: IO[bytes] | None = None
         self._ids: set[str] | None = None
+        self._new = False  # this object started the run (so discard_if_empty may remove it)
+        self._made_dirs: list[Path] = []
+        self._appended = 0
+        self._max_errors: int | None = None
+        self._session_errors = 0
 
     # -- construction -------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: str | Path, config: dict[str, Any], *, overwrite: bool = False) -> RunDir:
-        """Start a run in ``path``, or resume the one already there.
+    def create(
+        cls,
+        path: str | Path,
+        config: dict[str, Any],
+        *,
+        overwrite: bool = False,
+        max_errors: int | None = None,
+    ) -> RunDir:
+        """Start a run in ``path``, or resume the one already there; take the writer lock.
 
-        Writes ``config.json`` (``config`` plus an ``environment`` block) for a new run.
-        When the folder already holds a run, its stored config must equal ``config``
-        (ignoring :data:`RESUME_IGNORED_KEYS`), otherwise :class:`RunConfigMismatch` is
-        raised; ``overwrite=True`` instead deletes the old run's files first.
+        The lock is taken before any file is read or changed, so a second writer (also one
+        with ``overwrite=True``) gets :class:`RunLockedError` and changes nothing. A new run
+        writes ``config.json`` (``config`` plus an ``environment`` block). When the folder
+        already holds a run, its stored config must equal ``config`` (ignoring
+        :data:`RESUME_IGNORED_KEYS`), otherwise :class:`RunConfigMismatch` is raised;
+        ``overwrite=True`` instead deletes the files the old run wrote (its manifest).
+        ``max_errors`` caps the errored items :meth:`append_many` accepts in this session.
 
-        Returns the :class:`RunDir`.
+        Returns the :class:`RunDir`, holding the lock until :meth:`close`.
         """
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise NotADirectoryError(f"run folder {path} exists and is not a directory")
+        if max_errors is not None and max_errors < 1:
+            raise ValueError(f"max_errors must be >= 1, got {max_errors}")
         # "environment" is ours: drop a stale copy (e.g. from ``RunDir.open(...).config``).
         wanted = _jsonable({k: v for k, v in config.items() if k != "environment"}, what="config")
 
-        config_file = path / CONFIG_FILE
-        if overwrite:
-            _remove_run_files(path)
-        elif config_file.exists():
-            stored = _read_json(config_file)
-            differences = _config_differences(stored, wanted)
-            if differences:
-                raise RunConfigMismatch(_mismatch_message(path, differences))
-            logger.info("resuming run in %s", path)
-            return cls(path, stored)
-        elif (path / RECORDS_FILE).exists():
-            # Records without a config cannot be checked against the new config.
-            raise RunConfigMismatch(
-                f"{path} holds {RECORDS_FILE} but no {CONFIG_FILE}, so it cannot be resumed "
-                "safely; pass a new output folder or --overwrite"
-            )
-
-        path.mkdir(parents=True, exist_ok=True)
-        stored = {**wanted, "environment": environment_info()}
-        _atomic_write_text(config_file, _dump_json(stored))
-        return cls(path, stored)
+        made = _make_dirs(path)
+        run = cls(path, {})
+        run._made_dirs = made
+        run._max_errors = max_errors
+        run._take_lock()
+        try:
+            config_file = path / CONFIG_FILE
+            if overwrite:
+                _remove_run_files(path)
+            elif config_file.exists():
+                stored = _read_json(config_file)
+                differences = _config_differences(stored, wanted)
+                if differences:
+                    raise RunConfigMismatch(_mismatch_message(path, differences))
+                logger.info("resuming run in %s", path)
+                run._config = stored
+                return run
+            elif (path / RECORDS_FILE).exists():
+                # Records without a config cannot be checked against the new config.
+                raise RunConfigMismatch(
+                    f"{path} holds {RECORDS_FILE} but no {CONFIG_FILE}, so it cannot be "
+                    "resumed safely; pass a new output folder or --overwrite"
+                )
+            stored = {**wanted, "environment": environment_info()}
+            run._register(CONFIG_FILE, RECORDS_FILE)
+            _atomic_write_text(config_file, _dump_json(stored))
+            run._config = stored
+            run._new = True
+        except BaseException:
+            run.close()
+            raise
+        return run
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
         """Open an existing run for reading (and further appends).
 
         Returns the :class:`RunDir`; raises ``FileNotFoundError`` when ``path`` is missing or
-        has no ``config.json``.
+        has no ``config.json`` and ``NotADirectoryError`` when it is a file.
         """
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(
+                f"{path} is a file, not a run folder: pass the folder that holds {CONFIG_FILE} "
+                f"and {RECORDS_FILE}"
+            )
         if not path.is_dir():
             raise FileNotFoundError(f"run folder {path} does not exist")
         config_file = path / CONFIG_FILE
@@ -181,6 +284,27 @@ class RunDir:
         """Returns a copy of the stored config, ``environment`` block included."""
         return copy.deepcopy(self._config)
 
+    def config_value(self, dotted: str, kind: type | tuple[type, ...] = object) -> Any:
+        """Returns the stored config value at ``dotted`` (e.g. ``"recipe.task"``).
+
+        Raises ``ValueError`` naming ``config.json`` and the key when it is missing or not of
+        type ``kind``, so a damaged config gives one clear error instead of a ``KeyError``.
+        """
+        value: Any = self._config
+        for part in dotted.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise ValueError(
+                    f"{self._path / CONFIG_FILE} has no {dotted!r}: it was not written by a "
+                    "chorus run or was edited; regenerate the run"
+                )
+            value = value[part]
+        if not isinstance(value, kind):
+            raise ValueError(
+                f"{self._path / CONFIG_FILE}: {dotted!r} should be {_kind_name(kind)}, "
+                f"found {type(value).__name__} {value!r:.80}"
+            )
+        return value
+
     @property
     def records_path(self) -> Path:
         """Returns the path of ``records.jsonl`` (which may not exist yet)."""
@@ -189,50 +313,145 @@ class RunDir:
     # -- records ------------------------------------------------------------------------
 
     def records(self) -> list[dict[str, Any]]:
-        """Returns every complete record in file order.
+        """Returns every complete record line (finished or errored) in file order.
 
-        An unterminated last line (left by a kill in the middle of a write) is ignored; a
-        malformed complete line raises ``ValueError`` naming the file and line number.
+        An unterminated last line is ignored; a malformed complete line raises ``ValueError``
+        naming the file and line number. Readers that score a run should prefer
+        :meth:`read_records`, which validates and never double-counts.
         """
         records, _ = _read_records(self.records_path)
         return records
 
+    def read_records(
+        self,
+        *,
+        required: Mapping[str, type | tuple[type, ...]] | None = None,
+        match: Mapping[str, Any] | None = None,
+        ids: Collection[str] | None = None,
+    ) -> RecordSet:
+        """Returns the validated contents of ``records.jsonl`` as a :class:`RecordSet`.
+
+        A line is skipped (and counted, with its line number and reason) when it is not a
+        JSON object, its ``id`` is missing or not a str/int, its id is not in ``ids`` (when
+        given), a key of ``match`` has another value (a record of another task), a finished
+        record lacks a key of ``required`` or holds a value of the wrong type, or its id is
+        already finished earlier in the file. Never raises on the file's contents.
+        """
+        result = RecordSet(self.records_path)
+        try:
+            data = self.records_path.read_bytes()
+        except FileNotFoundError:
+            return result
+        valid_bytes = data.rfind(b"\n") + 1
+        result.torn_bytes = len(data) - valid_bytes
+        allowed = None if ids is None else {str(i) for i in ids}
+        finished: dict[str, dict[str, Any]] = {}
+        errored: dict[str, dict[str, Any]] = {}
+        for lineno, raw in enumerate(data[:valid_bytes].split(b"\n")[:-1], start=1):
+            if not raw.strip():
+                continue
+            reason, record = _check_line(raw, required or {}, match or {}, allowed)
+            if reason is None and record is not None:
+                key = str(record["id"])
+                if not is_errored(record):
+                    if key in finished:
+                        reason = f"duplicate id {record['id']!r} (already finished earlier)"
+                    else:
+                        finished[key] = record
+                        errored.pop(key, None)
+                elif key not in finished:
+                    errored[key] = record
+            if reason is not None:
+                result.skipped.append(Skip(lineno, reason))
+        result.finished = list(finished.values())
+        result.errored = list(errored.values())
+        return result
+
     def finished_ids(self) -> set[str]:
-        """Returns the ids of the finished records, as strings."""
+        """Returns the ids of the finished (not errored) records, as strings."""
         if self._ids is not None:
             return set(self._ids)
-        return {_id_key(record["id"]) for record in self.records()}
+        return {_id_key(r["id"]) for r in self.records() if not is_errored(r)}
 
     def append(self, record: dict[str, Any]) -> None:
-        """Append one finished record and force it to disk. Returns ``None``.
+        """Append one record (finished, or errored with its reason) and force it to disk.
 
-        The record needs an ``id`` (str or int) not used by an earlier record.
+        The record needs an ``id`` (str or int) with no finished record yet; an errored
+        record may be followed by a retry of the same id. Returns ``None``.
         """
         if "id" not in record:
             raise ValueError(f"record has no 'id' key (keys: {sorted(record)})")
         key = _id_key(record["id"])
         # Serialise before touching the file so a bad record cannot leave half a line.
-        line = (_dump_line(record) + "\n").encode("utf-8")
+        line = (_dump_line(redact_value(record)) + "\n").encode("utf-8")
         writer, ids = self._open_writer()
         if key in ids:
-            raise ValueError(f"record id {record['id']!r} is already in {self.records_path}")
+            raise ValueError(
+                f"record id {record['id']!r} is already finished in {self.records_path}"
+            )
         writer.write(line)
         writer.flush()
         os.fsync(writer.fileno())
-        ids.add(key)
+        self._appended += 1
+        if is_errored(record):
+            self._session_errors += 1
+        else:
+            ids.add(key)
+
+    def append_many(self, records: Sequence[dict[str, Any]]) -> None:
+        """Append a batch (one window) of records, then apply the error policy.
+
+        Raises :class:`TooManyErrorsError` (after storing the whole batch) when every record
+        of a non-empty batch errored, or when the errored records appended by this object
+        reach ``max_errors``; the message names the first reason (the backend puts the
+        server in it). Returns ``None``.
+        """
+        for record in records:
+            self.append(record)
+        failed = [r for r in records if is_errored(r)]
+        if not failed:
+            return
+        whole_batch = len(failed) == len(records)
+        over_cap = self._max_errors is not None and self._session_errors >= self._max_errors
+        if whole_batch or over_cap:
+            why = (
+                f"all {len(records)} items of a window failed"
+                if whole_batch
+                else f"{self._session_errors} items failed (limit {self._max_errors})"
+            )
+            raise TooManyErrorsError(
+                f"stopping the run in {self._path}: {why}; first reason: {failed[0]['error']}. "
+                "The failed items are stored with their reason and are retried when the same "
+                "command runs again; fix the cause first."
+            )
+
+    def discard_if_empty(self) -> bool:
+        """Remove a run this object started when nothing was appended (e.g. a model failed
+        to load), leaving the path as it was before :meth:`create`.
+
+        Returns True when the run was removed. A resumed run or one with records is kept.
+        """
+        if not self._new or self._appended:
+            self.close()
+            return False
+        self.close()
+        for name in [*self._manifest(), MANIFEST_FILE, LOCK_FILE]:
+            with contextlib.suppress(FileNotFoundError):
+                (self._path / name).unlink()
+        for folder in reversed(self._made_dirs):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: never removes what someone else put there
+        return True
 
     def close(self) -> None:
-        """Close the records file (if open) and release its lock. Returns ``None``."""
+        """Close the records file and release the writer lock. Returns ``None``."""
         if self._writer is not None:
-            self._writer.close()  # closing the descriptor also drops the flock
+            self._writer.close()
             self._writer = None
             self._ids = None
-
-    def __del__(self) -> None:
-        # Every record is already on disk, so a forgotten close() loses nothing; closing
-        # here just releases the descriptor and lock without a ResourceWarning.
-        with contextlib.suppress(Exception):
-            self.close()
+        if self._lock_handle is not None:
+            self._lock_handle.close()  # closing the descriptor drops the flock
+            self._lock_handle = None
 
     def __enter__(self) -> RunDir:
         return self
@@ -245,13 +464,27 @@ class RunDir:
     ) -> None:
         self.close()
 
+    def _take_lock(self) -> None:
+        if self._lock_handle is not None:
+            return
+        handle = open(self._path / LOCK_FILE, "ab")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise RunLockedError(
+                f"{self._path} is being written by another process (or another RunDir in this "
+                "one); wait for it to finish or choose another output folder"
+            ) from None
+        self._lock_handle = handle
+
     def _open_writer(self) -> tuple[IO[bytes], set[str]]:
         if self._writer is not None and self._ids is not None:
             return self._writer, self._ids
-        self._path.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        self._register(RECORDS_FILE)
         writer = open(self.records_path, "ab")  # noqa: SIM115 - kept open across appends
         try:
-            _lock(writer, self.records_path)
             # Read only after taking the lock, so nobody appends between reading and
             # truncating.
             records, valid_bytes = _read_records(self.records_path)
@@ -265,19 +498,40 @@ class RunDir:
                 # O_APPEND writes go to the new end of file, right after the last newline.
                 os.ftruncate(writer.fileno(), valid_bytes)
                 os.fsync(writer.fileno())
-            ids = {_id_key(record["id"]) for record in records}
+            ids = {_id_key(r["id"]) for r in records if not is_errored(r)}
         except BaseException:
             writer.close()
             raise
         self._writer, self._ids = writer, ids
         return writer, ids
 
+    # -- manifest -----------------------------------------------------------------------
+
+    def _manifest(self) -> list[str]:
+        file = self._path / MANIFEST_FILE
+        if not file.is_file():
+            return []
+        with contextlib.suppress(ValueError, OSError):
+            names = json.loads(file.read_text(encoding="utf-8")).get("files", [])
+            return [n for n in names if isinstance(n, str) and Path(n).name == n]
+        return []
+
+    def _register(self, *names: str) -> None:
+        # Written before the files themselves, so a kill in between never leaves an
+        # unlisted file that --overwrite would miss.
+        known = self._manifest()
+        new = [n for n in names if n not in known]
+        if new:
+            _atomic_write_text(self._path / MANIFEST_FILE, _dump_json({"files": [*known, *new]}))
+
     # -- metrics, report, figures -------------------------------------------------------
 
     def write_metrics(self, metrics: dict[str, Any]) -> Path:
         """Write ``metrics.json`` atomically. Returns its path."""
         target = self._path / METRICS_FILE
-        _atomic_write_text(target, _dump_json(_jsonable(metrics, what="metrics")))
+        text = _dump_json(_jsonable(metrics, what="metrics"))
+        self._register(METRICS_FILE)
+        _atomic_write_text(target, text)
         return target
 
     def read_metrics(self) -> dict[str, Any]:
@@ -293,15 +547,21 @@ class RunDir:
         Returns its path.
         """
         target = self._path / REPORT_FILE
+        self._register(REPORT_FILE)
+        markdown = redact_urls(markdown)
         _atomic_write_text(target, markdown if markdown.endswith("\n") else markdown + "\n")
         return target
 
     def figure_path(self, name: str) -> Path:
-        """Returns the path for plot ``name`` in the run folder (``.png`` added if no suffix)."""
+        """Returns the path for plot ``name`` in the run folder (``.png`` added if no suffix).
+
+        The name is added to the manifest, so ``--overwrite`` removes the plot later.
+        """
         if not name or Path(name).name != name or name in {".", ".."}:
             raise ValueError(f"figure name must be a plain file name, got {name!r}")
         if not Path(name).suffix:
             name += ".png"
+        self._register(name)
         return self._path / name
 
     def __repr__(self) -> str:
@@ -309,7 +569,7 @@ class RunDir:
 
 
 def pending(items: Sequence[dict[str, Any]], run: RunDir) -> list[dict[str, Any]]:
-    """Returns the items whose ``id`` has no record in ``run`` yet, in their original order."""
+    """Returns the items with no finished record in ``run`` (errored ones included), in order."""
     finished = run.finished_ids()
     seen: set[str] = set()
     todo = []
@@ -326,51 +586,6 @@ def pending(items: Sequence[dict[str, Any]], run: RunDir) -> list[dict[str, Any]
     return todo
 
 
-def environment_info() -> dict[str, Any]:
-    """Returns a JSON-ready description of the software and hardware running this process.
-
-    Holds the Python version, platform, tracked package versions (``None`` when not
-    installed), the git commit of this checkout and whether it has uncommitted changes,
-    the CPU count and the CUDA device names. Deliberately leaves out the host name, user
-    name, paths and every environment variable, so that run folders can be shared.
-    """
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "packages": {name: _package_version(name) for name in TRACKED_PACKAGES},
-        "git_commit": commit,
-        "git_dirty": None if status is None else bool(status),
-        "cpu_count": os.cpu_count(),
-        "cuda_devices": _cuda_devices(),
-    }
-
-
-def progress(iterable: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
-    """Returns an iterator over ``iterable`` that draws a tqdm progress bar on stderr.
-
-    ``CHORUS_NO_PROGRESS=1`` turns the bar off. When stderr is not a terminal (CI logs,
-    redirected output) the bar still prints, but at most every five seconds.
-    """
-    from tqdm.auto import tqdm
-
-    disabled = os.environ.get(_NO_PROGRESS_ENV, "").strip().lower() in {"1", "true", "yes"}
-    interactive = sys.stderr is not None and sys.stderr.isatty()
-    return iter(
-        tqdm(
-            iterable,
-            total=total,
-            desc=desc or None,
-            file=sys.stderr,
-            disable=disabled,
-            mininterval=0.1 if interactive else 5.0,
-            dynamic_ncols=interactive,
-        )
-    )
-
-
 # -- helpers ------------------------------------------------------------------------------
 
 
@@ -382,23 +597,74 @@ def _id_key(value: Any) -> str:
     return str(value)
 
 
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)
+
+
+def _is_kind(value: Any, kind: type | tuple[type, ...]) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # bool is an int to isinstance; a count or score field holding true is still wrong.
+    if isinstance(value, bool) and bool not in kinds and object not in kinds:
+        return False
+    return isinstance(value, kinds)
+
+
+def _check_line(
+    raw: bytes,
+    required: Mapping[str, type | tuple[type, ...]],
+    match: Mapping[str, Any],
+    allowed: set[str] | None,
+) -> tuple[str | None, dict[str, Any] | None]:
+    """Returns ``(reason, None)`` for a line to skip, ``(None, record)`` for a valid one."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"not a JSON line ({err})", None
+    if not isinstance(record, dict):
+        return f"a record must be a JSON object, found {type(record).__name__}", None
+    if "id" not in record:
+        return "record has no 'id'", None
+    value = record["id"]
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return f"record id must be a str or int, found {type(value).__name__}", None
+    if allowed is not None and str(value) not in allowed:
+        return f"id {value!r} is not an item of this run", None
+    for key, expected in match.items():
+        if record.get(key) != expected:
+            return (
+                f"record {value!r} has {key}={record.get(key)!r}, but this run's {key} is "
+                f"{expected!r}",
+                None,
+            )
+    if is_errored(record):
+        if not isinstance(record["error"], str):
+            return f"record {value!r}: 'error' should be a string reason", None
+        return None, record
+    for key, kind in required.items():
+        if key not in record:
+            return f"record {value!r} has no {key!r}", None
+        if not _is_kind(record[key], kind):
+            return (
+                f"record {value!r}: {key!r} should be {_kind_name(kind)}, "
+                f"found {type(record[key]).__name__}",
+                None,
+            )
+    return None, record
+
+
 def _json_default(value: Any) -> Any:
+    # Paths are the one non-JSON type configs routinely carry (output and data folders).
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=repr)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
     raise TypeError(f"cannot store {type(value).__name__} in JSON: {value!r}")
 
 
 def _jsonable(data: dict[str, Any], *, what: str) -> dict[str, Any]:
     # Round-trip through JSON so an in-memory config compares equal to its stored copy
-    # (tuples become lists, Paths become strings).
+    # (tuples become lists, Paths become strings), and strip credentials from URLs.
     try:
-        return json.loads(json.dumps(data, default=_json_default))
+        return redact_value(json.loads(json.dumps(data, default=_json_default)))
     except TypeError as err:
         raise TypeError(f"{what} is not JSON-serialisable: {err}") from err
 
@@ -417,7 +683,7 @@ def _dump_line(record: dict[str, Any]) -> str:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
     if not isinstance(data, dict):
         raise ValueError(f"{path} should hold a JSON object, found {type(data).__name__}")
@@ -445,16 +711,17 @@ def _read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
     return records, valid_bytes
 
 
-def _lock(handle: IO[bytes], path: Path) -> None:
-    if fcntl is None:  # pragma: no cover
-        return
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as err:
-        raise RuntimeError(
-            f"{path} is being written by another process (or another RunDir in this one); "
-            "two writers would duplicate records"
-        ) from err
+def _make_dirs(path: Path) -> list[Path]:
+    """Create ``path`` and its missing parents; returns the folders created, outermost first."""
+    missing = []
+    folder = path
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    path.mkdir(parents=True, exist_ok=True)
+    return list(reversed(missing))
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -485,14 +752,20 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _remove_run_files(path: Path) -> None:
-    if not path.is_dir():
-        return
-    # Only files a run writes are removed: the folder may hold things the user put there.
-    names = {CONFIG_FILE, RECORDS_FILE, METRICS_FILE, REPORT_FILE}
-    for child in path.iterdir():
-        is_run_file = child.name in names or child.suffix == ".png"
-        is_leftover_tmp = child.name.startswith(".") and child.name.endswith(".tmp")
-        if child.is_file() and (is_run_file or is_leftover_tmp):
+    # Only files this run wrote (its manifest) are removed: the folder may hold a user's own
+    # files, plots included. Runs from before manifests get the four standard names.
+    manifest = path / MANIFEST_FILE
+    names: list[str] = list(_LEGACY_RUN_FILES)
+    if manifest.is_file():
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            listed = json.loads(manifest.read_text(encoding="utf-8")).get("files", [])
+            names = [n for n in listed if isinstance(n, str) and Path(n).name == n]
+    for name in [*names, MANIFEST_FILE]:
+        child = path / name
+        if child.is_file() and name != LOCK_FILE:
+            child.unlink()
+    for child in path.glob(".*.tmp"):  # leftovers of an interrupted atomic write
+        if child.is_file():
             child.unlink()
 
 
@@ -530,43 +803,7 @@ def _mismatch_message(path: Path, differences: list[tuple[str, Any, Any]]) -> st
     for key, before, after in differences:
         lines.append(f"  {key}: {before!r} (stored) -> {after!r} (now)")
     lines.append(
-        "Resuming would mix records from both configs. Pass a new output folder, "
-        "or --overwrite to delete the old run."
+        "Resuming would mix records from both configs (or two datasets). Pass a new output "
+        "folder, or --overwrite to delete the old run."
     )
     return "\n".join(lines)
-
-
-def _package_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        # A source checkout on PYTHONPATH has no metadata but still knows its version.
-        return _shared_version if name == "chorus-shared" else None
-
-
-def _git(*args: str) -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", *args],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip()
-
-
-def _cuda_devices() -> list[str] | None:
-    # Never import torch here: it costs seconds and the run may not need it at all.
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return None
-    try:
-        if not torch.cuda.is_available():
-            return []
-        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # a broken driver should not stop a run from starting
-        return None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from chorus_debate.tasks import Task, get_task
-from chorus_shared.grading import majority_vote, mean_stderr
+from chorus_shared.grading import format_stat, majority_vote, mean_stderr
 from chorus_shared.report import image_link, line_plot, markdown_table
 from chorus_shared.runs import RunDir
 
@@ -118,9 +118,7 @@ def evaluate_run(run: RunDir) -> dict[str, Any]:
 
 def pct(stat: dict[str, float] | None) -> str:
     """Return "mean ± se" in percent, or "–" when absent."""
-    if not stat:
-        return "–"
-    return f"{100 * stat['mean']:.1f} ± {100 * stat['se']:.1f}"
+    return format_stat(stat["mean"], stat["se"]) if stat else "–"
 
 
 def write_run_report(run: RunDir, metrics: dict[str, Any]) -> Path:

@@ -1,39 +1,88 @@
-"""Recipes: one YAML file per experiment; command-line flags override its fields."""
+"""The debate recipe: one dataclass that defines an experiment, its flags and its README table.
+
+Recipes ship as package data in ``chorus_debate/recipes/*.yaml`` and state only what differs
+from the defaults below or from the recipe named in their ``base:``. Flags override fields.
+See ARCHITECTURE.md (repository root) for how every package uses ``chorus_shared.config``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import yaml
+from chorus_debate.methods import METHODS
+from chorus_shared import config
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+PACKAGE = "chorus_debate"
+DEFAULT_SYSTEM = (
+    "You are one of several careful agents solving the same problem. Reason step by step "
+    "and state your final answer clearly in the requested format."
+)
+
+
+def _h(text: str, **more: Any) -> dict[str, Any]:
+    return {"help": text, **more}
 
 
 @dataclass
 class DebateRecipe:
     """One experiment. ``model`` is one spec for every agent or one spec per agent."""
 
-    task: str = "gsm"
-    method: str = "debate"
-    model: list[str] = field(default_factory=lambda: ["default"])
-    agents: int = 3
-    rounds: int = 2
-    summarize: bool = False
-    system: str | None = None
-    judge: str | None = None  # biography fact checker; None = the first agent's model
-    limit: int | None = None
-    seed: int | None = None  # None = the task's paper seed (0, or 1 for biographies)
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    judge_max_new_tokens: int = 8
+    task: str = field(default="gsm", metadata=_h("arithmetic (math), gsm, mmlu, biography (bio)"))
+    method: str = field(
+        default="debate", metadata=_h("single, reflection, majority or debate", choices=METHODS)
+    )
+    model: list[str] = field(
+        default_factory=lambda: ["default"],
+        metadata=_h(
+            "spec per agent (repeat the flag) or one for all: default, hf:…, vllm:…, "
+            "openai:model[@url]"
+        ),
+    )
+    agents: int = field(default=3, metadata=_h("number of agents (methods with several)"))
+    rounds: int = field(default=2, metadata=_h("rounds of answers (methods with several)"))
+    summarize: bool = field(
+        default=False,
+        metadata=_h("agents see a summary of the others' answers instead of the answers"),
+    )
+    system: str | None = field(
+        default=None,
+        metadata=_h(
+            "prepend a system message (house text if no value; one clear error if the chat "
+            "template forbids it)",
+            flags=["--sys"],
+            aliases=["--system"],
+            nargs="?",
+            const=DEFAULT_SYSTEM,
+            metavar="TEXT",
+        ),
+    )
+    judge: str | None = field(
+        default=None, metadata=_h("model spec of the biography fact checker; null = first agent's")
+    )
+    limit: int | None = field(default=None, metadata=_h("first N items of the shuffled split"))
+    seed: int | None = field(
+        default=None, metadata=_h("shuffle and sampling seed; null = the task's paper seed")
+    )
+    max_new_tokens: int = field(default=256, metadata=_h("tokens per agent reply"))
+    temperature: float = field(default=1.0, metadata=_h("sampling temperature (0 = greedy)"))
+    top_p: float = field(default=1.0, metadata=_h("nucleus sampling mass"))
+    judge_max_new_tokens: int = field(default=8, metadata=_h("tokens per fact-check verdict"))
     # Runtime knobs: they change speed and memory, never the results' meaning.
-    batch_size: int = 32
-    max_batch_tokens: int = 32768  # padded (prompt + new) tokens per micro-batch: bounds KV memory
-    window: int = 32
-    data_dir: str | None = None
+    batch_size: int = field(
+        default=32, metadata=_h("sequences per generate() micro-batch (hf backend)")
+    )
+    max_batch_tokens: int = field(
+        default=32768,
+        metadata=_h("padded (prompt + new) tokens per micro-batch: bounds KV memory (hf)"),
+    )
+    window: int = field(default=32, metadata=_h("questions in flight at once"))
+    data_dir: str | None = field(
+        default=None,
+        metadata=_h(
+            "folder with gsm8k/, mmlu/, biography/ (else $CHORUS_DATA_DIR, ../shared/data)"
+        ),
+    )
 
     RUNTIME = ("batch_size", "max_batch_tokens", "window", "data_dir")
 
@@ -42,10 +91,16 @@ class DebateRecipe:
             self.model = [self.model]
         if not self.model or not all(isinstance(m, str) and m for m in self.model):
             raise ValueError(f"model must be a spec or a list of specs, got {self.model!r}")
+        if self.method not in METHODS:
+            raise ValueError(
+                f"unknown method {self.method!r}{config.did_you_mean(self.method, METHODS)}; "
+                f"choose one of {', '.join(METHODS)}"
+            )
         for name in (
             "agents",
             "rounds",
             "max_new_tokens",
+            "judge_max_new_tokens",
             "batch_size",
             "max_batch_tokens",
             "window",
@@ -66,31 +121,9 @@ class DebateRecipe:
 
 def available_recipes() -> list[str]:
     """Return the names of the recipes shipped with the package."""
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    return config.available_recipes(PACKAGE)
 
 
 def load_recipe(name_or_path: str | None, **overrides: Any) -> DebateRecipe:
     """Return the recipe at a path or with a shipped name, with non-None ``overrides`` applied."""
-    data: dict[str, Any] = {}
-    if name_or_path:
-        path = Path(name_or_path)
-        if not path.is_file():
-            path = RECIPES_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no recipe {name_or_path!r}: not a file, and not one of the shipped recipes "
-                f"({', '.join(available_recipes())}) in {RECIPES_DIR}"
-            )
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"recipe {path} must be a mapping of field: value")
-        data.update(loaded)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(DebateRecipe)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown recipe field(s) {', '.join(unknown)}; "
-            f"known fields: {', '.join(sorted(known))}"
-        )
-    return DebateRecipe(**data)
+    return config.load_recipe(DebateRecipe, name_or_path, PACKAGE, overrides)

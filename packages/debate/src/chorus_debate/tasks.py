@@ -33,11 +33,12 @@ class Task:
     name: str
     load: Callable[[int | None, int, str | Path | None], list[Item]]
     question_prompt: str  # format fields: the item's fields
-    format_hint: str  # the answer format restated in every later round
     parse: Callable[[str], Any]  # reply text -> answer, or None when unparseable
     is_correct: Callable[[Any, Item], bool]
     default_seed: int = 0
     judged: bool = False  # graded by an LLM judge instead of an exact answer
+    # Recorded in config.json: bump when the prompts, data or grading change what a run means.
+    version: int = 1
 
     def first_prompt(self, item: Item) -> str:
         """Return the round-1 user message for ``item``."""
@@ -79,7 +80,6 @@ ARITHMETIC = Task(
         "Compute {question}. Work it out step by step, then write the final number as the "
         "last thing in your reply."
     ),
-    format_hint="Write the final number as the last thing in your reply.",
     parse=extract_last_number,
     is_correct=lambda answer, item: numbers_equal(answer, item["target"]),
 )
@@ -100,7 +100,6 @@ GSM = Task(
         "Solve this math word problem. Reason step by step, then give the final answer as a "
         "single number in the form \\boxed{{answer}} at the end.\n\nProblem: {question}"
     ),
-    format_hint="Give the final answer as a single number in the form \\boxed{answer} at the end.",
     parse=extract_gsm_answer,
     is_correct=lambda answer, item: numbers_equal(answer, item["target"]),
 )
@@ -127,7 +126,6 @@ MMLU = Task(
         "Explain your reasoning, then end your reply with the letter of your choice in the "
         "form (X)."
     ),
-    format_hint="End your reply with the letter of your choice in the form (X).",
     parse=extract_choice,
     is_correct=lambda answer, item: answer is not None and answer == item["target"],
 )
@@ -158,7 +156,6 @@ BIOGRAPHY = Task(
         "Write a biography of {person} as a list of bullet points, one fact per line, "
         "each starting with '- '. Include only facts you are confident about."
     ),
-    format_hint="Write the biography as bullet points, one fact per line, each starting with '- '.",
     parse=parse_biography,
     # Biographies are graded fact by fact by the judge (judge.py), never by exact match.
     is_correct=lambda answer, item: False,

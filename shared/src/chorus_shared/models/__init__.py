@@ -19,6 +19,7 @@ from chorus_shared.models.base import (
     ModelSpecError,
     SamplingParams,
 )
+from chorus_shared.redact import redact_urls
 
 __all__ = [
     "ChatModel",
@@ -46,9 +47,11 @@ def parse_spec(spec: str) -> tuple[str, str]:
         return "default", ""
     backend, sep, target = spec.partition(":")
     if not sep or not target:
-        raise ModelSpecError(_usage(f"unknown model spec {spec!r}"))
+        raise ModelSpecError(_usage(f"unknown model spec {redact_urls(spec)!r}"))
     if backend not in BACKENDS:
-        raise ModelSpecError(_usage(f"unknown backend {backend!r} in model spec {spec!r}"))
+        raise ModelSpecError(
+            _usage(f"unknown backend {backend!r} in model spec {redact_urls(spec)!r}")
+        )
     return backend, target
 
 

@@ -21,14 +21,22 @@ from urllib.parse import urlsplit, urlunsplit
 import openai
 
 from chorus_shared.models.base import Completion, Message, SamplingParams, validate_conversations
+from chorus_shared.redact import redact_urls
 
-__all__ = ["BackendAuthError", "BackendUnavailableError", "OpenAIChatModel"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "BackendAuthError",
+    "BackendUnavailableError",
+    "OpenAIChatModel",
+]
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # OpenAI rejects more stop sequences than this; compatible servers follow the same limit.
 MAX_STOP_SEQUENCES = 4
 # Local servers ignore the key, but the SDK insists on a non-empty one.
 PLACEHOLDER_KEY = "EMPTY"
+# Per request; far below the SDK's 10 minutes so a hung server fails an item, not the evening.
+DEFAULT_TIMEOUT_S = 120.0
 _MAX_BACKOFF_S = 60.0
 _MAX_REASON_CHARS = 300
 
@@ -72,7 +80,7 @@ class OpenAIChatModel:
         max_concurrency: int = 8,
         max_retries: int = 4,
         backoff_s: float = 1.0,
-        timeout_s: float = 120.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         if not model:
             raise ValueError("model name must be non-empty, e.g. OpenAIChatModel('gpt-4o-mini')")
@@ -203,13 +211,23 @@ class OpenAIChatModel:
                     # Tell sibling workers at once so queued items send nothing more.
                     stop.set()
                     raise
-                if failure != "transient" or attempt == self.max_retries:
-                    break
-                stop.wait(self._backoff(attempt, retry_after))
-                continue
-            return _ItemResult(_to_completion(response), None, attempts)
+            except (ValueError, TypeError, AttributeError) as exc:
+                # A 200 whose body is not the JSON the SDK expects (JSONDecodeError is a
+                # ValueError): a proxy's HTML page or a truncated body, often transient.
+                failure, retry_after = "transient", None
+                reason = self._short(f"malformed response body ({type(exc).__name__}: {exc})")
+            else:
+                completion = _to_completion(response)
+                if completion.error is None:
+                    return _ItemResult(completion, None, attempts)
+                failure, reason, retry_after = "transient", completion.error, None
+            if failure != "transient" or attempt == self.max_retries:
+                break
+            stop.wait(self._backoff(attempt, retry_after))
+        # The server is part of the reason, so a record or a stopped run names it.
+        error = f"{reason} (server {self._display_url}, model {self.model})"
         return _ItemResult(
-            Completion(text="", finish_reason="error", error=reason), failure, attempts
+            Completion(text="", finish_reason="error", error=error), failure, attempts
         )
 
     def _classify(self, exc: openai.APIError) -> tuple[FailureKind, str, float | None]:
@@ -242,7 +260,9 @@ class OpenAIChatModel:
     def _raise_if_unavailable(self, results: list[_ItemResult]) -> None:
         if any(r.failure is None or r.failure == "client" for r in results):
             return
-        reasons = Counter(r.completion.error for r in results)
+        reasons = Counter(
+            (r.completion.error or "").split(f" (server {self._display_url}")[0] for r in results
+        )
         reason, _ = reasons.most_common(1)[0]
         attempts = max(r.attempts for r in results)
         n = len(results)
@@ -270,6 +290,7 @@ class OpenAIChatModel:
         """Redact the key and cap the length of a server-provided reason."""
         if self._secret and self._secret != PLACEHOLDER_KEY:
             text = text.replace(self._secret, "***")
+        text = redact_urls(text)
         text = " ".join(text.split())
         if len(text) > _MAX_REASON_CHARS:
             text = text[: _MAX_REASON_CHARS - 3] + "..."

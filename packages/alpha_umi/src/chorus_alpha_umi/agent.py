@@ -1,0 +1,93 @@
+"""The alpha-UMi agent loop over many episodes at once: each role step is one batched call.
+
+planner -> route on the first "Next: ..." marker (none: caller) -> caller writes a call ->
+the tool environment answers -> observation -> planner ... -> summarizer on "conclusion".
+An episode stops on give up, on a conclusion, or after ``max_turns`` planner turns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from chorus_alpha_umi.dialog import parse_call, parse_route, role_prompt, strip_route
+from chorus_alpha_umi.tools import ToolEnvironment
+from chorus_shared.models import ChatModel, SamplingParams
+
+
+def new_episode(episode_id: str, tools: list[dict[str, Any]], query: str) -> dict[str, Any]:
+    """Return a fresh episode state for ``query`` with ``tools``."""
+    return {
+        "id": episode_id,
+        "tools": tools,
+        "conversations": [{"from": "user", "value": query}],
+        "status": "running",
+        "answer": None,
+        "planner_turns": 0,
+        "unmarked_plans": 0,
+        "bad_calls": 0,
+    }
+
+
+def run_episodes(
+    episodes: list[dict[str, Any]],
+    model_for: Callable[[str], ChatModel],
+    env: ToolEnvironment,
+    params: dict[str, SamplingParams],
+    *,
+    max_turns: int = 8,
+) -> list[dict[str, Any]]:
+    """Run every episode to its end; return them with ``status`` (conclusion | give up |
+    max_turns) and ``answer`` set. Each loop iteration makes at most one ``chat`` call per
+    role and one ``call_many`` on the environment, over all episodes still running."""
+    while True:
+        running = [e for e in episodes if e["status"] == "running"]
+        if not running:
+            return episodes
+        plans = model_for("planner").chat(
+            [role_prompt("planner", e["tools"], e["conversations"]) for e in running],
+            params["planner"],
+        )
+        to_call, to_conclude = [], []
+        for episode, completion in zip(running, plans, strict=True):
+            episode["planner_turns"] += 1
+            route, marked = parse_route(completion.text)
+            episode["unmarked_plans"] += not marked
+            episode["conversations"].append({"from": "assistant", "value": completion.text})
+            if route == "give up":
+                episode["status"] = "give up"
+            elif route == "conclusion":
+                to_conclude.append(episode)
+            else:
+                to_call.append(episode)
+
+        def with_thought(e: dict[str, Any]) -> list[dict[str, str]]:
+            *past, last = e["conversations"]
+            return [*past, {"from": "assistant", "value": strip_route(last["value"])}]
+
+        if to_call:
+            calls = model_for("caller").chat(
+                [role_prompt("caller", e["tools"], with_thought(e)) for e in to_call],
+                params["caller"],
+            )
+            parsed = [parse_call(c.text) for c in calls]
+            observations = env.call_many(
+                [(e["tools"], p.api, p.arguments) for e, p in zip(to_call, parsed, strict=True)]
+            )
+            for episode, completion, call, observation in zip(
+                to_call, calls, parsed, observations, strict=True
+            ):
+                episode["bad_calls"] += call.error is not None
+                episode["conversations"].append({"from": "caller", "value": completion.text})
+                episode["conversations"].append({"from": "observation", "value": observation})
+                if episode["planner_turns"] >= max_turns:
+                    episode["status"] = "max_turns"
+        if to_conclude:
+            answers = model_for("summarizer").chat(
+                [role_prompt("summarizer", e["tools"], with_thought(e)) for e in to_conclude],
+                params["summarizer"],
+            )
+            for episode, completion in zip(to_conclude, answers, strict=True):
+                episode["conversations"].append({"from": "conclusion", "value": completion.text})
+                episode["answer"] = completion.text
+                episode["status"] = "conclusion"

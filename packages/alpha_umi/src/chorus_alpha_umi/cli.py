@@ -1,0 +1,270 @@
+"""Command line: ``chorus-alpha-umi preprocess | train | run | evaluate | report``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from chorus_alpha_umi.agent import new_episode, run_episodes
+from chorus_alpha_umi.glpft import read_stage_records, stage_recipe
+from chorus_alpha_umi.preprocess import preprocess
+from chorus_alpha_umi.recipes import ROLES, AgentRecipe, available_recipes, load_recipe
+from chorus_alpha_umi.static import gold_steps, load_dialogs, run_static, score_run
+from chorus_alpha_umi.tools import SimulatedTools
+from chorus_shared.models import ChatModel, load_chat_model, parse_spec
+from chorus_shared.report import markdown_table
+from chorus_shared.runs import RunDir, pending
+
+METRIC_COLUMNS = (
+    ("Plan ACC", "plan_acc"),
+    ("Act EM", "act_em"),
+    ("Hallu", "hallucination"),
+    ("Arg F1", "arg_f1"),
+    ("Arg F1 easy", "arg_f1_easy"),
+    ("Arg F1 hard", "arg_f1_hard"),
+    ("R-L", "rouge_l"),
+)
+
+
+def _add_agent_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", help=f"shipped recipe ({', '.join(available_recipes())}) or YAML")
+    p.add_argument("--model", help="model spec for every role without its own")
+    for role in ROLES:
+        p.add_argument(f"--{role}", help=f"model spec of the {role}")
+    p.add_argument("--split", help="out_of_domain (offline) or in_domain")
+    p.add_argument("--limit", type=int, help="first N dialogs")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--batch-size", type=int, help="sequences per generate() micro-batch (hf)")
+    p.add_argument("--window", type=int, help="steps or episodes in flight at once")
+    p.add_argument("--data-dir", help="folder holding toolbench_alpha_umi/ (else the defaults)")
+    p.add_argument("--out", help="run directory")
+    p.add_argument("--overwrite", action="store_true", help="discard the records in --out")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chorus-alpha-umi", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    pre = verbs.add_parser(
+        "preprocess", help="ToolBench answer trees or dialogs -> per-role training sets (JSONL)"
+    )
+    pre.add_argument("inputs", nargs="+", help="ToolBench answer JSON files or folders")
+    pre.add_argument("--out", required=True, help="folder for <role>.jsonl and stats.json")
+
+    tr = verbs.add_parser("train", help="GLPFT: --stage backbone | planner | caller | summarizer")
+    tr.add_argument("--stage", required=True, choices=("backbone", *ROLES))
+    tr.add_argument("--recipe", default="glpft_offline", help="GLPFT recipe name or YAML")
+    tr.add_argument("--data", required=True, help="folder written by `preprocess`")
+    tr.add_argument("--model", help="start model (role stages: hf:<backbone run>/model)")
+    tr.add_argument("--out", required=True, help="training run directory")
+    tr.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    tr.add_argument("--max-length", type=int)
+    tr.add_argument("--limit", type=int, help="first N records")
+
+    ev = verbs.add_parser("evaluate", help="static step-level evaluation (paper metrics)")
+    _add_agent_flags(ev)
+
+    run = verbs.add_parser(
+        "run", help="whole episodes against the offline tool simulator (cache, then an LLM)"
+    )
+    _add_agent_flags(run)
+    run.add_argument("--max-turns", type=int, help="planner turns before an episode is stopped")
+    run.add_argument("--simulator", help="model spec that plays the APIs on cache misses")
+    run.add_argument("--simulator-cache", help="JSONL cache of recorded API responses")
+
+    rep = verbs.add_parser("report", help="one table over several evaluate runs")
+    rep.add_argument("run_dirs", nargs="+")
+    rep.add_argument("--out", help="write the markdown table here")
+    return parser
+
+
+def _recipe(args: argparse.Namespace) -> AgentRecipe:
+    extra = {k: getattr(args, k, None) for k in ("max_turns", "simulator", "simulator_cache")}
+    return load_recipe(
+        args.recipe,
+        **extra,
+        model=args.model,
+        planner=args.planner,
+        caller=args.caller,
+        summarizer=args.summarizer,
+        split=args.split,
+        limit=args.limit,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        window=args.window,
+        data_dir=args.data_dir,
+    )
+
+
+def _model_loader(recipe: AgentRecipe):
+    cache: dict[str, ChatModel] = {}
+
+    def model_for(role: str) -> ChatModel:
+        # One replica per distinct spec: one model with three role prompts loads once.
+        spec = recipe.spec(role)
+        if spec not in cache:
+            options: dict[str, Any] = {}
+            if parse_spec(spec)[0] in ("default", "hf"):
+                options["batch_size"] = recipe.batch_size
+            cache[spec] = load_chat_model(spec, **options)
+        return cache[spec]
+
+    return model_for
+
+
+def _fmt(value: Any) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _metrics_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
+    headers = ["run", *(h for h, _ in METRIC_COLUMNS), "steps"]
+    body = [
+        [name, *(_fmt(m.get(k)) for _, k in METRIC_COLUMNS), m.get("steps", 0)] for name, m in rows
+    ]
+    return markdown_table(headers, body)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Predict every gold step of the split with the recipe's roles, then score the run."""
+    recipe = _recipe(args)
+    dialogs = load_dialogs(recipe.split, recipe.data_dir)
+    if recipe.limit is not None:
+        dialogs = dialogs[: recipe.limit]
+    steps = [s for d in dialogs for s in gold_steps(d)]
+    out = Path(args.out or f"runs/alpha_umi/static-{recipe.split}")
+    config = {"recipe": recipe.identity(), "runtime": recipe.runtime()}
+    with RunDir.create(out, config, overwrite=args.overwrite) as run:
+        params = {role: recipe.params(role) for role in ROLES}
+        done = run_static(run, steps, _model_loader(recipe), params, window=recipe.window)
+        records = run.read_records().finished
+        metrics = score_run(records)
+        metrics["dialogs"] = len(dialogs)
+        metrics["dialogs_without_steps"] = sum(1 for d in dialogs if not gold_steps(d))
+        run.write_metrics(metrics)
+        run.write_report(
+            f"# alpha-UMi static evaluation ({recipe.split}, {len(dialogs)} dialogs)\n\n"
+            + "Roles: "
+            + ", ".join(f"{r} = `{recipe.spec(r)}`" for r in ROLES)
+            + "\n\n"
+            + _metrics_table([(out.name, metrics)])
+        )
+    print(f"{done} steps predicted, {len(records)} in {out}")
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run agent episodes on the split's queries against the simulator; store one record each."""
+    recipe = _recipe(args)
+    dialogs = load_dialogs(recipe.split, recipe.data_dir)
+    if recipe.limit is not None:
+        dialogs = dialogs[: recipe.limit]
+    out = Path(args.out or f"runs/alpha_umi/episodes-{recipe.split}")
+    config = {"recipe": recipe.identity(), "runtime": recipe.runtime()}
+    model_for = _model_loader(recipe)
+    params = {role: recipe.params(role) for role in ROLES}
+    with RunDir.create(out, config, overwrite=args.overwrite) as run:
+        cache = Path(recipe.simulator_cache or out / "simulator_cache.jsonl")
+        if recipe.simulator is None:
+            simulator_model = model_for("planner")
+        else:
+            simulator_model = load_chat_model(recipe.simulator)
+        env = SimulatedTools(simulator_model, cache, params["summarizer"])
+        todo = pending(dialogs, run)
+        for start in range(0, len(todo), recipe.window):
+            window = todo[start : start + recipe.window]
+            episodes = [
+                new_episode(d["id"], d["tools"], d.get("instruction") or "") for d in window
+            ]
+            done = run_episodes(episodes, model_for, env, params, max_turns=recipe.max_turns)
+            run.append_many([{k: v for k, v in e.items() if k != "tools"} for e in done])
+        records = run.read_records().finished
+        statuses = Counter(r["status"] for r in records)
+        metrics = {
+            "episodes": len(records),
+            "status": dict(statuses),
+            "mean_planner_turns": (
+                sum(r["planner_turns"] for r in records) / len(records) if records else None
+            ),
+            "bad_calls": sum(r["bad_calls"] for r in records),
+            "unmarked_plans": sum(r["unmarked_plans"] for r in records),
+            "simulator_non_json_this_session": env.non_json,
+        }
+        run.write_metrics(metrics)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print (and optionally write) one metrics table over evaluate runs."""
+    rows = []
+    for path in args.run_dirs:
+        run = RunDir.open(path)
+        rows.append((Path(path).name, score_run(run.read_records().finished)))
+    table = _metrics_table(rows)
+    print(table)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(table + "\n", encoding="utf-8")
+    return 0
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    """Build the backbone / planner / caller / summarizer JSONL files."""
+    stats = preprocess(args.inputs, args.out)
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one GLPFT stage with chorus_shared.training; print where the model is."""
+    from chorus_shared.training import load_train_recipe, train
+
+    mapping = stage_recipe(
+        args.recipe,
+        args.stage,
+        model=args.model,
+        max_steps=args.max_steps,
+        max_length=args.max_length,
+    )
+    recipe = load_train_recipe(mapping)
+    records = read_stage_records(args.data, args.stage)
+    if args.limit is not None:
+        records = records[: args.limit]
+    result = train(recipe, records, args.out)
+    print(json.dumps({"model_dir": str(result.model_dir), **result.metrics}, default=str))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``chorus-alpha-umi``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    handlers = {
+        "preprocess": cmd_preprocess,
+        "evaluate": cmd_evaluate,
+        "run": cmd_run,
+        "report": cmd_report,
+        "train": cmd_train,
+    }
+    handler = handlers.get(args.verb)
+    if handler is None:
+        print(f"error: `{args.verb}` is not implemented yet", file=sys.stderr)
+        return 2
+    try:
+        return handler(args)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""Tool environments: calls are data, checked against the tool's schema, never run as code.
+
+``ToolEnvironment.call_many`` answers a batch of calls (one per episode in flight) with
+observation strings. ``ToyTools`` holds deterministic Python functions for tests;
+``SimulatedTools`` answers from a cache of recorded responses and otherwise lets an LLM play
+the API from its documentation (as StableToolBench does), caching what it answered.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from chorus_alpha_umi.dialog import cut_tool
+from chorus_shared.models import ChatModel, SamplingParams
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+}
+
+
+def validate_arguments(parameters: dict[str, Any], arguments: Any) -> str | None:
+    """Return None when ``arguments`` fit the tool's ``parameters``, else what is wrong.
+
+    ``parameters`` is a JSON schema (``properties``/``required``) or the test file's flat
+    ``{name: "type, description"}`` mapping (every key optional there).
+    """
+    if not isinstance(arguments, dict):
+        return "arguments must be a JSON object"
+    if "properties" in parameters or parameters.get("type") == "object":
+        props = parameters.get("properties") or {}
+        required = parameters.get("required") or []
+        types = {k: (v or {}).get("type") for k, v in props.items() if isinstance(v, dict)}
+    else:
+        props = parameters
+        required = []
+        types = {k: str(v).split(",")[0].strip() for k, v in parameters.items()}
+    unknown = sorted(set(arguments) - set(props))
+    if unknown:
+        return f"unknown argument(s) {unknown}; allowed: {sorted(props)}"
+    missing = sorted(set(required) - set(arguments))
+    if missing:
+        return f"missing required argument(s) {missing}"
+    for key, value in arguments.items():
+        expected = _JSON_TYPES.get(str(types.get(key)))
+        if expected and not (
+            isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
+        ):
+            return f"argument {key!r} must be {types[key]}, got {type(value).__name__}"
+    return None
+
+
+def _error(message: str) -> str:
+    return json.dumps({"error": message})
+
+
+class ToolEnvironment(Protocol):
+    """Answers batches of tool calls; returns one observation string per call."""
+
+    def call_many(self, calls: list[tuple[list[dict[str, Any]], str | None, Any]]) -> list[str]: ...
+
+
+def _check(tools: list[dict[str, Any]], api: str | None, arguments: Any) -> str | None:
+    if api is None:
+        return "the caller wrote no 'Action:' line"
+    by_name = {cut_tool(t)["name"]: cut_tool(t) for t in tools}
+    if api not in by_name:
+        return f"unknown tool {api!r}; available: {sorted(by_name)}"
+    if arguments is None:
+        return "Action Input is not a JSON object"
+    return validate_arguments(by_name[api]["parameters"], arguments)
+
+
+class ToyTools:
+    """Deterministic tools for tests: ``functions[name](arguments) -> JSON-able result``."""
+
+    def __init__(self, functions: dict[str, Callable[[dict[str, Any]], Any]]) -> None:
+        self.functions = functions
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def call_many(self, calls: list[tuple[list[dict[str, Any]], str | None, Any]]) -> list[str]:
+        """Return the observation of every call (an ``{"error": ...}`` JSON for a bad one)."""
+        out = []
+        for tools, api, arguments in calls:
+            problem = _check(tools, api, arguments)
+            if problem is None and api not in self.functions:
+                problem = f"tool {api!r} has no implementation here"
+            if problem is not None:
+                out.append(_error(problem))
+                continue
+            self.calls.append((api, arguments))
+            out.append(json.dumps(self.functions[api](arguments), sort_keys=True))
+        return out
+
+
+SIMULATOR_PROMPT = (
+    "You play a REST API for testing. Documentation:\n{doc}\n"
+    "Reply with the API's JSON response to this call and nothing else.\n"
+    "Arguments: {arguments}"
+)
+
+
+class SimulatedTools:
+    """Cache first, then an LLM playing the API from its documentation; answers are cached.
+
+    The cache is a JSONL file of ``{"key", "response"}`` lines, appended as answers come.
+    A model answer that is not JSON is wrapped as ``{"response": text}`` so the caller side
+    always sees JSON, and counted in ``non_json``.
+    """
+
+    def __init__(
+        self, model: ChatModel, cache_path: str | Path, params: SamplingParams | None = None
+    ) -> None:
+        self.model = model
+        self.params = params or SamplingParams(max_new_tokens=256)
+        self.cache_path = Path(cache_path)
+        self.cache: dict[str, str] = {}
+        self.non_json = 0
+        if self.cache_path.is_file():
+            for line in self.cache_path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    self.cache[row["key"]] = row["response"]
+
+    @staticmethod
+    def key(api: str, arguments: dict[str, Any]) -> str:
+        """Return the cache key of a call (API name + canonical JSON arguments)."""
+        return f"{api} {json.dumps(arguments, sort_keys=True)}"
+
+    def call_many(self, calls: list[tuple[list[dict[str, Any]], str | None, Any]]) -> list[str]:
+        """Return the observation of every call; one batched ``chat`` for all cache misses."""
+        out: list[str | None] = [None] * len(calls)
+        misses: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        for k, (tools, api, arguments) in enumerate(calls):
+            problem = _check(tools, api, arguments)
+            if problem is not None:
+                out[k] = _error(problem)
+                continue
+            key = self.key(api, arguments)
+            if key in self.cache:
+                out[k] = self.cache[key]
+            else:
+                doc = next(cut_tool(t) for t in tools if cut_tool(t)["name"] == api)
+                misses[key] = (doc, arguments)
+        if misses:
+            prompts = [
+                [
+                    {
+                        "role": "user",
+                        "content": SIMULATOR_PROMPT.format(
+                            doc=json.dumps(doc), arguments=json.dumps(arguments)
+                        ),
+                    }
+                ]
+                for doc, arguments in misses.values()
+            ]
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.cache_path.open("a", encoding="utf-8") as handle:
+                for key, completion in zip(
+                    misses, self.model.chat(prompts, self.params), strict=True
+                ):
+                    text = completion.text.strip()
+                    try:
+                        json.loads(text)
+                    except json.JSONDecodeError:
+                        self.non_json += 1
+                        text = json.dumps({"response": text})
+                    self.cache[key] = text
+                    handle.write(json.dumps({"key": key, "response": text}) + "\n")
+        for k, (_, api, arguments) in enumerate(calls):
+            if out[k] is None:
+                out[k] = self.cache[self.key(api, arguments)]
+        return [o for o in out if o is not None]

@@ -1,0 +1,192 @@
+"""The debate pipeline: recipe -> run folder of records -> metrics and report.
+
+``chorus-debate`` (cli.py) only parses flags and calls :func:`generate` and :func:`score`.
+The same steps from a shell, from a source checkout or an installed wheel::
+
+    chorus-debate generate --recipe gsm_default                 # debate row, offline model
+    chorus-debate generate --recipe gsm_default_single          # the paper table's other rows
+    chorus-debate generate --recipe gsm_default_majority --limit 5 --out runs/g5-majority
+    chorus-debate evaluate runs/debate/gsm-debate               # re-score stored replies
+    chorus-debate report runs/debate/gsm-single runs/debate/gsm-debate --out cmp.md
+
+and from Python::
+
+    from chorus_debate.pipeline import generate, score
+    from chorus_debate.recipes import load_recipe
+    run = generate(load_recipe("gsm_default", limit=2), out="runs/try")
+    print(score(run)["accuracy"])
+
+The run folder contract (config.json, records.jsonl, metrics.json, report.md) is described in
+ARCHITECTURE.md at the repository root.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from chorus_debate.debate import DebateEngine, DebateSetup
+from chorus_debate.evaluate import evaluate_run, pct, write_run_report
+from chorus_debate.methods import plan_method
+from chorus_debate.recipes import DebateRecipe
+from chorus_debate.tasks import get_task
+from chorus_shared.distributed import ray_map_windows
+from chorus_shared.models import ChatModel, SamplingParams, load_chat_model, parse_spec
+from chorus_shared.progress import progress
+from chorus_shared.runs import RunDir, pending
+
+
+def _backend_options(spec: str, recipe: DebateRecipe) -> dict[str, Any]:
+    # Only the local transformers backend takes a micro-batch size.
+    if parse_spec(spec)[0] in ("default", "hf"):
+        return {"batch_size": recipe.batch_size, "max_batch_tokens": recipe.max_batch_tokens}
+    return {}
+
+
+@dataclass(frozen=True)
+class EngineFactory:
+    """Builds the models and the engine of a run; picklable, so Ray workers can build replicas."""
+
+    recipe: DebateRecipe
+    specs: tuple[str, ...]
+    params: SamplingParams
+    judge_params: SamplingParams
+
+    def __call__(self) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+        """Return the function that turns a window of items into finished records."""
+        recipe = self.recipe
+        task = get_task(recipe.task)
+        cache: dict[str, ChatModel] = {}
+
+        def model(spec: str) -> ChatModel:
+            # One replica per distinct spec: identical agents share weights and batches.
+            if spec not in cache:
+                cache[spec] = load_chat_model(spec, **_backend_options(spec, recipe))
+            return cache[spec]
+
+        engine = DebateEngine(
+            task,
+            [model(s) for s in self.specs],
+            DebateSetup(
+                plan=plan_method(recipe.method, recipe.agents, recipe.rounds),
+                params=self.params,
+                summarize=recipe.summarize,
+                system=recipe.system,
+                judge_params=self.judge_params,
+            ),
+            judge=model(recipe.judge or self.specs[0]) if task.judged else None,
+        )
+        return engine.run
+
+
+def _agent_specs(recipe: DebateRecipe, n_agents: int) -> tuple[str, ...]:
+    specs = list(recipe.model)
+    if len(specs) == 1:
+        return tuple(specs * n_agents)
+    if n_agents == 1:
+        return (specs[0],)
+    if len(specs) != n_agents:
+        raise ValueError(
+            f"{len(specs)} model specs given for {n_agents} agents: give one --model for all "
+            "agents or exactly one per agent"
+        )
+    return tuple(specs)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide to fan out with ``--ray``."""
+
+    address: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float = 0.0
+
+
+def generate(
+    recipe: DebateRecipe,
+    out: str | None = None,
+    overwrite: bool = False,
+    ray: RayOptions | None = None,
+) -> RunDir:
+    """Run ``recipe`` into a run directory (resuming finished items) and return it.
+
+    With ``ray``, windows are spread over Ray actors (one model replica each) and streamed
+    back into the same run directory.
+    """
+    task = get_task(recipe.task)
+    plan = plan_method(recipe.method, recipe.agents, recipe.rounds)
+    specs = _agent_specs(recipe, plan.agents)
+    for spec in {*specs, recipe.judge or specs[0]}:
+        parse_spec(spec)  # a typo fails here, before a run folder is written
+    recipe = replace(
+        recipe, task=task.name, seed=task.default_seed if recipe.seed is None else recipe.seed
+    )
+    # Built before the run folder so a bad value leaves nothing behind to mismatch on resume.
+    factory = EngineFactory(
+        recipe,
+        specs,
+        params=SamplingParams(
+            max_new_tokens=recipe.max_new_tokens,
+            temperature=recipe.temperature,
+            top_p=recipe.top_p,
+            seed=recipe.seed,
+        ),
+        judge_params=SamplingParams(max_new_tokens=recipe.judge_max_new_tokens),
+    )
+    run = RunDir.create(
+        out or Path("runs") / "debate" / f"{task.name}-{recipe.method}",
+        {
+            "recipe": recipe.identity(),
+            "task": {"name": task.name, "version": task.version},
+            "runtime": recipe.runtime(),
+        },
+        overwrite=overwrite,
+    )
+    items = task.load(recipe.limit, recipe.seed, recipe.data_dir)
+    todo = pending(items, run)
+    print(
+        f"{run.path}: {len(items) - len(todo)} of {len(items)} items already done", file=sys.stderr
+    )
+    windows = [todo[k : k + recipe.window] for k in range(0, len(todo), recipe.window)]
+    with run:
+
+        def append_all(records: list[dict[str, Any]]) -> None:
+            for record in records:
+                run.append(record)
+
+        if windows and ray is not None:
+            ray_map_windows(
+                factory,
+                windows,
+                append_all,
+                num_workers=ray.workers,
+                gpus_per_worker=ray.gpus_per_worker,
+                address=ray.address,
+            )
+        elif windows:
+            run_window = factory()
+            desc = f"{task.name}/{recipe.method} windows"
+            for window in progress(windows, total=len(windows), desc=desc):
+                append_all(run_window(window))
+    return run
+
+
+def summary(metrics: dict[str, Any]) -> str:
+    """Return the one-line result of a run that ``generate``/``evaluate`` print."""
+    by_round = metrics.get("accuracy_by_round")
+    rounds = " → ".join(pct(s) for s in by_round) if by_round else "–"
+    return (
+        f"{metrics['task']} {metrics['method']}: accuracy {pct(metrics['accuracy'])} % "
+        f"over {metrics['items']} items (by round: {rounds}); "
+        f"unparseable {metrics['unparseable']}, errors {metrics['errors']}"
+    )
+
+
+def score(run: RunDir) -> dict[str, Any]:
+    """Grade ``run``'s stored replies, write metrics.json and report.md; return the metrics."""
+    metrics = evaluate_run(run)
+    write_run_report(run, metrics)
+    return metrics

@@ -1,0 +1,296 @@
+"""Command line: ``chorus-selfee generate | train | infer | evaluate | report``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from chorus_selfee.datasets import INSTRUCTION_SETS, load_instructions
+from chorus_selfee.enforce import ChatContinuer, Continuer, HFContinuer, enforce_generate
+from chorus_selfee.judge import aggregate, judge_pairs, table
+from chorus_selfee.recipes import SelfeeRecipe, available_recipes, load_recipe
+from chorus_selfee.records import OBJECTIVES, training_records
+from chorus_selfee.teacher import generate_feedback_data
+from chorus_shared.data import load_dataset_records
+from chorus_shared.models import SamplingParams, load_chat_model, parse_spec
+from chorus_shared.runs import RunDir, pending, progress
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", help=f"shipped recipe ({', '.join(available_recipes())}) or YAML")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--window", type=int, help="items in flight at once (one chat call per step)")
+    p.add_argument("--batch-size", type=int, help="sequences per generate() micro-batch (hf)")
+    p.add_argument("--data-dir", help="folder with vicuna80/, gsm8k/ ... (else ../shared/data)")
+    p.add_argument("--out", help="run directory")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing run there first")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chorus-selfee", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    gen = verbs.add_parser("generate", help="teacher writes answer/feedback/revision chains")
+    _common(gen)
+    gen.add_argument("--teacher", help="teacher model spec")
+    gen.add_argument("--instructions", choices=INSTRUCTION_SETS)
+    gen.add_argument("--split")
+    gen.add_argument("--max-iterations", type=int, help="feedback rounds, 1..5")
+    gen.add_argument("--use-reference", action=argparse.BooleanOptionalAction, default=None)
+    gen.add_argument("--temperature", type=float)
+    gen.add_argument("--max-new-tokens", type=int)
+
+    tr = verbs.add_parser("train", help="build training records and fine-tune")
+    tr.add_argument("--recipe")
+    tr.add_argument("--data", required=True, help="run dir written by `generate`")
+    tr.add_argument("--objective", choices=OBJECTIVES)
+    tr.add_argument("--out", required=True, help="training run directory")
+    tr.add_argument("--records-only", action="store_true", help="write records, do not train")
+
+    inf = verbs.add_parser("infer", help="autonomous or revision-enforced generation")
+    _common(inf)
+    inf.add_argument("--model", help="SelFee model spec (hf:<dir>, vllm:..., openai:...)")
+    inf.add_argument("--eval-set", choices=("vicuna80", "mt_bench"))
+    inf.add_argument("--max-num-revision", type=int, help="force at least K revisions (0: off)")
+    inf.add_argument("--max-new-tokens", dest="infer_max_new_tokens", type=int)
+
+    ev = verbs.add_parser("evaluate", help="pairwise judge, both orders, vs a reference")
+    _common(ev)
+    ev.add_argument("--answers", required=True, help="infer run dir or FastChat answer JSONL")
+    ev.add_argument("--reference", required=True, help="infer run dir or FastChat answer JSONL")
+    ev.add_argument("--judge", help="judge model spec")
+    ev.add_argument("--eval-set", choices=("vicuna80", "mt_bench"))
+
+    rep = verbs.add_parser("report", help="print the tables of evaluate runs")
+    rep.add_argument("run_dirs", nargs="+")
+    return parser
+
+
+def _recipe(args: argparse.Namespace, names: Sequence[str]) -> SelfeeRecipe:
+    over = {n: getattr(args, n, None) for n in names}
+    return load_recipe(args.recipe, **over)
+
+
+_RUNTIME = ("limit", "seed", "window", "batch_size", "data_dir")
+
+
+def _model(spec: str, recipe: SelfeeRecipe) -> Any:
+    backend, _ = parse_spec(spec)
+    opts = {"batch_size": recipe.batch_size} if backend in ("hf", "default") else {}
+    return load_chat_model(spec, **opts)
+
+
+def _windows(todo: list[dict], size: int) -> list[list[dict]]:
+    return [todo[k : k + size] for k in range(0, len(todo), size)]
+
+
+def cmd_generate(args: argparse.Namespace) -> dict:
+    """Run data generation into a run dir (resuming); return its metrics."""
+    r = _recipe(
+        args,
+        (
+            *_RUNTIME,
+            "teacher",
+            "instructions",
+            "split",
+            "max_iterations",
+            "use_reference",
+            "temperature",
+            "max_new_tokens",
+        ),
+    )
+    parse_spec(r.teacher)
+    items = load_instructions(r.instructions, r.split, r.data_dir)[: r.limit]
+    run = RunDir.create(
+        args.out or f"runs/selfee/generate-{r.instructions}",
+        {"recipe": r.identity("generate"), "runtime": r.runtime()},
+        overwrite=args.overwrite,
+    )
+    todo = pending(items, run)
+    print(f"{run.path}: {len(items) - len(todo)} of {len(items)} already done", file=sys.stderr)
+    if todo:
+        teacher = _model(r.teacher, r)
+        with run:
+            for w in progress(_windows(todo, r.window), desc="generate windows"):
+                # The seed derives from the window's first id, so a resumed run draws the same.
+                seed = r.seed + zlib.crc32(w[0]["id"].encode()) % 1_000_000
+                params = SamplingParams(
+                    max_new_tokens=r.max_new_tokens, temperature=r.temperature, seed=seed
+                )
+                for rec in generate_feedback_data(
+                    teacher,
+                    w,
+                    params,
+                    max_iterations=r.max_iterations,
+                    use_reference=r.use_reference,
+                ):
+                    run.append(rec)
+    recs = run.records()
+    metrics = {
+        "items": len(recs),
+        "mean_iterations": sum(x["iteration"] for x in recs) / max(len(recs), 1),
+        "truncated": sum(bool(x["iteration_truncated"]) for x in recs),
+        "missing_verdicts": sum(x["missing_verdicts"] for x in recs),
+        "errors": sum(x["errors"] for x in recs),
+    }
+    run.write_metrics(metrics)
+    return metrics
+
+
+def cmd_train(args: argparse.Namespace) -> dict:
+    """Write training records (and train when chorus_shared.training exists); return counts."""
+    r = load_recipe(args.recipe, objective=args.objective)
+    data = RunDir.open(args.data).records()
+    recs, skipped = training_records(data, r.objective)
+    if not recs:
+        raise ValueError(f"no usable records in {args.data} ({skipped} skipped)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "train_records.jsonl").open("w") as f:
+        for rec in recs:
+            f.write(json.dumps(rec) + "\n")
+    result: dict[str, Any] = {
+        "records": len(recs),
+        "skipped": skipped,
+        "records_file": str(out / "train_records.jsonl"),
+    }
+    if args.records_only:
+        return result
+    try:
+        from chorus_shared.training import load_train_recipe, train
+    except ImportError as exc:
+        raise RuntimeError(
+            "chorus_shared.training is not installed in this checkout, so only the records "
+            f"were written ({result['records_file']}); rerun with --records-only, or update "
+            "chorus-shared"
+        ) from exc
+    trained = train(load_train_recipe(r.train), recs, out)
+    result.update({"model_dir": str(trained.model_dir), "metrics": trained.metrics})
+    return result
+
+
+def _continuer(spec: str, r: SelfeeRecipe) -> Continuer:
+    backend, _ = parse_spec(spec)
+    chat = _model(spec, r)
+    if backend in ("hf", "default"):
+        return HFContinuer(chat.model, chat.tokenizer)
+    return ChatContinuer(chat)
+
+
+def cmd_infer(args: argparse.Namespace) -> dict:
+    """Run SelFee inference into a run dir (resuming); return its metrics."""
+    r = _recipe(args, (*_RUNTIME, "model", "eval_set", "max_num_revision", "infer_max_new_tokens"))
+    items = load_instructions(r.eval_set, "test", r.data_dir)[: r.limit]
+    run = RunDir.create(
+        args.out or f"runs/selfee/infer-{r.eval_set}-k{r.max_num_revision}",
+        {"recipe": r.identity("infer"), "runtime": r.runtime()},
+        overwrite=args.overwrite,
+    )
+    todo = pending(items, run)
+    if todo:
+        cont = _continuer(r.model, r)
+        with run:
+            for w in progress(_windows(todo, r.window), desc="infer windows"):
+                res = enforce_generate(
+                    cont,
+                    [(q["instruction"], q["input"]) for q in w],
+                    max_num_revision=r.max_num_revision,
+                    max_new_tokens=r.infer_max_new_tokens,
+                    seed=r.seed,
+                )
+                for q, x in zip(w, res, strict=True):
+                    run.append({"id": q["id"], "category": q["category"], **x.to_dict()})
+    recs = run.records()
+    metrics = {
+        "items": len(recs),
+        "mean_revisions": sum(x["revisions"] for x in recs) / max(len(recs), 1),
+        "forced": sum(x["forced"] for x in recs),
+        "hit_budget": sum(x["finish"] == "length" for x in recs),
+        "empty_answers": sum(not x["answer"].strip() for x in recs),
+    }
+    run.write_metrics(metrics)
+    return metrics
+
+
+def load_answers(source: str, eval_set: str) -> dict[str, str]:
+    """Return ``{item id: answer}`` from an infer run dir or a FastChat answer JSONL file."""
+    path = Path(source)
+    if path.is_dir():
+        return {r["id"]: r["answer"] for r in RunDir.open(path).records()}
+    if not path.is_file():
+        raise FileNotFoundError(f"answers {source!r}: neither a run dir nor a JSONL file")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {f"{eval_set}-{row['question_id']}": row["text"] for row in rows}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict:
+    """Judge answers against a reference, both orders, into a run dir; return the metrics."""
+    r = _recipe(args, (*_RUNTIME, "judge", "eval_set"))
+    parse_spec(r.judge)
+    mine, ref = load_answers(args.answers, r.eval_set), load_answers(args.reference, r.eval_set)
+    questions = [q for q in load_instructions(r.eval_set, "test", r.data_dir) if q["id"] in mine]
+    questions = questions[: r.limit]
+    prompts = {
+        p["category"]: p for p in load_dataset_records("vicuna80-judge", "test", path=r.data_dir)
+    }
+    run = RunDir.create(
+        args.out or "runs/selfee/evaluate",
+        {
+            "recipe": {
+                **r.identity("evaluate"),
+                "answers": args.answers,
+                "reference": args.reference,
+            },
+            "runtime": r.runtime(),
+        },
+        overwrite=args.overwrite,
+    )
+    done = run.finished_ids()
+    todo = [q for q in questions if f"{q['id']}-reference-first" not in done]
+    if todo:
+        judge = _model(r.judge, r)
+        params = SamplingParams(
+            max_new_tokens=r.judge_max_new_tokens, temperature=r.judge_temperature, seed=r.seed
+        )
+        with run:
+            for w in progress(_windows(todo, r.window), desc="judge windows"):
+                for rec in judge_pairs(judge, prompts, w, mine, ref, params):
+                    if rec["id"] not in done:
+                        run.append(rec)
+    metrics = aggregate(run.records())
+    run.write_metrics(metrics)
+    run.write_report(
+        f"# SelFee pairwise evaluation\n\nanswers: `{args.answers}`  \n"
+        f"reference: `{args.reference}`  \njudge: `{r.judge}`\n\n{table(metrics)}\n"
+    )
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``chorus-selfee``; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.verb == "generate":
+            print(json.dumps(cmd_generate(args)))
+        elif args.verb == "train":
+            print(json.dumps(cmd_train(args)))
+        elif args.verb == "infer":
+            print(json.dumps(cmd_infer(args)))
+        elif args.verb == "evaluate":
+            print(table(cmd_evaluate(args)))
+        elif args.verb == "report":
+            for d in args.run_dirs:
+                print(f"## {d}\n\n{table(RunDir.open(d).read_metrics())}\n")
+    except (ValueError, OSError, ImportError, RuntimeError, KeyError) as exc:
+        print(f"chorus-selfee: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Pairwise judging, both orders, with the Vicuna category prompts (general, coding, math).
+
+Every question is judged twice: (model, reference) and (reference, model), so a judge that
+prefers a position cancels out. Scores are parsed exactly as the paper notes define: the first
+line "a b" (commas read as spaces), else the last "(a, b)" tuple, else unparsed — counted,
+never guessed. Relative score = total(model) / total(reference) over parsed reviews.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+
+from chorus_shared.models import ChatModel, SamplingParams
+
+_NUM = r"(-?\d+(?:\.\d+)?)"
+_TUPLE = re.compile(rf"\(\s*{_NUM}\s*,\s*{_NUM}\s*\)")
+_FIRST_LINE = re.compile(rf"^\s*{_NUM}\s+{_NUM}\s*$")
+
+# Vicuna-80 categories -> the reviewer prompt used for them.
+PROMPT_FOR = {"coding": "coding", "math": "math"}
+
+
+def parse_scores(review: str) -> tuple[float, float] | None:
+    """Return ``(score_1, score_2)`` read from a review, or None when unparseable."""
+    lines = review.strip().splitlines()
+    if lines:
+        m = _FIRST_LINE.match(lines[0].replace(",", " "))
+        if m:
+            return float(m.group(1)), float(m.group(2))
+    tuples = _TUPLE.findall(review)
+    if tuples:
+        a, b = tuples[-1]
+        return float(a), float(b)
+    return None
+
+
+def judge_prompt(prompts: dict[str, dict], category: str, question: str, a1: str, a2: str) -> list:
+    """Return the judge conversation for one ordered pair (Assistant 1 = ``a1``)."""
+    p = prompts[PROMPT_FOR.get(category, "general")]
+    content = p["template"].format(question=question, answer_1=a1, answer_2=a2, prompt=p["prompt"])
+    return [{"role": "system", "content": p["system"]}, {"role": "user", "content": content}]
+
+
+def judge_pairs(
+    judge: ChatModel,
+    prompts: dict[str, dict],
+    questions: Sequence[dict],
+    model_answers: dict[str, str],
+    reference_answers: dict[str, str],
+    params: SamplingParams,
+) -> list[dict]:
+    """Return one review record per (question, order), from one batched ``chat`` call.
+
+    ``order`` "model-first" puts the model as Assistant 1. A question missing either answer
+    raises, naming it: a silent gap would change the relative score.
+    """
+    missing = [
+        q["id"]
+        for q in questions
+        if q["id"] not in model_answers or q["id"] not in reference_answers
+    ]
+    if missing:
+        raise ValueError(f"answers missing for {len(missing)} question(s): {missing[:5]}")
+    convs, meta = [], []
+    for q in questions:
+        m, r = model_answers[q["id"]], reference_answers[q["id"]]
+        for order, a1, a2 in (("model-first", m, r), ("reference-first", r, m)):
+            convs.append(judge_prompt(prompts, q["category"], q["instruction"], a1, a2))
+            meta.append((q, order))
+    out = judge.chat(convs, params)
+    records = []
+    for (q, order), c in zip(meta, out, strict=True):
+        s = parse_scores(c.text) if c.finish_reason != "error" else None
+        if s is None:
+            model_score = ref_score = None
+        elif order == "model-first":
+            model_score, ref_score = s
+        else:
+            ref_score, model_score = s
+        records.append(
+            {
+                "id": f"{q['id']}-{order}",
+                "question": q["id"],
+                "category": q["category"],
+                "order": order,
+                "review": c.text,
+                "model_score": model_score,
+                "reference_score": ref_score,
+            }
+        )
+    return records
+
+
+def aggregate(reviews: Sequence[dict]) -> dict:
+    """Return ``{relative, model_total, reference_total, parsed, unparsed, per_category}``.
+
+    Unparsed reviews are left out of both totals and counted. ``relative`` is None when no
+    review parsed (or the reference total is 0).
+    """
+    tot: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0, 0])
+    for r in reviews:
+        for key in (r["category"], "all"):
+            t = tot[key]
+            if r["model_score"] is None:
+                t[3] += 1
+            else:
+                t[0] += r["model_score"]
+                t[1] += r["reference_score"]
+                t[2] += 1
+
+    def summary(t: list[float]) -> dict:
+        return {
+            "model_total": t[0],
+            "reference_total": t[1],
+            "parsed": int(t[2]),
+            "unparsed": int(t[3]),
+            "relative": t[0] / t[1] if t[1] else None,
+        }
+
+    result = summary(tot.pop("all", [0.0, 0.0, 0, 0]))
+    result["per_category"] = {k: summary(v) for k, v in sorted(tot.items())}
+    return result
+
+
+def table(metrics: dict) -> str:
+    """Return a markdown table of the relative score, overall and per category."""
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    rows = [
+        "| category | relative | model | reference | parsed | unparsed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in [*metrics["per_category"].items(), ("all", metrics)]:
+        rows.append(
+            f"| {name} | {pct(m['relative'])} | {m['model_total']:g} | "
+            f"{m['reference_total']:g} | {m['parsed']} | {m['unparsed']} |"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,123 @@
+import json
+
+import pytest
+
+from chorus_selfee.cli import main
+from chorus_selfee.recipes import available_recipes, load_recipe
+from chorus_shared.runs import RunDir
+
+
+def test_recipes_load_and_inherit() -> None:
+    assert {"offline", "paper_llama7b", "paper_llama13b"} <= set(available_recipes())
+    r13 = load_recipe("paper_llama13b")
+    assert r13.train["model"].endswith("llama-13b") and r13.train["learning_rate"] == 2e-5
+    assert r13.max_iterations == 5 and r13.judge == "openai:gpt-4"  # from the base recipe
+    with pytest.raises(ValueError, match="unknown recipe field"):
+        load_recipe("offline", bogus=1)
+    with pytest.raises(ValueError, match=r"1\.\.5"):
+        load_recipe("offline", max_iterations=9)
+
+
+def test_pipeline_end_to_end_tiny(tmp_path, tiny_model_dir, capsys) -> None:
+    spec = f"hf:{tiny_model_dir}"
+    gen = tmp_path / "gen"
+    args = [
+        "generate",
+        "--teacher",
+        spec,
+        "--instructions",
+        "vicuna80",
+        "--split",
+        "test",
+        "--limit",
+        "3",
+        "--max-iterations",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--window",
+        "2",
+        "--out",
+        str(gen),
+    ]
+    assert main(args) == 0
+    recs = RunDir.open(gen).records()
+    assert len(recs) == 3 and all("outputs" in r for r in recs)
+    # A random teacher writes no verdict: counted, loop ended, nothing guessed.
+    assert json.loads(capsys.readouterr().out)["missing_verdicts"] == 3
+    assert main(args) == 0  # resume: nothing redone
+    assert len(RunDir.open(gen).records()) == 3
+
+    train_dir = tmp_path / "train"
+    assert main(["train", "--data", str(gen), "--out", str(train_dir), "--records-only"]) == 0
+    lines = (train_dir / "train_records.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[0])["segments"][0]["weight"] == 0.0
+
+    infer = tmp_path / "infer"
+    assert (
+        main(
+            [
+                "infer",
+                "--model",
+                spec,
+                "--limit",
+                "3",
+                "--max-num-revision",
+                "2",
+                "--max-new-tokens",
+                "6",
+                "--out",
+                str(infer),
+            ]
+        )
+        == 0
+    )
+    inf = RunDir.open(infer).records()
+    assert [r["id"] for r in inf] == ["vicuna80-1", "vicuna80-2", "vicuna80-3"]
+
+    ev = tmp_path / "eval"
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "evaluate",
+                "--answers",
+                str(infer),
+                "--reference",
+                str(tmp_path / "missing.jsonl"),
+                "--judge",
+                spec,
+            ]
+        )
+        == 2
+    )
+    ref = tmp_path / "ref.jsonl"
+    ref.write_text(
+        "".join(json.dumps({"question_id": i, "text": f"ref {i}"}) + "\n" for i in (1, 2, 3))
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--answers",
+                str(infer),
+                "--reference",
+                str(ref),
+                "--judge",
+                spec,
+                "--out",
+                str(ev),
+            ]
+        )
+        == 0
+    )
+    m = RunDir.open(ev).read_metrics()
+    assert m["parsed"] + m["unparsed"] == 6  # 3 questions x 2 orders, each counted
+    assert "| all |" in capsys.readouterr().out
+    assert main(["report", str(ev)]) == 0
+
+
+def test_bad_spec_fails_before_run_dir(tmp_path) -> None:
+    out = tmp_path / "g"
+    assert main(["generate", "--teacher", "nope:x", "--out", str(out)]) == 2
+    assert not out.exists()

@@ -1,0 +1,294 @@
+"""Weighted-loss training with the HF Trainer, writing a chorus run directory.
+
+Loss (``loss_normalization: token``, the papers' per-token average, and the default):
+``sum_i w_i * CE_i / #{i : w_i > 0}`` where both sums run over the whole effective batch (all
+micro-batches of one optimizer step, on all processes). Dividing by the count of the full
+effective batch — which the Trainer hands over as ``num_items_in_batch`` — makes the gradient
+independent of how the batch is split into micro-batches and of padding.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chorus_shared.training.examples import BuildStats, TokenizedExample, build_examples
+from chorus_shared.training.recipe import TrainRecipe, load_train_recipe, training_arguments
+
+logger = logging.getLogger(__name__)
+
+MODEL_SUBDIR = "model"
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced."""
+
+    model_dir: Path
+    metrics: dict[str, Any]
+    build_stats: BuildStats
+
+
+class WeightedCollator:
+    """Pads examples into a batch: input_ids, attention_mask, weights, labels (-100 = no loss)."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        n = len(features)
+        ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        weights = torch.zeros((n, width), dtype=torch.float32)
+        for row, f in enumerate(features):
+            length = len(f["input_ids"])
+            ids[row, :length] = torch.tensor(f["input_ids"], dtype=torch.long)
+            mask[row, :length] = 1
+            weights[row, :length] = torch.tensor(f["weights"], dtype=torch.float32)
+        # labels only serve the Trainer's count of trained tokens (num_items_in_batch).
+        labels = ids.masked_fill(weights <= 0, -100)
+        return {"input_ids": ids, "attention_mask": mask, "weights": weights, "labels": labels}
+
+
+def weighted_token_loss(logits: Any, input_ids: Any, weights: Any, num_items: Any = None) -> Any:
+    """Returns ``sum(w * CE) / num_items`` (``num_items`` defaults to this batch's w>0 count)."""
+    import torch
+    import torch.nn.functional as F
+
+    shift_logits = logits[:, :-1, :].float()
+    targets = input_ids[:, 1:]
+    w = weights[:, 1:].to(shift_logits.dtype)
+    ce = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)), targets.reshape(-1), reduction="none"
+    ).view_as(w)
+    total = (ce * w).sum()
+    if num_items is None:
+        num_items = (w > 0).sum()
+    if torch.is_tensor(num_items):
+        num_items = num_items.to(total.device).clamp(min=1)
+    else:
+        num_items = max(int(num_items), 1)
+    return total / num_items
+
+
+def _trainer_class() -> type:
+    from transformers import Trainer
+
+    class WeightedLossTrainer(Trainer):
+        """HF Trainer whose loss is the weighted token cross-entropy (see the module docstring)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # Our loss divides by num_items_in_batch itself: the Trainer must count the items
+            # and must not divide by the accumulation steps again.
+            self.model_accepts_loss_kwargs = True
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            loss = weighted_token_loss(
+                outputs.logits, inputs["input_ids"], inputs["weights"], num_items_in_batch
+            )
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                # num_items_in_batch is summed over processes and DDP averages gradients.
+                loss = loss * self.accelerator.num_processes
+            return (loss, outputs) if return_outputs else loss
+
+    return WeightedLossTrainer
+
+
+def WeightedLossTrainer(*args: Any, **kwargs: Any) -> Any:
+    """Returns an HF ``Trainer`` whose loss is the weighted token cross-entropy."""
+    return _trainer_class()(*args, **kwargs)
+
+
+def resolve_model_path(spec: str) -> str:
+    """Returns the local dir or hub id that ``from_pretrained`` takes for a model spec."""
+    if spec == "default":
+        from chorus_shared.models.embedded import default_model_dir
+
+        return str(default_model_dir())
+    if spec.startswith("hf:"):
+        spec = spec[3:]
+    path = Path(spec)
+    if (path / MODEL_SUBDIR / "config.json").is_file() and not (path / "config.json").is_file():
+        return str(path / MODEL_SUBDIR)  # a chorus training run directory
+    return spec
+
+
+def load_model_and_tokenizer(recipe: TrainRecipe) -> tuple[Any, Any]:
+    """Returns ``(model, tokenizer)`` for the recipe's model, LoRA-wrapped when ``lora`` is set."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(recipe.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+    if recipe.gradient_checkpointing:
+        model.config.use_cache = False
+    if recipe.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        lora = dict(recipe.lora)
+        lora.setdefault("task_type", "CAUSAL_LM")
+        try:
+            config = LoraConfig(**lora)
+        except TypeError as err:
+            raise ValueError(f"bad 'lora' recipe entry: {err}") from err
+        model = get_peft_model(model, config)
+    return model, tokenizer
+
+
+class _ListDataset:
+    def __init__(self, examples: list[TokenizedExample]) -> None:
+        self.rows = [{"input_ids": e.input_ids, "weights": e.weights} for e in examples]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.rows[index]
+
+
+def _throughput_callback() -> Any:
+    from transformers import TrainerCallback
+
+    class Throughput(TrainerCallback):
+        """Adds tokens/s (input tokens, all processes) to every log line and the progress bar."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start, self.start_tokens = time.perf_counter(), state.num_input_tokens_seen
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs is not None and "loss" in logs:
+                elapsed = max(time.perf_counter() - self.start, 1e-9)
+                logs["tokens_per_s"] = round(
+                    (state.num_input_tokens_seen - self.start_tokens) / elapsed, 1
+                )
+
+    return Throughput()
+
+
+def last_checkpoint(out_dir: Path) -> str | None:
+    """Returns the newest complete checkpoint folder under ``out_dir/checkpoints`` (or None)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = out_dir / CHECKPOINT_SUBDIR
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def train(
+    recipe: TrainRecipe | Mapping[str, Any] | str | Path,
+    records: Iterable[Mapping[str, Any]],
+    out_dir: str | Path,
+    *,
+    resume: bool = True,
+) -> TrainResult:
+    """Fine-tune the recipe's model on ``records`` and write a chorus run directory at ``out_dir``.
+
+    Layout: config.json, metrics.json, report.md (+ loss curve PNG), checkpoints/, and the final
+    model + tokenizer in ``model/`` (``hf:<out_dir>`` loads it). With ``resume`` a run folder
+    holding checkpoints continues from the newest one. Returns a :class:`TrainResult`.
+    """
+    from chorus_shared.runs import RunDir
+
+    if not isinstance(recipe, TrainRecipe):
+        recipe = load_train_recipe(recipe)
+    out_dir = Path(out_dir)
+    records = list(records)
+    run = RunDir.create(
+        out_dir,
+        {"kind": "train", "recipe": recipe.to_dict(), "n_records": len(records)},
+        overwrite=not resume,
+    )
+    if recipe.report_to == "wandb":
+        os.environ.setdefault("WANDB_MODE", "offline")  # no account needed; `wandb sync` later
+        os.environ.setdefault("WANDB_DIR", str(out_dir))
+        os.environ.setdefault("WANDB_PROJECT", "chorus")
+
+    model, tokenizer = load_model_and_tokenizer(recipe)
+    examples, stats = build_examples(
+        records, tokenizer, max_length=recipe.max_length, truncation=recipe.truncation
+    )
+    logger.info("training data: %s", stats.summary())
+    args = training_arguments(recipe, out_dir / CHECKPOINT_SUBDIR)
+    trainer = WeightedLossTrainer(
+        model=model,
+        args=args,
+        train_dataset=_ListDataset(examples),
+        data_collator=WeightedCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=[_throughput_callback()],
+    )
+    checkpoint = last_checkpoint(out_dir) if resume else None
+    if checkpoint:
+        logger.info("resuming training from %s", checkpoint)
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    elapsed = time.perf_counter() - started
+
+    model_dir = out_dir / MODEL_SUBDIR
+    if trainer.is_world_process_zero():
+        _save_model(trainer, tokenizer, recipe, model_dir)
+    history = trainer.state.log_history
+    losses = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    metrics = {
+        **{k: v for k, v in output.metrics.items() if isinstance(v, int | float)},
+        "global_step": trainer.state.global_step,
+        "resumed_from": checkpoint,
+        "first_loss": losses[0][1] if losses else None,
+        "last_loss": losses[-1][1] if losses else None,
+        "wall_s": round(elapsed, 2),
+        "build_stats": stats.to_dict(),
+    }
+    if trainer.is_world_process_zero():
+        run.write_metrics(metrics)
+        _write_report(run, recipe, metrics, losses, stats)
+    return TrainResult(model_dir=model_dir, metrics=metrics, build_stats=stats)
+
+
+def _save_model(trainer: Any, tokenizer: Any, recipe: TrainRecipe, model_dir: Path) -> None:
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if recipe.lora is not None and recipe.merge_lora:
+        model = model.merge_and_unload()
+    # Without merging, PEFT writes adapter_config.json + weights; transformers loads an adapter
+    # folder with from_pretrained when peft is installed (the base model id is recorded in it).
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        trainer.save_model(str(model_dir))
+    else:
+        model.save_pretrained(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
+
+
+def _write_report(
+    run: Any, recipe: TrainRecipe, metrics: dict[str, Any], losses: list, stats: BuildStats
+) -> None:
+    from chorus_shared.report import image_link, line_plot, markdown_table
+
+    lines = [f"# Training run: {recipe.model}", "", stats.summary(), ""]
+    rows = [
+        [k, metrics[k]]
+        for k in ("global_step", "first_loss", "last_loss", "train_runtime", "wall_s")
+        if metrics.get(k) is not None
+    ]
+    lines.append(markdown_table(["metric", "value"], rows))
+    if len(losses) >= 1 and all(math.isfinite(v) for _, v in losses):
+        png = line_plot(
+            run.figure_path("loss.png"),
+            {"train loss": ([s for s, _ in losses], [v for _, v in losses], None)},
+            xlabel="step",
+            ylabel="weighted token CE",
+            title="Training loss",
+        )
+        lines += ["", image_link(png, run.path, alt="training loss")]
+    run.write_report("\n".join(lines) + "\n")
