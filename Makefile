@@ -28,11 +28,13 @@ RUN_TAG = $(subst /,_,$(subst :,_,$(MODEL_SPEC)))$(if $(LIMIT),-n$(LIMIT),)
 DEBATE := $(VENV)/bin/chorus-debate
 
 .PHONY: help setup test test-fast lint format bench clean docker-base docker-debate docker-selfee reproduce-selfee \
-	docker-alpha_umi reproduce-alpha-umi \
+	docker-alpha_umi reproduce-alpha-umi docker-tripost docker-blender bench-blender \
 	reproduce-math-debate reproduce-gsm-debate reproduce-mmlu-debate reproduce-bio-debate
 
-help:
-	@sed -n '2,6p' Makefile | sed 's/^# \{0,1\}//'
+help:  ## list the targets and what they do
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) \
+		| awk 'BEGIN {FS = ":.*## "}; {printf "  make %-24s %s\n", $$1, $$2}'
+	@echo "  e.g. make reproduce-gsm-debate MODEL=mistralai/Mistral-7B-Instruct-v0.2 BACKEND=vllm LIMIT=100"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +48,7 @@ SETUP_INPUTS := $(CONSTRAINTS) pyproject.toml shared/pyproject.toml $(wildcard p
 $(STAMP): $(SETUP_INPUTS)
 	$(MAKE) --no-print-directory setup
 
-setup: $(PY)
+setup: $(PY)  ## create .venv and install every package (editable, dev extras)
 	# torch first and pinned, so no later requirement can pull a different build.
 	$(PIP) install -q -c $(CONSTRAINTS) torch==2.13.0
 	$(PIP) install -q -c $(CONSTRAINTS) -e "shared[dev,ray,train]" $(foreach p,$(PACKAGES),-e "$(p)[dev]")
@@ -55,21 +57,21 @@ setup: $(PY)
 	$(PY) -c "import chorus_shared, torch; print('chorus ready: torch', torch.__version__)"
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP)  ## tests of every package + cross-package tests
 	$(PY) -m pytest shared/tests $(PACKAGE_TESTS) tests -q
 
-test-fast:
+test-fast:  ## the tests without the smoke tests on the embedded model
 	$(PY) -m pytest shared/tests $(PACKAGE_TESTS) tests -q -m "not smoke"
 
-lint:
+lint:  ## ruff check + format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-format:
+format:  ## ruff format + fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench:
+bench:  ## speed/memory benchmarks (never run as tests)
 	$(PY) benchmarks/debate_throughput.py
 	$(PY) benchmarks/peak_rss.py -- $(MAKE) --no-print-directory reproduce-gsm-debate RUNS=$(RUNS)/bench-rss
 	$(PY) benchmarks/selfee_enforce.py
@@ -88,17 +90,17 @@ define reproduce_debate
 	)$(DEBATE) report $(foreach m,$(2),$(D)/$(m)) --out $(D)/comparison.md
 endef
 
-reproduce-math-debate: $(STAMP)
+reproduce-math-debate: $(STAMP)  ## debate paper, arithmetic: single / reflection / majority / debate (MODEL= BACKEND= LIMIT=)
 	$(call reproduce_debate,math,single reflection majority debate)
 
-reproduce-gsm-debate: $(STAMP)
+reproduce-gsm-debate: $(STAMP)  ## debate paper, GSM8K: single / reflection / majority / debate (MODEL= BACKEND= LIMIT=)
 	$(call reproduce_debate,gsm,single reflection majority debate)
 
-reproduce-mmlu-debate: $(STAMP)
+reproduce-mmlu-debate: $(STAMP)  ## debate paper, MMLU: single / reflection / majority / debate (MODEL= BACKEND= LIMIT=)
 	$(call reproduce_debate,mmlu,single reflection majority debate)
 
 # Biographies have no single answer to vote on: the paper compares single, reflection, debate.
-reproduce-bio-debate: $(STAMP)
+reproduce-bio-debate: $(STAMP)  ## debate paper, biographies: single / reflection / debate
 	$(call reproduce_debate,bio,single reflection debate)
 
 # --- SelFee ------------------------------------------------------------------------------------
@@ -109,7 +111,7 @@ SELFEE := $(VENV)/bin/chorus-selfee
 SELFEE_RECIPE ?= offline
 SELFEE_RUNS = $(RUNS)/selfee/$(SELFEE_RECIPE)
 
-reproduce-selfee: $(STAMP)
+reproduce-selfee: $(STAMP)  ## SelFee paper (see packages/selfee/README.md)
 	$(SELFEE) generate --recipe $(SELFEE_RECIPE) --out $(SELFEE_RUNS)/data
 	$(SELFEE) train --recipe $(SELFEE_RECIPE) --data $(SELFEE_RUNS)/data --out $(SELFEE_RUNS)/train
 	$(SELFEE) infer --recipe $(SELFEE_RECIPE) --model default --max-num-revision 0 --out $(SELFEE_RUNS)/infer-base
@@ -119,7 +121,7 @@ reproduce-selfee: $(STAMP)
 	$(SELFEE) evaluate --recipe $(SELFEE_RECIPE) --answers $(SELFEE_RUNS)/infer-k2 --reference $(SELFEE_RUNS)/infer-base --out $(SELFEE_RUNS)/eval-k2
 	$(SELFEE) report $(SELFEE_RUNS)/eval-k0 $(SELFEE_RUNS)/eval-k2
 
-docker-selfee: docker-base
+docker-selfee: docker-base  ## build the SelFee image
 	docker build -f docker/selfee.Dockerfile -t chorus/selfee .
 
 # --- alpha-UMi -----------------------------------------------------------------------------------
@@ -130,20 +132,30 @@ ALPHA_UMI_RECIPE ?= static_default
 ALPHA_UMI_LIMIT ?= 20
 ALPHA_UMI_RUNS = $(RUNS)/alpha_umi/$(ALPHA_UMI_RECIPE)-n$(ALPHA_UMI_LIMIT)
 
-reproduce-alpha-umi: $(STAMP)
+reproduce-alpha-umi: $(STAMP)  ## alpha-UMi static evaluation (see packages/alpha_umi/README.md)
 	$(ALPHA_UMI) evaluate --recipe $(ALPHA_UMI_RECIPE) --limit $(ALPHA_UMI_LIMIT) --out $(ALPHA_UMI_RUNS)/static-single
 	$(ALPHA_UMI) report $(ALPHA_UMI_RUNS)/static-single --out $(ALPHA_UMI_RUNS)/comparison.md
 
-docker-alpha_umi: docker-base
+docker-alpha_umi: docker-base  ## build the alpha-UMi image
 	docker build -f docker/alpha_umi.Dockerfile -t chorus/alpha_umi .
 
 # --- docker ------------------------------------------------------------------------------------
-docker-base:
+docker-base:  ## build the base image
 	docker build -f docker/base.Dockerfile -t chorus/base .
 
-docker-debate: docker-base
+docker-debate: docker-base  ## build the debate image
 	docker build -f docker/debate.Dockerfile -t chorus/debate .
 
-clean:
+docker-tripost: docker-base  ## build the TriPosT image
+	docker build -f docker/tripost.Dockerfile -t chorus/tripost .
+
+# --- LLM-Blender -------------------------------------------------------------------------------
+docker-blender: docker-base  ## build the chorus/blender image (entry point chorus-blender)
+	docker build -f docker/blender.Dockerfile -t chorus/blender .
+
+bench-blender:  ## PairRanker full ranking: batched all pairs vs one forward per pair
+	$(PY) benchmarks/ranker_full.py
+
+clean:  ## remove caches
 	rm -rf .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

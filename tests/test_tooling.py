@@ -275,3 +275,15 @@ def test_dockerignore_keeps_the_context_small():
         if line.strip() and not line.startswith("#")
     }
     assert {".git", ".venv", "runs"} <= ignored, ignored
+
+
+def test_make_help_lists_every_target_from_its_comment():
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    out = subprocess.run(
+        [make, "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    listed = set(re.findall(r"^  make (\S+)", out, re.M))
+    public = {t for t in makefile_targets() if not t.startswith(("$", ".")) and "%" not in t}
+    assert public <= listed, f"targets without a '## help' comment: {sorted(public - listed)}"

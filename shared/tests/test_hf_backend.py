@@ -138,3 +138,37 @@ def test_embedded_default_model_answers_offline(monkeypatch) -> None:
     assert model.spec == "default"
     assert "paris" in out[0].text.lower()
     assert out[0].text == out[1].text
+
+
+def test_auto_dtype_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch) -> None:
+    import torch
+
+    from chorus_shared.models import hf
+
+    assert hf.cpu_has_native_bf16("processor: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n")
+    assert hf.cpu_has_native_bf16("flags : fpu avx512_bf16\n")
+    assert not hf.cpu_has_native_bf16("flags : fpu sse avx2 avx512f\n")
+    monkeypatch.setattr(hf, "cpu_has_native_bf16", lambda: True)
+    assert hf._pick_dtype("auto", "cpu") is torch.bfloat16
+    assert hf._pick_dtype("float32", "cpu") is torch.float32  # an explicit dtype wins
+    monkeypatch.setattr(hf, "cpu_has_native_bf16", lambda: False)
+    assert hf._pick_dtype("auto", "cpu") is torch.float32
+    assert hf._pick_dtype("auto", "cuda") is torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype"):
+        hf._pick_dtype("float33", "cpu")
+
+
+def test_static_kv_cache_gives_the_plain_paths_greedy_output(tiny_model_dir: Path) -> None:
+    plain = load_chat_model(f"hf:{tiny_model_dir}", batch_size=3, dtype="float32")
+    static = load_chat_model(
+        f"hf:{tiny_model_dir}", batch_size=3, dtype="float32", kv_cache="static"
+    )
+    params = SamplingParams(max_new_tokens=10)
+    # Two calls with different batch shapes: the preallocated cache must be rebuilt, not reused.
+    for prompts in (PROMPTS, PROMPTS[:2]):
+        want = plain.chat([conv(p) for p in prompts], params)
+        got = static.chat([conv(p) for p in prompts], params)
+        assert [c.text for c in got] == [c.text for c in want]
+        assert [c.completion_tokens for c in got] == [c.completion_tokens for c in want]
+    with pytest.raises(ValueError, match="kv_cache"):
+        load_chat_model(f"hf:{tiny_model_dir}", kv_cache="paged")

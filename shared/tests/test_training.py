@@ -218,7 +218,7 @@ def test_training_loss_falls_and_run_dir_loads(tiny_model_dir: Path, tmp_path: P
         "per_device_train_batch_size": 4,
         "report_to": "none",
         "logging_steps": 5,
-        "save_steps": 15,
+        "save_steps": 1000,
         "warmup_ratio": 0.0,
         "extra_args": {"use_cpu": True},
     }

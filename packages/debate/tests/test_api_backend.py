@@ -52,32 +52,73 @@ def test_debate_over_openai_api_batches_concurrently(tmp_path: Path, monkeypatch
     assert "sk-test-secret" not in (tmp_path / "run" / "records.jsonl").read_text()
 
 
-def test_per_item_api_failures_are_recorded_counted_and_wrong(tmp_path: Path) -> None:
+def test_per_item_api_failures_are_recorded_not_done_and_retried(tmp_path: Path) -> None:
     # The first question's requests are refused with a 400; the others succeed.
     bad = load_arithmetic(4, 0)[0]["question"]
+    refuse = [True]
 
     def responder(body: dict) -> str:
-        if bad in body["messages"][0]["content"]:
+        if refuse[0] and bad in body["messages"][0]["content"]:
             raise ValueError("prompt rejected by the server")
         return "The final answer is 7"
 
     with FakeOpenAIServer(responder) as server:
+        argv = [
+            "generate", "--task", "arithmetic", "--method", "majority", "--limit", "4",
+            "--model", f"openai:fake@{server.base_url}", "--out", str(tmp_path / "run"),
+        ]  # fmt: skip
+        code = main(argv)
+        url = server.base_url
+        assert code == 0
+        metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+        lines = (tmp_path / "run" / "records.jsonl").read_text().splitlines()
+        records = [json.loads(x) for x in lines]
+        failed = [r for r in records if r.get("error")]
+        assert [r["id"] for r in failed] == ["arithmetic-0-0"]
+        # The reason is stored, naming the server.
+        assert "HTTP 400" in failed[0]["error"] and url in failed[0]["error"]
+        assert metrics["errors"] == 1 and metrics["items"] == 3
+
+        # The errored item is not done: the same command retries it, and only it.
+        refuse[0] = False
+        n_before = len(server.requests)
+        assert main(argv) == 0
+        assert len(server.requests) - n_before == 3  # one item x three agents
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["errors"] == 0 and metrics["items"] == 4
+
+
+def test_a_server_that_refuses_everything_stops_the_run(tmp_path: Path, capsys) -> None:
+    with FakeOpenAIServer(always_fail_status=400) as server:
         code = main(
             [
-                "generate", "--task", "arithmetic", "--method", "majority", "--limit", "4",
-                "--model", f"openai:fake@{server.base_url}", "--out", str(tmp_path / "run"),
+                "generate", "--task", "arithmetic", "--method", "single", "--limit", "4",
+                "--window", "2", "--model", f"openai:fake@{server.base_url}",
+                "--out", str(tmp_path / "run"),
             ]
         )  # fmt: skip
-    assert code == 0
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+        url = server.base_url
+        n_requests = len(server.requests)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err.count("chorus-debate: error:") == 1
+    assert url in err and "HTTP 400" in err and "all 2 items of a window failed" in err
+    assert n_requests == 2  # stopped after the first window
     records = [json.loads(x) for x in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
-    failed = [r for r in records if r["errors"]]
-    assert [r["id"] for r in failed] == ["arithmetic-0-0"]
-    assert failed[0]["errors"] == 3  # all three agents of that question
-    assert failed[0]["unparseable"] == [3]
-    assert failed[0]["correct"] is False
-    assert metrics["errors"] == 3
-    assert metrics["unparseable"] >= 3
+    assert all(r["error"] for r in records) and len(records) == 2
+
+
+def test_request_timeout_flag_reaches_the_client(tmp_path: Path, capsys) -> None:
+    with FakeOpenAIServer(delay_s=2.0) as server:
+        code = main(
+            [
+                "generate", "--task", "arithmetic", "--method", "single", "--limit", "1",
+                "--request-timeout", "0.2", "--model", f"openai:fake@{server.base_url}",
+                "--out", str(tmp_path / "run"),
+            ]
+        )  # fmt: skip
+    assert code == 2
+    assert "timed out after 0.2s" in capsys.readouterr().err
 
 
 def test_api_that_keeps_failing_is_one_clear_error(tmp_path: Path, capsys) -> None:

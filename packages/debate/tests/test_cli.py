@@ -375,10 +375,11 @@ def test_evaluate_names_a_corrupted_line(generate, tmp_path, capsys) -> None:
     lines[1] = lines[1][: len(lines[1]) // 2]
     (out / "records.jsonl").write_text("\n".join(lines) + "\n")
     capsys.readouterr()
-    assert main(["evaluate", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert "records.jsonl:2" in err
-    assert "corrupted" in err
+    # A counted, reported skip: never graded, never a traceback.
+    assert main(["evaluate", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "records.jsonl:2: skipped: not a JSON line" in captured.err
+    assert "over 2 items" in captured.out and "skipped records 1" in captured.out
 
 
 def test_evaluate_missing_run(tmp_path, capsys) -> None:

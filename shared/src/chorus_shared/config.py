@@ -18,7 +18,8 @@ Usage (every package's ``recipes.py`` + ``cli.py`` look like this)::
 Field metadata keys: ``help`` (required for the table), ``flags`` (replaces the default
 ``--field-name``), ``aliases`` (extra flags, e.g. the original script's names), ``choices``,
 ``nargs``/``const``/``metavar`` (passed to argparse), ``cli: False`` (recipe-only field).
-Architecture overview: ARCHITECTURE.md at the repository root.
+Worked example: packages/debate/src/chorus_debate/{recipes.py,cli.py,recipes/*.yaml} and the
+test ``test_readme_flag_table_matches_the_recipe``. Overview: ARCHITECTURE.md at the root.
 """
 
 from __future__ import annotations

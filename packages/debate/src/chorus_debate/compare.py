@@ -21,7 +21,7 @@ def compare_runs(paths: Sequence[str | Path], out: str | Path | None = None) -> 
     metrics_list = []
     for path in paths:
         run = RunDir.open(path)
-        m = evaluate_run(run)
+        m = evaluate_run(run, write=False)  # a report never writes into the runs it reads
         metrics_list.append(m)
         rows.append(
             [

@@ -243,6 +243,10 @@ class DebateEngine:
             record["correct"] = record["correct_by_round"][-1]
         if summaries:
             record["summaries"] = summaries
+        reasons = [c.error for rnd in replies for c in rnd if c.error]
+        if reasons:
+            # Not finished: chorus_shared.runs keeps it with its reason and a resume retries it.
+            record["error"] = reasons[0]
         return record
 
     def _judge(self, items: Sequence[Item], records: list[dict[str, Any]]) -> None:

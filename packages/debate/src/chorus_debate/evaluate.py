@@ -16,7 +16,7 @@ from chorus_debate.judge import biography_score, pooled_accuracy
 from chorus_debate.tasks import Task, get_task
 from chorus_shared.grading import format_stat, majority_vote
 from chorus_shared.report import image_link, line_plot, markdown_table
-from chorus_shared.runs import RunDir
+from chorus_shared.runs import RecordSet, RunDir, Skip
 
 
 def replies_by_round(record: dict[str, Any]) -> list[list[str]]:
@@ -67,23 +67,81 @@ def _mean_se(values: list[float]) -> dict[str, float]:
 CUT_WARNING = 0.10  # warn when more than this share of a run's replies hit the token budget
 
 
-def evaluate_run(run: RunDir) -> dict[str, Any]:
-    """Return the run's metrics (also written to metrics.json)."""
-    records = run.records()
+# What a finished record must hold for scoring; anything else is skipped and counted.
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "agents": list,
+    "usage": dict,
+    "finish_reasons": list,
+}
+_REQUIRED_JUDGED: dict[str, type | tuple[type, ...]] = {
+    **_REQUIRED,
+    "score": (int, float),
+    "judge": dict,
+}
+
+
+def read_run(run: RunDir) -> tuple[Task, str, list[dict[str, Any]], RecordSet]:
+    """Return the run's task, method, scorable records and what the reader found.
+
+    Reads through ``RunDir.read_records``: a duplicated id counts once, records of another
+    task or method and records with missing or ill-typed fields are skipped and counted (so
+    are records whose structure breaks scoring), never graded and never a traceback.
+    """
+    task = get_task(run.config_value("recipe.task", str))
+    method = run.config_value("recipe.method", str)
+    read = run.read_records(
+        match={"task": task.name, "method": method},
+        required=_REQUIRED_JUDGED if task.judged else _REQUIRED,
+    )
+    usable = []
+    for record in read.finished:
+        try:
+            _check_shape(task, record)
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            read.skipped.append(Skip(0, f"record {record['id']!r}: malformed ({err!r:.120})"))
+            continue
+        usable.append(record)
+    return task, method, usable, read
+
+
+def _check_shape(task: Task, record: dict[str, Any]) -> None:
+    # Touch every field scoring reads, so a damaged record fails here, once, by name.
+    replies_by_round(record)
+    for agent in record["agents"]:
+        if not isinstance(agent["model"], str):
+            raise TypeError("agent model must be a string")
+    int(record["usage"]["prompt_tokens"]) + int(record["usage"]["completion_tokens"])
+    if task.judged:
+        for value in record["judge"]["counts"].values():
+            int(value)
+        str(record["judge"]["model"])
+    else:
+        score_record(task, record)
+
+
+def evaluate_run(run: RunDir, *, write: bool = True) -> dict[str, Any]:
+    """Return the run's metrics (also written to metrics.json unless ``write=False``).
+
+    ``errors`` counts items that errored (stored with their reason, retried on resume),
+    ``skipped_records`` the lines the reader left out; ``notes`` says why, line by line.
+    """
+    task, method, records, read = read_run(run)
     if not records:
+        details = "".join(f"\n  {note}" for note in read.notes())
         raise ValueError(
-            f"{run.path} has no finished records yet: run `chorus-debate generate` first"
+            f"{run.path} has no finished records to score: run `chorus-debate generate` first"
+            + details
         )
-    recipe = run.config["recipe"]
-    task = get_task(recipe["task"])
     metrics: dict[str, Any] = {
         "task": task.name,
-        "method": recipe["method"],
+        "method": method,
         "models": sorted({a["model"] for r in records for a in r["agents"]}),
         "agents": len(records[0]["agents"]),
         "rounds": len(replies_by_round(records[0])),
         "items": len(records),
-        "errors": sum(r.get("errors", 0) for r in records),
+        "errors": len(read.errored),
+        "skipped_records": len(read.skipped),
+        "notes": read.notes(),
         "prompt_tokens": sum(r["usage"]["prompt_tokens"] for r in records),
         "completion_tokens": sum(r["usage"]["completion_tokens"] for r in records),
         "finish_length": sum(
@@ -143,7 +201,8 @@ def evaluate_run(run: RunDir) -> dict[str, Any]:
             unparseable=sum(s["unparseable_last"] for s in scored),
             unparseable_final=sum(s["final_unparseable"] for s in scored),
         )
-    run.write_metrics(metrics)
+    if write:
+        run.write_metrics(metrics)
     return metrics
 
 
@@ -170,7 +229,8 @@ def write_run_report(run: RunDir, metrics: dict[str, Any]) -> Path:
                     else []
                 ),
                 ["unparseable answers (last round)", metrics["unparseable"]],
-                ["backend errors", metrics["errors"]],
+                ["items that errored (retried on resume)", metrics["errors"]],
+                ["record lines skipped as invalid", metrics.get("skipped_records", 0)],
                 [
                     "replies cut at the token budget",
                     f"{metrics['finish_length']} of {metrics['replies']}",
@@ -234,7 +294,7 @@ def write_run_report(run: RunDir, metrics: dict[str, Any]) -> Path:
 def export_original(run: RunDir, path: str | Path) -> Path:
     """Write the original's export ``{question: [agent_contexts, answer]}``; return the path."""
     out = {
-        r["question"]: [[a["messages"] for a in r["agents"]], r["target"]] for r in run.records()
+        r["question"]: [[a["messages"] for a in r["agents"]], r["target"]] for r in read_run(run)[2]
     }
     path = Path(path)
     path.write_text(json.dumps(out, ensure_ascii=False, indent=1))

@@ -22,6 +22,7 @@ ARCHITECTURE.md at the repository root.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -33,6 +34,7 @@ from chorus_debate.evaluate import evaluate_run, pct, write_run_report
 from chorus_debate.methods import plan_method
 from chorus_debate.recipes import DebateRecipe
 from chorus_debate.tasks import get_task
+from chorus_shared.data import track_data_reads
 from chorus_shared.distributed import ray_map_windows
 from chorus_shared.models import ChatModel, SamplingParams, load_chat_model, parse_spec
 from chorus_shared.progress import progress
@@ -41,8 +43,11 @@ from chorus_shared.runs import RunDir, pending
 
 def _backend_options(spec: str, recipe: DebateRecipe) -> dict[str, Any]:
     # Only the local transformers backend takes a micro-batch size.
-    if parse_spec(spec)[0] in ("default", "hf"):
+    backend = parse_spec(spec)[0]
+    if backend in ("default", "hf"):
         return {"batch_size": recipe.batch_size, "max_batch_tokens": recipe.max_batch_tokens}
+    if backend == "openai":
+        return {"timeout_s": recipe.request_timeout}
     return {}
 
 
@@ -136,42 +141,59 @@ def generate(
         ),
         judge_params=SamplingParams(max_new_tokens=recipe.judge_max_new_tokens),
     )
+    # Data first: a wrong --data-dir fails before a run folder exists, and the fingerprint of
+    # what was read goes into config.json so a resume on other data is refused.
+    with track_data_reads() as data_fingerprint:
+        items = task.load(recipe.limit, recipe.seed, recipe.data_dir)
+    # The writer lock is taken here, before any compute, so a second writer is refused at once.
     run = RunDir.create(
         out or Path("runs") / "debate" / f"{task.name}-{recipe.method}",
         {
             "recipe": recipe.identity(),
             "task": {"name": task.name, "version": task.version},
             "runtime": recipe.runtime(),
+            "data": data_fingerprint,
         },
         overwrite=overwrite,
     )
-    items = task.load(recipe.limit, recipe.seed, recipe.data_dir)
+    try:
+        _generate_into(run, task.name, recipe, items, factory, ray)
+    except BaseException:
+        # A model that cannot load (or fails at once) leaves no new, empty run folder.
+        run.discard_if_empty()
+        raise
+    return run
+
+
+def _generate_into(
+    run: RunDir,
+    task_name: str,
+    recipe: DebateRecipe,
+    items: list[dict[str, Any]],
+    factory: EngineFactory,
+    ray: RayOptions | None,
+) -> None:
     todo = pending(items, run)
     print(
         f"{run.path}: {len(items) - len(todo)} of {len(items)} items already done", file=sys.stderr
     )
     windows = [todo[k : k + recipe.window] for k in range(0, len(todo), recipe.window)]
     with run:
-
-        def append_all(records: list[dict[str, Any]]) -> None:
-            for record in records:
-                run.append(record)
-
+        # append_many stores a window, then stops the run if all of it errored.
         if windows and ray is not None:
             ray_map_windows(
                 factory,
                 windows,
-                append_all,
+                run.append_many,
                 num_workers=ray.workers,
                 gpus_per_worker=ray.gpus_per_worker,
                 address=ray.address,
             )
         elif windows:
             run_window = factory()
-            desc = f"{task.name}/{recipe.method} windows"
+            desc = f"{task_name}/{recipe.method} windows"
             for window in progress(windows, total=len(windows), desc=desc):
-                append_all(run_window(window))
-    return run
+                run.append_many(run_window(window))
 
 
 def summary(metrics: dict[str, Any]) -> str:
@@ -181,12 +203,25 @@ def summary(metrics: dict[str, Any]) -> str:
     return (
         f"{metrics['task']} {metrics['method']}: accuracy {pct(metrics['accuracy'])} % "
         f"over {metrics['items']} items (by round: {rounds}); "
-        f"unparseable {metrics['unparseable']}, errors {metrics['errors']}"
+        f"unparseable {metrics['unparseable']}, errored items {metrics['errors']}, "
+        f"skipped records {metrics['skipped_records']}"
     )
 
 
 def score(run: RunDir) -> dict[str, Any]:
-    """Grade ``run``'s stored replies, write metrics.json and report.md; return the metrics."""
-    metrics = evaluate_run(run)
-    write_run_report(run, metrics)
+    """Grade ``run``'s stored replies, say what the reader skipped, write metrics.json and
+    report.md (or print the metrics when the folder is read-only); return the metrics."""
+    metrics = evaluate_run(run, write=False)
+    for note in metrics["notes"]:
+        print(f"chorus-debate: note: {note}", file=sys.stderr)
+    try:
+        run.write_metrics(metrics)
+        write_run_report(run, metrics)
+    except OSError as err:
+        print(
+            f"chorus-debate: cannot write into {run.path} ({err.strerror or err}); "
+            "printing the metrics instead of saving them",
+            file=sys.stderr,
+        )
+        print(json.dumps(metrics, indent=2, ensure_ascii=False))
     return metrics

@@ -83,8 +83,11 @@ class DebateRecipe:
             "folder with gsm8k/, mmlu/, biography/ (else $CHORUS_DATA_DIR, ../shared/data)"
         ),
     )
+    request_timeout: float = field(
+        default=120.0, metadata=_h("seconds before one API request times out (openai backend)")
+    )
 
-    RUNTIME = ("batch_size", "max_batch_tokens", "window", "data_dir")
+    RUNTIME = ("batch_size", "max_batch_tokens", "window", "data_dir", "request_timeout")
 
     def __post_init__(self) -> None:
         if isinstance(self.model, str):
@@ -107,6 +110,8 @@ class DebateRecipe:
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.request_timeout > 0:
+            raise ValueError(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
 

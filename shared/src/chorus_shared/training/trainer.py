@@ -216,6 +216,10 @@ def train(
         os.environ.setdefault("WANDB_DIR", str(out_dir))
         os.environ.setdefault("WANDB_PROJECT", "chorus")
 
+    from transformers import set_seed
+
+    # Seed before building the model: LoRA's random adapter init must repeat on a rerun.
+    set_seed(recipe.seed)
     model, tokenizer = load_model_and_tokenizer(recipe)
     examples, stats = build_examples(
         records, tokenizer, max_length=recipe.max_length, truncation=recipe.truncation

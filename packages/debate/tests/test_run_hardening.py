@@ -1,0 +1,216 @@
+"""The debate CLI on hostile input: locks, bad data dirs, bad models, damaged runs (issue 5, 13)."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+
+from chorus_debate.cli import main
+from chorus_shared.runs import RunDir
+from chorus_shared.testing import FakeOpenAIServer
+
+
+def _gsm_dir(root: Path, answer: int = 9) -> Path:
+    rows = [{"question": f"Question {k}?", "answer": f"work\n#### {answer + k}"} for k in range(3)]
+    file = root / "gsm8k" / "test.jsonl"
+    file.parent.mkdir(parents=True)
+    file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return root
+
+
+def _gen(server: FakeOpenAIServer, out: Path, *extra: str, task: str = "arithmetic") -> int:
+    return main(
+        [
+            "generate", "--task", task, "--method", "single", "--limit", "2",
+            "--model", f"openai:fake@{server.base_url}", "--out", str(out), *extra,
+        ]
+    )  # fmt: skip
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+
+
+def test_second_writer_is_refused_before_any_request(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    with FakeOpenAIServer() as server:
+        assert _gen(server, out) == 0
+        with RunDir.create(out, RunDir.open(out).config):  # another process writing
+            n = len(server.requests)
+            assert _gen(server, out, "--overwrite") == 2
+            assert len(server.requests) == n  # no compute spent
+    assert "being written by another process" in capsys.readouterr().err
+    assert len(_records(out)) == 2  # --overwrite deleted nothing
+
+
+def test_missing_data_dir_is_one_error_and_no_run_folder(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    with FakeOpenAIServer() as server:
+        code = _gen(server, out, "--data-dir", str(tmp_path / "nonexistent"), task="gsm")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("chorus-debate: error:") == 1
+    assert "nonexistent" in err and "--data-dir" in err
+    assert not out.exists()
+
+
+def test_data_dir_without_the_tasks_files_is_an_error(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    with FakeOpenAIServer() as server:
+        code = _gen(server, tmp_path / "run", "--data-dir", str(tmp_path / "empty"), task="gsm")
+    assert code == 2 and "gsm8k" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_env_data_dir_that_does_not_exist_is_an_error(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("CHORUS_DATA_DIR", str(tmp_path / "nope"))
+    with FakeOpenAIServer() as server:
+        assert _gen(server, tmp_path / "run", task="gsm") == 2
+    assert "CHORUS_DATA_DIR" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_model_that_cannot_load_leaves_no_run_folder(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "runs" / "new"
+    code = main(
+        [
+            "generate", "--task", "arithmetic", "--method", "single", "--limit", "1",
+            "--model", f"hf:{tmp_path / 'no-such-model'}", "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 2
+    assert "chorus-debate: error:" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_on_different_data_is_refused(tmp_path: Path, capsys) -> None:
+    first, second = _gsm_dir(tmp_path / "a"), _gsm_dir(tmp_path / "b", answer=50)
+    same = _gsm_dir(tmp_path / "c")
+    out = tmp_path / "run"
+    with FakeOpenAIServer() as server:
+        assert _gen(server, out, "--data-dir", str(first), task="gsm") == 0
+        # The same files in another folder: a runtime change, accepted.
+        assert _gen(server, out, "--data-dir", str(same), task="gsm") == 0
+        capsys.readouterr()
+        assert _gen(server, out, "--data-dir", str(second), task="gsm") == 2
+    err = capsys.readouterr().err
+    assert "data.gsm8k/test.jsonl" in err and "different config" in err
+    assert {r["target"] for r in _records(out)} <= {9.0, 10.0, 11.0}
+
+
+def test_credentials_in_the_model_url_are_not_stored(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with FakeOpenAIServer() as server:
+        url = server.base_url.replace("http://", "http://me:pa55word-xyz@")
+        code = main(
+            [
+                "generate", "--task", "arithmetic", "--method", "single", "--limit", "1",
+                "--model", f"openai:fake@{url}", "--out", str(out),
+            ]
+        )  # fmt: skip
+    assert code == 0
+    for file in out.iterdir():
+        if file.is_file():
+            assert b"pa55word-xyz" not in file.read_bytes(), file.name
+
+
+# -- evaluate on damaged runs ----------------------------------------------------------------
+
+
+@pytest.fixture
+def finished_run(tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    with FakeOpenAIServer(lambda body: "The final answer is 7") as server:
+        assert _gen(server, out) == 0
+    return out
+
+
+def test_duplicated_id_is_counted_once(finished_run: Path, capsys) -> None:
+    lines = (finished_run / "records.jsonl").read_text().splitlines()
+    (finished_run / "records.jsonl").write_text("\n".join([*lines, lines[0]]) + "\n")
+    capsys.readouterr()
+    assert main(["evaluate", str(finished_run)]) == 0
+    captured = capsys.readouterr()
+    assert "over 2 items" in captured.out
+    assert "duplicate id" in captured.err and "records.jsonl:3" in captured.err
+
+
+def test_records_of_another_task_are_not_graded(finished_run: Path, capsys) -> None:
+    records = _records(finished_run)
+    alien = dict(records[0], id="gsm8k-test-1", task="gsm")
+    with (finished_run / "records.jsonl").open("a") as fh:
+        fh.write(json.dumps(alien) + "\n")
+    capsys.readouterr()
+    assert main(["evaluate", str(finished_run)]) == 0
+    captured = capsys.readouterr()
+    assert "over 2 items" in captured.out and "task='gsm'" in captured.err
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda r: r.pop("agents"),
+        lambda r: r.update(agents="oops"),
+        lambda r: r.update(agents=[{"model": "m", "messages": 5}]),
+        lambda r: r.update(usage={"prompt_tokens": "many"}),
+    ],
+    ids=["missing-key", "wrong-type", "bad-messages", "bad-usage"],
+)
+def test_a_malformed_record_is_a_counted_skip(finished_run: Path, capsys, damage) -> None:
+    records = _records(finished_run)
+    damage(records[1])
+    (finished_run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    capsys.readouterr()
+    assert main(["evaluate", str(finished_run)]) == 0
+    captured = capsys.readouterr()
+    assert "over 1 items" in captured.out and "skipped records 1" in captured.out
+    assert "skipped" in captured.err and "Traceback" not in captured.err
+
+
+def test_empty_config_is_one_clear_error(finished_run: Path, capsys) -> None:
+    (finished_run / "config.json").write_text("{}")
+    assert main(["evaluate", str(finished_run)]) == 2
+    err = capsys.readouterr().err
+    assert "config.json has no 'recipe.task'" in err
+
+
+def test_evaluate_of_a_file_says_it_is_a_file(finished_run: Path, capsys) -> None:
+    assert main(["evaluate", str(finished_run / "records.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a run folder" in err and "does not exist" not in err
+
+
+def test_evaluate_reports_a_torn_last_line(finished_run: Path, capsys) -> None:
+    with (finished_run / "records.jsonl").open("a") as fh:
+        fh.write('{"id": "arithmetic-9-9", "ag')
+    capsys.readouterr()
+    assert main(["evaluate", str(finished_run)]) == 0
+    assert "unterminated last line" in capsys.readouterr().err
+
+
+def test_evaluate_on_a_read_only_run_prints_instead(
+    finished_run: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(RunDir, "write_metrics", refuse)
+    before = (finished_run / "metrics.json").read_text()
+    capsys.readouterr()
+    assert main(["evaluate", str(finished_run)]) == 0
+    captured = capsys.readouterr()
+    assert "Read-only file system" in captured.err
+    assert json.loads(captured.out[: captured.out.rindex("}") + 1])["items"] == 2
+    assert (finished_run / "metrics.json").read_text() == before
+
+
+def test_report_does_not_write_into_the_runs_it_reads(
+    finished_run: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(RunDir, "write_metrics", refuse)
+    assert main(["report", str(finished_run)]) == 0
