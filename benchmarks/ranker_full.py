@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from chorus_blender.ranker import PairRanker
+from chorus_blender.ranker import PairRanker, RankerConfig
 from chorus_blender.ranking import compare_matrix
 from chorus_blender.recipes import resolve_backbone
 
@@ -30,7 +30,9 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_grad_enabled(False)
-    ranker = PairRanker.from_backbone(resolve_backbone("minilm")).eval()
+    # MiniLM reads 512 positions: the offline recipe's budgets.
+    budgets = RankerConfig(source_max_length=128, candidate_max_length=160, max_length=480)
+    ranker = PairRanker.from_backbone(resolve_backbone("minilm"), budgets).eval()
     rng = random.Random(0)
     words = ["the", "model", "answers", "each", "question", "with", "a", "short", "and"]
     words += ["careful", "explanation", "of", "it"]

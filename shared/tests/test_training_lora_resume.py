@@ -32,7 +32,7 @@ def _records() -> list[dict]:
 def _logits(spec_dir: Path, ids: torch.Tensor) -> torch.Tensor:
     from chorus_shared.models import load_chat_model
 
-    model = load_chat_model(f"hf:{spec_dir}")
+    model = load_chat_model(f"hf:{spec_dir}", dtype="float32")
     with torch.no_grad():
         return model.model(input_ids=ids).logits
 

@@ -33,7 +33,7 @@ def build_tiny_encoder(path: Path, kind: str = "bert", seed: int = 0) -> Path:
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        max_position_embeddings=512,
+        max_position_embeddings=2048,
         pad_token_id=tokenizer.pad_token_id,
     )
     if kind == "bert":

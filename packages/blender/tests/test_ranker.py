@@ -131,3 +131,8 @@ def test_input_without_markers_is_a_clear_error(tiny_bert):
     batch = ranker.collate([[101, 2000, 102]])
     with pytest.raises(RankerCheckpointError, match="marker token"):
         ranker(**batch)
+
+
+def test_budget_beyond_the_encoders_positions_is_refused(tiny_bert):
+    with pytest.raises(ValueError, match="exceeds the encoder's 2048 positions"):
+        PairRanker.from_backbone(tiny_bert, RankerConfig(max_length=4096))

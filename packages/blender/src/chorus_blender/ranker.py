@@ -84,6 +84,14 @@ class PairRanker(nn.Module):
         self.config = config
         self.marker_ids = tuple(int(i) for i in marker_ids)
         hidden = int(encoder.config.hidden_size)
+        positions = getattr(encoder.config, "max_position_embeddings", None)
+        # DeBERTa without absolute positions (PairRM) reads past max_position_embeddings.
+        absolute = getattr(encoder.config, "position_biased_input", True)
+        if absolute and positions is not None and config.max_length > int(positions):
+            raise ValueError(
+                f"max_length {config.max_length} exceeds the encoder's {positions} positions; "
+                "lower source_max_length / candidate_max_length / max_length in the recipe"
+            )
         self.head_layer = (
             head if head is not None else _head(hidden, config.n_tasks, config.dropout)
         )
