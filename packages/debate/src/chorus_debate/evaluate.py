@@ -75,7 +75,8 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 }
 _REQUIRED_JUDGED: dict[str, type | tuple[type, ...]] = {
     **_REQUIRED,
-    "score": (int, float),
+    # None = a person with no yes/no verdict (all uncertain or unparseable): no score, by rule.
+    "score": (int, float, type(None)),
     "judge": dict,
 }
 
