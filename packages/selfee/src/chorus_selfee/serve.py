@@ -21,6 +21,7 @@ strings are not applied (the chain's own verdict ends a reply).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import queue
@@ -40,6 +41,7 @@ from typing import Any
 from chorus_selfee.chain import PROMPT_TEMPLATE
 from chorus_selfee.enforce import ChatContinuer, HFContinuer, InferResult, enforce_prompts
 
+_SERVE_MODULES = ("fastchat", "fastapi", "uvicorn", "aiohttp", "shortuuid", "tiktoken")
 API_KEYS_ENV = "CHORUS_SELFEE_API_KEYS"  # comma-separated; unset = no key required
 _SERVE_HINT = (
     "FastChat serving needs the serve extra: pip install -c constraints.txt "
@@ -267,10 +269,11 @@ def serve(
 ) -> int:
     """Start controller, SelFee worker and OpenAI API server; block until one exits or a
     SIGTERM/SIGINT arrives, then stop all three. Return the exit code."""
-    try:
-        import fastchat.serve.controller  # noqa: F401 - fail early with the install hint
-    except ImportError as exc:
-        raise ImportError(f"{_SERVE_HINT} ({exc})") from exc
+    # Checked without importing: importing FastChat's serve modules here would redirect this
+    # process's stdout into a log file in the working directory (fastchat.utils.build_logger).
+    missing = [m for m in _SERVE_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"{_SERVE_HINT} (missing: {', '.join(missing)})")
     name = model_name or default_model_name(model)
     env = dict(os.environ, LOGDIR=log_dir or tempfile.mkdtemp(prefix="selfee-serve-"))
     Path(env["LOGDIR"]).mkdir(parents=True, exist_ok=True)
