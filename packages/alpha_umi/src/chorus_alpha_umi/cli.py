@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from chorus_alpha_umi.agent import new_episode, run_episodes
+from chorus_alpha_umi.compare import compare_runs, describe_roles, metrics_table
 from chorus_alpha_umi.glpft import read_stage_records, stage_recipe
 from chorus_alpha_umi.preprocess import preprocess, write_role_files
 from chorus_alpha_umi.recipes import PARTS, ROLES, AgentRecipe, available_recipes, load_recipe
@@ -24,18 +25,7 @@ from chorus_alpha_umi.static import (
 from chorus_alpha_umi.tools import SimulatedTools
 from chorus_shared.config import add_recipe_arguments, cli_overrides
 from chorus_shared.models import ChatModel, load_chat_model, parse_spec
-from chorus_shared.report import markdown_table
 from chorus_shared.runs import RunDir, pending
-
-METRIC_COLUMNS = (
-    ("Plan ACC", "plan_acc"),
-    ("Act EM", "act_em"),
-    ("Hallu", "hallucination"),
-    ("Arg F1", "arg_f1"),
-    ("Arg F1 easy", "arg_f1_easy"),
-    ("Arg F1 hard", "arg_f1_hard"),
-    ("R-L", "rouge_l"),
-)
 
 
 def _add_agent_flags(p: argparse.ArgumentParser) -> None:
@@ -117,18 +107,6 @@ def _model_loader(recipe: AgentRecipe):
     return model_for
 
 
-def _fmt(value: Any) -> str:
-    return "—" if value is None else f"{value:.2f}"
-
-
-def _metrics_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
-    headers = ["run", *(h for h, _ in METRIC_COLUMNS), "steps"]
-    body = [
-        [name, *(_fmt(m.get(k)) for _, k in METRIC_COLUMNS), m.get("steps", 0)] for name, m in rows
-    ]
-    return markdown_table(headers, body)
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Predict every gold step of the split with the recipe's roles, then score the run."""
     recipe = _recipe(args)
@@ -149,7 +127,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             + "Roles: "
             + ", ".join(f"{r} = `{recipe.spec(r)}`" for r in ROLES)
             + "\n\n"
-            + _metrics_table([(out.name, metrics)])
+            + metrics_table([(out.name, describe_roles(config), metrics)])
         )
     print(f"{done} steps predicted, {len(records)} in {out}")
     print(json.dumps(metrics, indent=2))
@@ -197,16 +175,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Print (and optionally write) one metrics table over evaluate runs."""
-    rows = []
-    for path in args.run_dirs:
-        run = RunDir.open(path)
-        rows.append((Path(path).name, score_run(run.read_records().finished)))
-    table = _metrics_table(rows)
-    print(table)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(table + "\n", encoding="utf-8")
+    """Print one metrics table over evaluate runs; with --out also write it and a bar chart."""
+    print(compare_runs(args.run_dirs, args.out))
     return 0
 
 
