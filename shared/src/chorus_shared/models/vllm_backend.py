@@ -137,6 +137,7 @@ class VLLMChatModel:
                 "temperature": params.temperature,
                 "top_p": params.top_p,
                 "stop": list(params.stop),
+                "repetition_penalty": params.repetition_penalty,
             }
             seed = self._request_seed(params, k)
             if seed is not None:
