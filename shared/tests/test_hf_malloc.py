@@ -27,4 +27,3 @@ def test_tuning_is_accepted_by_glibc_and_keeps_greedy_output(tiny_model_dir: Pat
     assert tune_glibc_malloc() is True
     after = model.chat(convs, params)
     assert [c.text for c in after] == [c.text for c in before]
-
