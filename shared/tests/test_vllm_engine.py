@@ -38,24 +38,25 @@ CONVERSATIONS = [
 
 
 @pytest.fixture(scope="module")
-def vllm_model():
-    return load_chat_model("vllm:default", dtype="float32", max_model_len=2048)
+def hf_replies():
+    # Computed before the vLLM engine starts: on CPU its worker threads compete for the cores.
+    model = HFChatModel.from_default(dtype="float32")
+    replies = model.chat(CONVERSATIONS, SamplingParams(max_new_tokens=24))
+    return replies, [len(model.render(c)) for c in CONVERSATIONS]
 
 
 @pytest.fixture(scope="module")
-def hf_model():
-    return HFChatModel.from_default(dtype="float32")
+def vllm_model(hf_replies):
+    return load_chat_model("vllm:default", dtype="float32", max_model_len=2048)
 
 
-def test_prompt_and_reply_token_counts_match_the_hf_backend(vllm_model, hf_model) -> None:
-    params = SamplingParams(max_new_tokens=24)
-    got = vllm_model.chat(CONVERSATIONS, params)
-    want = hf_model.chat(CONVERSATIONS, params)
+def test_prompt_and_reply_token_counts_match_the_hf_backend(vllm_model, hf_replies) -> None:
+    want, rendered = hf_replies
+    got = vllm_model.chat(CONVERSATIONS, SamplingParams(max_new_tokens=24))
     assert vllm_model.spec == "vllm:default"
     assert vllm_model.engine_kwargs["enable_prefix_caching"] is True
     # Same chat template, same tokenization of the rendered prompt.
-    assert [c.prompt_tokens for c in got] == [len(hf_model.render(c)) for c in CONVERSATIONS]
-    assert [c.prompt_tokens for c in got] == [c.prompt_tokens for c in want]
+    assert [c.prompt_tokens for c in got] == rendered == [c.prompt_tokens for c in want]
     for c in got:
         assert c.finish_reason in ("stop", "length") and c.error is None
         assert c.text and c.text == c.text.strip()
@@ -71,11 +72,16 @@ def test_prompt_and_reply_token_counts_match_the_hf_backend(vllm_model, hf_model
 
 
 def test_stop_strings_cut_the_reply_like_the_hf_backend(vllm_model) -> None:
-    conv = [[{"role": "user", "content": "Count from one to ten in words, separated by commas."}]]
-    (c,) = vllm_model.chat(conv, SamplingParams(max_new_tokens=48, stop=(",",)))
-    assert c.finish_reason == "stop"
-    assert "," not in c.text and c.text
-    assert c.completion_tokens < 48
+    conv = [CONVERSATIONS[2]]
+    (full,) = vllm_model.chat(conv, SamplingParams(max_new_tokens=32))
+    words = full.text.split()
+    assert len(words) >= 4, full.text
+    stop = words[3]  # a word the greedy reply is known to reach
+    (cut,) = vllm_model.chat(conv, SamplingParams(max_new_tokens=32, stop=(stop,)))
+    assert cut.finish_reason == "stop"
+    # The reply ends before the stop string's first occurrence, the string itself left out.
+    assert cut.text == full.text[: full.text.find(stop)].strip()
+    assert cut.completion_tokens < full.completion_tokens
 
 
 def test_seeded_sampling_runs_on_cpu_and_samples_differ(vllm_model) -> None:
