@@ -126,16 +126,31 @@ docker-selfee: docker-base  ## build the SelFee image
 	docker build -f docker/selfee.Dockerfile -t chorus/selfee .
 
 # --- alpha-UMi -----------------------------------------------------------------------------------
-# Static step-level evaluation (paper metrics) on the out-of-domain ToolBench test file, offline
-# on the embedded model playing all three roles. ALPHA_UMI_LIMIT dialogs (a prefix of the file).
+# Offline end to end on the embedded model (see packages/alpha_umi/README.md). The in-domain set
+# is not available offline, so GLPFT trains on the `train` part of the out-of-domain test file
+# (4 of every 5 dialogs) and the static evaluation runs on the first dialogs of the `heldout`
+# part (every 5th dialog): backbone (stage 1), then planner / caller / summarizer from it
+# (stage 2), then the backbone playing all roles (single-LLM) vs the three roles (alpha-UMi).
+# Budget (steps, max length, eval dialogs): recipes glpft_reproduce and reproduce_single.
 ALPHA_UMI := $(VENV)/bin/chorus-alpha-umi
-ALPHA_UMI_RECIPE ?= static_default
-ALPHA_UMI_LIMIT ?= 20
-ALPHA_UMI_RUNS = $(RUNS)/alpha_umi/$(ALPHA_UMI_RECIPE)-n$(ALPHA_UMI_LIMIT)
+ALPHA_UMI_TRAIN ?= glpft_reproduce
+ALPHA_UMI_DIR = $(RUNS)/alpha_umi/reproduce
+ALPHA_UMI_STAGE2 := planner caller summarizer
 
-reproduce-alpha-umi: $(STAMP)  ## alpha-UMi static evaluation (see packages/alpha_umi/README.md)
-	$(ALPHA_UMI) evaluate --recipe $(ALPHA_UMI_RECIPE) --limit $(ALPHA_UMI_LIMIT) --out $(ALPHA_UMI_RUNS)/static-single
-	$(ALPHA_UMI) report $(ALPHA_UMI_RUNS)/static-single --out $(ALPHA_UMI_RUNS)/comparison.md
+reproduce-alpha-umi: $(STAMP)  ## alpha-UMi: GLPFT backbone + 3 roles, single vs multi static table (see packages/alpha_umi/README.md)
+	$(ALPHA_UMI) preprocess --split out_of_domain --part train --out $(ALPHA_UMI_DIR)/data
+	$(ALPHA_UMI) train --stage backbone --recipe $(ALPHA_UMI_TRAIN) --data $(ALPHA_UMI_DIR)/data \
+		--out $(ALPHA_UMI_DIR)/train/backbone
+	for r in $(ALPHA_UMI_STAGE2); do \
+		$(ALPHA_UMI) train --stage $$r --recipe $(ALPHA_UMI_TRAIN) --data $(ALPHA_UMI_DIR)/data \
+			--model hf:$(ALPHA_UMI_DIR)/train/backbone/model --out $(ALPHA_UMI_DIR)/train/$$r; \
+	done
+	$(ALPHA_UMI) evaluate --recipe reproduce_single --model hf:$(ALPHA_UMI_DIR)/train/backbone/model \
+		--out $(ALPHA_UMI_DIR)/static-single
+	$(ALPHA_UMI) evaluate --recipe reproduce_multi $(foreach r,$(ALPHA_UMI_STAGE2),--$(r) hf:$(ALPHA_UMI_DIR)/train/$(r)/model) \
+		--model hf:$(ALPHA_UMI_DIR)/train/backbone/model --out $(ALPHA_UMI_DIR)/static-multi
+	$(ALPHA_UMI) report $(ALPHA_UMI_DIR)/static-single $(ALPHA_UMI_DIR)/static-multi \
+		--out $(ALPHA_UMI_DIR)/report.md
 
 docker-alpha_umi: docker-base  ## build the alpha-UMi image
 	docker build -f docker/alpha_umi.Dockerfile -t chorus/alpha_umi .

@@ -71,9 +71,18 @@ def test_chat_is_one_batched_call_with_mapped_params(fake_vllm) -> None:
     assert messages == convs and use_tqdm is False
     # One SamplingParams per request, seeds offset by position so identical prompts differ.
     assert sampling == [
-        {"max_tokens": 5, "temperature": 0.5, "top_p": 0.8, "stop": ["\n"], "seed": 3 + k}
+        {
+            "max_tokens": 5,
+            "temperature": 0.5,
+            "top_p": 0.8,
+            "stop": ["\n"],
+            "seed": 3 + k,
+            "repetition_penalty": 1.0,
+        }
         for k in range(3)
     ]
+    model.chat(convs[:1], SamplingParams(repetition_penalty=1.2))
+    assert model._llm.calls[1][1][0]["repetition_penalty"] == 1.2
     assert [c.finish_reason for c in out] == ["stop", "length", "error"]
     assert out[0].text == "reply 0" and out[0].prompt_tokens == 2 and out[0].completion_tokens == 3
     assert out[2].text == "" and "abort" in out[2].error

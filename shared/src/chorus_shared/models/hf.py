@@ -248,6 +248,9 @@ class HFChatModel:
             temperature=None if params.greedy else params.temperature,
             top_p=None if params.greedy else params.top_p,
             top_k=None,
+            repetition_penalty=(
+                None if params.repetition_penalty == 1.0 else params.repetition_penalty
+            ),
             pad_token_id=self.pad_token_id,
             eos_token_id=self.eos_token_ids,
             stop_strings=list(params.stop) or None,

@@ -72,6 +72,7 @@ class VLLMChatModel:
                 top_p=params.top_p,
                 stop=list(params.stop),
                 seed=None if params.seed is None else params.seed + k,
+                repetition_penalty=params.repetition_penalty,
             )
             for k in range(len(conversations))
         ]
