@@ -155,6 +155,10 @@ def test_lint_type_checks_shared_and_the_reference_package():
     assert constraint_pins()["mypy"].startswith("==")
     dev = tomllib.loads((ROOT / "shared" / "pyproject.toml").read_text(encoding="utf-8"))
     assert any(d.startswith("mypy") for d in dev["project"]["optional-dependencies"]["dev"])
+    # mypy needs the dependencies' types: the workflow's lint job installs the workspace first.
+    steps = [str(step.get("run", "")) for step in workflow()["jobs"]["lint"]["steps"]]
+    setup = next(k for k, run in enumerate(steps) if "make setup" in run)
+    assert setup < next(k for k, run in enumerate(steps) if "make lint" in run)
 
 
 def test_makefile_has_required_targets():
