@@ -229,7 +229,7 @@ def run_engine(chat_model: Any, task: Any, items: list[dict], args: Any, params:
     chat_model.chat = timed_chat
     try:
         start = time.perf_counter()
-        records = engine.run(items)
+        records = [r.to_json() for r in engine.run(items)]  # as stored in records.jsonl
         seconds = time.perf_counter() - start
     finally:
         del chat_model.chat  # back to the class's method
