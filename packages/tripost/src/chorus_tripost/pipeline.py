@@ -40,11 +40,30 @@ logger = logging.getLogger(__name__)
 Log = Callable[[str], None]
 
 
+# DeepSpeed configs shipped with this package (the core ships zero2 / zero3 / zero3_offload).
+PACKAGE_DEEPSPEED = {"zero2_offload": "ds_zero2_offload.json"}
+
+
+def deepspeed_config(value: str | None) -> str | None:
+    """Return the DeepSpeed config for the recipe: this package's ``zero2_offload`` (ZeRO-2 with
+    the optimizer on CPU, the original's setting) as a file path, anything else unchanged."""
+    if value in PACKAGE_DEEPSPEED:
+        from importlib import resources
+
+        return str(resources.files("chorus_tripost") / "configs" / PACKAGE_DEEPSPEED[value])
+    return value
+
+
 def train_recipe(recipe: Recipe, model: str, epochs: float) -> Any:
     """Return the ``chorus_shared.training.TrainRecipe`` of one SFT step of the run."""
+    import torch
+
     from chorus_shared.training import load_train_recipe
 
     bf16 = {"auto": "auto", "true": True, "false": False}[recipe.bf16]
+    # transformers refuses bf16 without a GPU unless told the run is on CPU on purpose (CPUs
+    # with AMX / AVX-512 BF16 train several times faster in bf16 than in fp32).
+    extra = {"use_cpu": True} if bf16 is True and not torch.cuda.is_available() else {}
     return load_train_recipe(
         {
             "model": model,
@@ -59,11 +78,12 @@ def train_recipe(recipe: Recipe, model: str, epochs: float) -> Any:
             "seed": recipe.seed,
             "bf16": bf16,
             "gradient_checkpointing": recipe.gradient_checkpointing,
-            "deepspeed": recipe.deepspeed,
+            "deepspeed": deepspeed_config(recipe.deepspeed),
             "report_to": recipe.report_to,
             "logging_steps": 1,
             "save_steps": recipe.save_steps,
             "save_total_limit": 1,
+            "extra_args": extra,
         }
     )
 
