@@ -172,3 +172,20 @@ def test_wandb_offline_writes_an_offline_run(
     assert len(runs) == 1, list((out / "wandb").iterdir()) if (out / "wandb").exists() else out
     (log,) = runs[0].glob("run-*.wandb")
     assert log.stat().st_size > 0  # the offline run's data file, ready for `wandb sync`
+
+
+def test_cli_reports_bad_input_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chorus_shared.training.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: default\nlearnin_rate: 0.1\n")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"id": "1", "segments": []}\nnot json\n')
+    out = str(tmp_path / "run")
+    assert main(["--recipe", str(recipe), "--data", str(data), "--out", out]) == 2
+    assert "unknown training recipe key(s) ['learnin_rate']" in capsys.readouterr().err
+    recipe.write_text("model: default\n")
+    assert main(["--recipe", str(recipe), "--data", str(data), "--out", out]) == 2
+    assert "d.jsonl:2: not a JSON line" in capsys.readouterr().err
