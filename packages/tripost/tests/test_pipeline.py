@@ -327,3 +327,39 @@ def test_training_and_evaluation_phases_run_as_ray_tasks(tiny, tmp_path):
         assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["all"]["n"] == 2
     finally:
         ray.shutdown()
+
+
+class SamplingDouble:
+    """Raw-model double for LMSI: per item, two samples with the right answer, one wrong."""
+
+    def __init__(self, by_question):
+        self.by_question = by_question
+        self.seen_params = []
+
+    def complete(self, prompts, params):
+        self.seen_params.append(params)
+        out = []
+        for k, p in enumerate(prompts):
+            right = self.by_question[p[0]]
+            out.append(
+                Completion(text=right if k % 3 else right.replace("answer is", "answer is 9"))
+            )
+        return out
+
+
+def test_collect_window_for_each_method():
+    items = tasks.load_items("multistep_arithmetic", "train")[:3]
+    by_q = {loop.question_text(it): it["rationale"] for it in items}
+    lmsi = load_recipe("arithmetic_default", method="lmsi", lmsi_samples=3, add_gold=False)
+    model = SamplingDouble(by_q)
+    records, stats = pipeline.collect_window(lmsi, model, items)
+    assert model.seen_params[0].temperature == lmsi.lmsi_temperature
+    assert stats["items_kept"] == 3 and stats["samples_kept"] == 3  # duplicates kept once
+    assert all(r["segments"][-1]["text"] in by_q.values() for r in records)
+    demo = load_recipe("arithmetic_default", method="ft_demo")
+    records, stats = pipeline.collect_window(demo, None, items)  # no model: planted errors
+    assert stats["corrected"] == 3 and stats["improvement_samples"] == 3
+    assert len(records) == 3 + 3 and stats["ratio"] is None  # + gold; no plain sample
+    whole = load_recipe("arithmetic_default", method="ft_demo", convert_to_turns=False)
+    records, stats = pipeline.collect_window(whole, None, items)
+    assert stats["samples"] == 3 and sum(r["id"].endswith("-traj") for r in records) == 3
