@@ -12,10 +12,17 @@ from typing import Any
 
 from chorus_alpha_umi.agent import new_episode, run_episodes
 from chorus_alpha_umi.glpft import read_stage_records, stage_recipe
-from chorus_alpha_umi.preprocess import preprocess
-from chorus_alpha_umi.recipes import ROLES, AgentRecipe, available_recipes, load_recipe
-from chorus_alpha_umi.static import gold_steps, load_dialogs, run_static, score_run
+from chorus_alpha_umi.preprocess import preprocess, write_role_files
+from chorus_alpha_umi.recipes import PARTS, ROLES, AgentRecipe, available_recipes, load_recipe
+from chorus_alpha_umi.static import (
+    gold_steps,
+    load_dialogs,
+    run_static,
+    score_run,
+    select_part,
+)
 from chorus_alpha_umi.tools import SimulatedTools
+from chorus_shared.config import add_recipe_arguments, cli_overrides
 from chorus_shared.models import ChatModel, load_chat_model, parse_spec
 from chorus_shared.report import markdown_table
 from chorus_shared.runs import RunDir, pending
@@ -32,18 +39,11 @@ METRIC_COLUMNS = (
 
 
 def _add_agent_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", help=f"shipped recipe ({', '.join(available_recipes())}) or YAML")
-    p.add_argument("--model", help="model spec for every role without its own")
-    for role in ROLES:
-        p.add_argument(f"--{role}", help=f"model spec of the {role}")
-    p.add_argument("--split", help="out_of_domain (offline) or in_domain")
-    p.add_argument("--limit", type=int, help="first N dialogs")
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--batch-size", type=int, help="sequences per generate() micro-batch (hf)")
-    p.add_argument("--window", type=int, help="steps or episodes in flight at once")
-    p.add_argument("--data-dir", help="folder holding toolbench_alpha_umi/ (else the defaults)")
+    p.add_argument(
+        "--recipe", help=f"shipped recipe name ({', '.join(available_recipes())}) or a YAML path"
+    )
+    fields = p.add_argument_group("recipe fields (override the recipe's values)")
+    add_recipe_arguments(fields, AgentRecipe)
     p.add_argument("--out", help="run directory")
     p.add_argument("--overwrite", action="store_true", help="discard the records in --out")
 
@@ -55,7 +55,17 @@ def _parser() -> argparse.ArgumentParser:
     pre = verbs.add_parser(
         "preprocess", help="ToolBench answer trees or dialogs -> per-role training sets (JSONL)"
     )
-    pre.add_argument("inputs", nargs="+", help="ToolBench answer JSON files or folders")
+    pre.add_argument("inputs", nargs="*", help="ToolBench answer JSON files or folders")
+    pre.add_argument(
+        "--split", help="instead of inputs: the alpha-UMi test file of this split (data loader)"
+    )
+    pre.add_argument(
+        "--part",
+        choices=PARTS,
+        default="all",
+        help="with --split: all dialogs, or the offline GLPFT train / heldout part",
+    )
+    pre.add_argument("--data-dir", help="with --split: folder holding toolbench_alpha_umi/")
     pre.add_argument("--out", required=True, help="folder for <role>.jsonl and stats.json")
 
     tr = verbs.add_parser("train", help="GLPFT: --stage backbone | planner | caller | summarizer")
@@ -75,9 +85,6 @@ def _parser() -> argparse.ArgumentParser:
         "run", help="whole episodes against the offline tool simulator (cache, then an LLM)"
     )
     _add_agent_flags(run)
-    run.add_argument("--max-turns", type=int, help="planner turns before an episode is stopped")
-    run.add_argument("--simulator", help="model spec that plays the APIs on cache misses")
-    run.add_argument("--simulator-cache", help="JSONL cache of recorded API responses")
 
     rep = verbs.add_parser("report", help="one table over several evaluate runs")
     rep.add_argument("run_dirs", nargs="+")
@@ -86,23 +93,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _recipe(args: argparse.Namespace) -> AgentRecipe:
-    extra = {k: getattr(args, k, None) for k in ("max_turns", "simulator", "simulator_cache")}
-    return load_recipe(
-        args.recipe,
-        **extra,
-        model=args.model,
-        planner=args.planner,
-        caller=args.caller,
-        summarizer=args.summarizer,
-        split=args.split,
-        limit=args.limit,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        window=args.window,
-        data_dir=args.data_dir,
-    )
+    return load_recipe(args.recipe, **cli_overrides(args, AgentRecipe))
+
+
+def _dialogs(recipe: AgentRecipe) -> list[dict[str, Any]]:
+    dialogs = select_part(load_dialogs(recipe.split, recipe.data_dir), recipe.part)
+    return dialogs if recipe.limit is None else dialogs[: recipe.limit]
 
 
 def _model_loader(recipe: AgentRecipe):
@@ -136,9 +132,7 @@ def _metrics_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Predict every gold step of the split with the recipe's roles, then score the run."""
     recipe = _recipe(args)
-    dialogs = load_dialogs(recipe.split, recipe.data_dir)
-    if recipe.limit is not None:
-        dialogs = dialogs[: recipe.limit]
+    dialogs = _dialogs(recipe)
     steps = [s for d in dialogs for s in gold_steps(d)]
     out = Path(args.out or f"runs/alpha_umi/static-{recipe.split}")
     config = {"recipe": recipe.identity(), "runtime": recipe.runtime()}
@@ -165,9 +159,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run agent episodes on the split's queries against the simulator; store one record each."""
     recipe = _recipe(args)
-    dialogs = load_dialogs(recipe.split, recipe.data_dir)
-    if recipe.limit is not None:
-        dialogs = dialogs[: recipe.limit]
+    dialogs = _dialogs(recipe)
     out = Path(args.out or f"runs/alpha_umi/episodes-{recipe.split}")
     config = {"recipe": recipe.identity(), "runtime": recipe.runtime()}
     model_for = _model_loader(recipe)
@@ -220,7 +212,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
     """Build the backbone / planner / caller / summarizer JSONL files."""
-    stats = preprocess(args.inputs, args.out)
+    if bool(args.inputs) == bool(args.split):
+        raise ValueError("give either input files/folders or --split, not both or neither")
+    if args.split:
+        dialogs = select_part(load_dialogs(args.split, args.data_dir), args.part)
+        stats = write_role_files(dialogs, args.out, split=args.split, part=args.part)
+    else:
+        if args.part != "all":
+            raise ValueError("--part selects dialogs of --split; it does not apply to inputs")
+        stats = preprocess(args.inputs, args.out)
     print(json.dumps(stats, indent=2))
     return 0
 
