@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from chorus_alpha_umi.agent import new_episode, run_episodes
+from chorus_alpha_umi.compare import compare_runs, describe_roles, metrics_table
 from chorus_alpha_umi.glpft import read_stage_records, stage_recipe
+from chorus_alpha_umi.judge import judge_episodes, pass_rate
 from chorus_alpha_umi.preprocess import preprocess, write_role_files
 from chorus_alpha_umi.recipes import PARTS, ROLES, AgentRecipe, available_recipes, load_recipe
 from chorus_alpha_umi.static import (
@@ -23,19 +25,8 @@ from chorus_alpha_umi.static import (
 )
 from chorus_alpha_umi.tools import SimulatedTools
 from chorus_shared.config import add_recipe_arguments, cli_overrides
-from chorus_shared.models import ChatModel, load_chat_model, parse_spec
-from chorus_shared.report import markdown_table
+from chorus_shared.models import ChatModel, SamplingParams, load_chat_model, parse_spec
 from chorus_shared.runs import RunDir, pending
-
-METRIC_COLUMNS = (
-    ("Plan ACC", "plan_acc"),
-    ("Act EM", "act_em"),
-    ("Hallu", "hallucination"),
-    ("Arg F1", "arg_f1"),
-    ("Arg F1 easy", "arg_f1_easy"),
-    ("Arg F1 hard", "arg_f1_hard"),
-    ("R-L", "rouge_l"),
-)
 
 
 def _add_agent_flags(p: argparse.ArgumentParser) -> None:
@@ -101,32 +92,25 @@ def _dialogs(recipe: AgentRecipe) -> list[dict[str, Any]]:
     return dialogs if recipe.limit is None else dialogs[: recipe.limit]
 
 
-def _model_loader(recipe: AgentRecipe):
-    cache: dict[str, ChatModel] = {}
+class _Models:
+    """Role -> ChatModel, loading one replica per distinct spec (one model with three role
+    prompts, the simulator or the judge on the same spec load once)."""
 
-    def model_for(role: str) -> ChatModel:
-        # One replica per distinct spec: one model with three role prompts loads once.
-        spec = recipe.spec(role)
-        if spec not in cache:
+    def __init__(self, recipe: AgentRecipe) -> None:
+        self.recipe = recipe
+        self.cache: dict[str, ChatModel] = {}
+
+    def load(self, spec: str) -> ChatModel:
+        """Return the (cached) model of ``spec``."""
+        if spec not in self.cache:
             options: dict[str, Any] = {}
             if parse_spec(spec)[0] in ("default", "hf"):
-                options["batch_size"] = recipe.batch_size
-            cache[spec] = load_chat_model(spec, **options)
-        return cache[spec]
+                options["batch_size"] = self.recipe.batch_size
+            self.cache[spec] = load_chat_model(spec, **options)
+        return self.cache[spec]
 
-    return model_for
-
-
-def _fmt(value: Any) -> str:
-    return "—" if value is None else f"{value:.2f}"
-
-
-def _metrics_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
-    headers = ["run", *(h for h, _ in METRIC_COLUMNS), "steps"]
-    body = [
-        [name, *(_fmt(m.get(k)) for _, k in METRIC_COLUMNS), m.get("steps", 0)] for name, m in rows
-    ]
-    return markdown_table(headers, body)
+    def __call__(self, role: str) -> ChatModel:
+        return self.load(self.recipe.spec(role))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -138,7 +122,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = {"recipe": recipe.identity(), "runtime": recipe.runtime()}
     with RunDir.create(out, config, overwrite=args.overwrite) as run:
         params = {role: recipe.params(role) for role in ROLES}
-        done = run_static(run, steps, _model_loader(recipe), params, window=recipe.window)
+        done = run_static(run, steps, _Models(recipe), params, window=recipe.window)
         records = run.read_records().finished
         metrics = score_run(records)
         metrics["dialogs"] = len(dialogs)
@@ -149,7 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             + "Roles: "
             + ", ".join(f"{r} = `{recipe.spec(r)}`" for r in ROLES)
             + "\n\n"
-            + _metrics_table([(out.name, metrics)])
+            + metrics_table([(out.name, describe_roles(config), metrics)])
         )
     print(f"{done} steps predicted, {len(records)} in {out}")
     print(json.dumps(metrics, indent=2))
@@ -162,15 +146,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     dialogs = _dialogs(recipe)
     out = Path(args.out or f"runs/alpha_umi/episodes-{recipe.split}")
     config = {"recipe": recipe.identity(), "runtime": recipe.runtime()}
-    model_for = _model_loader(recipe)
+    model_for = _Models(recipe)
     params = {role: recipe.params(role) for role in ROLES}
     with RunDir.create(out, config, overwrite=args.overwrite) as run:
         cache = Path(recipe.simulator_cache or out / "simulator_cache.jsonl")
-        if recipe.simulator is None:
-            simulator_model = model_for("planner")
-        else:
-            simulator_model = load_chat_model(recipe.simulator)
-        env = SimulatedTools(simulator_model, cache, params["summarizer"])
+        env = SimulatedTools(
+            model_for.load(recipe.simulator or recipe.spec("planner")), cache, params["summarizer"]
+        )
+        judge_params = SamplingParams(max_new_tokens=recipe.judge_max_new_tokens)
         todo = pending(dialogs, run)
         for start in range(0, len(todo), recipe.window):
             window = todo[start : start + recipe.window]
@@ -178,6 +161,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 new_episode(d["id"], d["tools"], d.get("instruction") or "") for d in window
             ]
             done = run_episodes(episodes, model_for, env, params, max_turns=recipe.max_turns)
+            if recipe.judge is not None:
+                # Judged window by window: a record is stored with its verdict (resumable).
+                judge_episodes(done, model_for.load(recipe.judge), judge_params)
             run.append_many([{k: v for k, v in e.items() if k != "tools"} for e in done])
         records = run.read_records().finished
         statuses = Counter(r["status"] for r in records)
@@ -190,6 +176,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "bad_calls": sum(r["bad_calls"] for r in records),
             "unmarked_plans": sum(r["unmarked_plans"] for r in records),
             "simulator_non_json_this_session": env.non_json,
+            "judge": recipe.judge,
+            **pass_rate(records),
         }
         run.write_metrics(metrics)
     print(json.dumps(metrics, indent=2))
@@ -197,16 +185,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Print (and optionally write) one metrics table over evaluate runs."""
-    rows = []
-    for path in args.run_dirs:
-        run = RunDir.open(path)
-        rows.append((Path(path).name, score_run(run.read_records().finished)))
-    table = _metrics_table(rows)
-    print(table)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(table + "\n", encoding="utf-8")
+    """Print one metrics table over evaluate runs; with --out also write it and a bar chart."""
+    print(compare_runs(args.run_dirs, args.out))
     return 0
 
 

@@ -58,6 +58,13 @@ class AgentRecipe:
     summarizer_max_new_tokens: int = field(default=192, metadata=_h("tokens per conclusion"))
     temperature: float = field(default=0.0, metadata=_h("sampling temperature (0 = greedy)"))
     top_p: float = field(default=1.0, metadata=_h("nucleus sampling mass"))
+    repetition_penalty: float = field(
+        default=1.0,
+        metadata=_h(
+            "1.0 = off; > 1 penalises repeated tokens (greedy planners were reported to "
+            "degenerate into repetition)"
+        ),
+    )
     seed: int = field(default=0, metadata=_h("sampling seed"))
     max_turns: int = field(default=8, metadata=_h("planner turns before an episode stops (run)"))
     simulator: str | None = field(
@@ -68,6 +75,11 @@ class AgentRecipe:
         default=None,
         metadata=_h("JSONL cache of recorded API responses (run); null = in the run folder"),
     )
+    judge: str | None = field(
+        default=None,
+        metadata=_h("model spec of the pass-rate judge of `run` episodes; null = not judged"),
+    )
+    judge_max_new_tokens: int = field(default=16, metadata=_h("tokens per judge verdict"))
     # Runtime knobs: they change speed and memory, never the results' meaning.
     batch_size: int = field(
         default=16, metadata=_h("sequences per generate() micro-batch (hf backend)")
@@ -83,8 +95,9 @@ class AgentRecipe:
     def __post_init__(self) -> None:
         for role in ROLES:
             parse_spec(self.spec(role))  # a typo fails before a run folder exists
-        if self.simulator is not None:
-            parse_spec(self.simulator)
+        for extra in (self.simulator, self.judge):
+            if extra is not None:
+                parse_spec(extra)
         if self.part not in PARTS:
             raise ValueError(
                 f"unknown part {self.part!r}{config.did_you_mean(self.part, PARTS)}; "
@@ -95,6 +108,7 @@ class AgentRecipe:
             "caller_max_new_tokens",
             "summarizer_max_new_tokens",
             "max_turns",
+            "judge_max_new_tokens",
             "batch_size",
             "window",
         ):
@@ -102,6 +116,8 @@ class AgentRecipe:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
 
     def spec(self, role: str) -> str:
         """Return the model spec of ``role``."""
@@ -114,6 +130,7 @@ class AgentRecipe:
             temperature=self.temperature,
             top_p=self.top_p,
             seed=self.seed,
+            repetition_penalty=self.repetition_penalty,
         )
 
     def identity(self) -> dict[str, Any]:
