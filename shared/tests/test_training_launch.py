@@ -60,18 +60,35 @@ def test_two_cpu_processes_with_deepspeed_zero3_match_one_process(
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({**_sgd_recipe(tiny_model_dir, 2), "deepspeed": "zero3"}))
     out = tmp_path / "ds"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # DeepSpeed on CPU JIT-compiles a shared-memory all-reduce op at start (minutes on a fresh
+    # 2-core machine); the launched script turns it off so the processes talk over plain gloo.
+    script = tmp_path / "launch_train.py"
+    script.write_text(
+        "import sys\n"
+        "import deepspeed.ops\n"
+        "deepspeed.ops.__compatible_ops__['deepspeed_shm_comm'] = False\n"
+        "from chorus_shared.training.cli import main\n"
+        "sys.exit(main())\n"
+    )
+    extensions = tmp_path / "torch_extensions"
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "TORCH_EXTENSIONS_DIR": str(extensions),
+    }
     with socket.socket() as probe:  # a free port: other jobs on this machine may hold 29500
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "chorus_shared.training",
+        "--master_addr", "127.0.0.1", "--master_port", str(port), str(script),
         "--recipe", str(recipe), "--data", str(data), "--out", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=220)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "trained 1 steps" in done.stdout
+    assert not extensions.exists() or not any(extensions.iterdir())  # nothing was compiled
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["global_step"] == 1
 
