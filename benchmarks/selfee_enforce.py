@@ -106,9 +106,18 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=16)
     parser.add_argument("--budget", type=int, default=128)
     parser.add_argument("--k", type=int, default=2)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads for both sides (default: torch's); 1 is far steadier on a shared "
+        "machine, where OpenMP threads of a descheduled process wait on each other",
+    )
     args = parser.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from chorus_selfee.chain import build_prompt
     from chorus_selfee.datasets import load_instructions
