@@ -28,7 +28,7 @@ RUN_TAG = $(subst /,_,$(subst :,_,$(MODEL_SPEC)))$(if $(LIMIT),-n$(LIMIT),)
 DEBATE := $(VENV)/bin/chorus-debate
 
 .PHONY: help setup setup-vllm test test-vllm test-fast lint format bench clean docker-base docker-debate docker-selfee reproduce-selfee \
-	docker-alpha_umi reproduce-alpha-umi docker-tripost docker-blender bench-blender \
+	docker-alpha_umi reproduce-alpha-umi docker-tripost docker-blender bench-blender reproduce-blender \
 	reproduce-math-debate reproduce-gsm-debate reproduce-mmlu-debate reproduce-bio-debate
 
 help:  ## list the targets and what they do
@@ -195,6 +195,22 @@ docker-tripost: docker-base  ## build the TriPosT image
 # --- LLM-Blender -------------------------------------------------------------------------------
 docker-blender: docker-base  ## build the chorus/blender image (entry point chorus-blender)
 	docker build -f docker/blender.Dockerfile -t chorus/blender .
+
+# Offline end to end on 2 CPU cores, budgets in the recipes (candidates_offline: 12 test + 16
+# train GSM8K/biography instructions x 4 SmolLM2 decoding settings, 48 new tokens;
+# ranker_minilm_reproduce: 16 steps of 8 pairs; fuser_smollm2_offline: 4 steps of 2). Sized
+# for a machine shared with many other jobs; raise the recipes' sizes on a free machine. `evaluate` ranks all
+# pairs, fuses the PairRanker's top 3 and scores every method in the same batched passes.
+# Every step writes a resumable run folder: re-running the target continues where it stopped.
+BLENDER := $(VENV)/bin/chorus-blender
+BLENDER_RUNS = $(RUNS)/blender/offline
+
+reproduce-blender: $(STAMP)  ## LLM-Blender offline: candidates, ranker, fuser, the paper's table
+	$(BLENDER) make-candidates --recipe candidates_offline --window 14 --out $(BLENDER_RUNS)/candidates
+	$(BLENDER) train --recipe ranker_minilm_reproduce --data $(BLENDER_RUNS)/candidates --out $(BLENDER_RUNS)/ranker
+	$(BLENDER) train-fuser --recipe fuser_smollm2_offline --data $(BLENDER_RUNS)/candidates --out $(BLENDER_RUNS)/fuser
+	$(BLENDER) evaluate --candidates $(BLENDER_RUNS)/candidates --ranker $(BLENDER_RUNS)/ranker/model \
+		--fuser hf:$(BLENDER_RUNS)/fuser/model --max-words 48 --max-new-tokens 64 --out $(BLENDER_RUNS)/eval
 
 bench-blender:  ## PairRanker full ranking: batched all pairs vs one forward per pair
 	$(PY) benchmarks/ranker_full.py
