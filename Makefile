@@ -77,7 +77,7 @@ format:  ## ruff format + fixes
 bench:  ## speed/memory benchmarks (never run as tests)
 	$(PY) benchmarks/debate_throughput.py
 	$(PY) benchmarks/peak_rss.py -- $(MAKE) --no-print-directory reproduce-gsm-debate RUNS=$(RUNS)/bench-rss
-	$(PY) benchmarks/selfee_enforce.py
+	$(PY) benchmarks/selfee_enforce.py --budget 64 --threads 1
 
 # --- vLLM (optional, its own environment) -------------------------------------------------------
 # vLLM lives in a separate .venv-vllm: its wheel pins many libraries of its own and pulls
