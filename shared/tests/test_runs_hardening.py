@@ -10,6 +10,7 @@ import pytest
 from chorus_shared.runs import (
     CONFIG_FILE,
     RECORDS_FILE,
+    OutputFolder,
     RunDir,
     RunLockedError,
     TooManyErrorsError,
@@ -118,6 +119,31 @@ def test_read_records_only_known_ids(tmp_path: Path) -> None:
     read = run.read_records(ids={"a", "b"})
     assert [r["id"] for r in read.finished] == ["a"]
     assert "not an item of this run" in read.skipped[0].reason
+
+
+def test_a_record_rejected_after_reading_keeps_its_true_line(tmp_path: Path) -> None:
+    lines = [json.dumps({"id": k, "answer": a}) for k, a in (("a", "1"), ("b", "x"), ("c", "3"))]
+    run = _write_lines(tmp_path, ["", *lines])  # a blank first line still counts as line 1
+    read = run.read_records(required={"answer": str})
+    assert [read.line_of(r) for r in read.finished] == [2, 3, 4]
+    read.skip(read.finished[1], "answer is not a number")  # a package's own later check
+    assert [r["id"] for r in read.finished] == ["a", "c"]
+    assert [(s.line, s.reason) for s in read.skipped] == [(3, "answer is not a number")]
+    assert f"{RECORDS_FILE}:3: skipped: answer is not a number" in "\n".join(read.notes())
+
+
+def test_output_folder_takes_derived_files_and_never_a_lock(tmp_path: Path) -> None:
+    folder = OutputFolder(tmp_path / "a" / "b")
+    assert folder.write_metrics({"accuracy": 0.5}).read_text().startswith("{")
+    report = folder.write_report("see http://user:secret@host/v1")
+    assert "secret" not in report.read_text() and report.read_text().endswith("\n")
+    assert folder.figure_path("plot") == tmp_path / "a" / "b" / "plot.png"
+    assert sorted(p.name for p in folder.path.iterdir()) == ["metrics.json", "report.md"]
+    with pytest.raises(ValueError, match="plain file name"):
+        folder.figure_path("../escape.png")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        OutputFolder(tmp_path / "file")
 
 
 def test_config_value_on_an_empty_config_is_one_clear_error(tmp_path: Path) -> None:

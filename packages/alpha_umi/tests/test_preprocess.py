@@ -105,3 +105,19 @@ def test_cli_preprocess_conversations_and_bad_input(tmp_path: Path, capsys) -> N
     assert "neither a ToolBench answer tree" in capsys.readouterr().err
     with pytest.raises(PreprocessError):
         tree_to_dialog({"nope": 1}, "x")
+
+
+def test_cli_preprocess_split_part_through_the_loader(tmp_path: Path, capsys) -> None:
+    fixtures = Path(__file__).parent / "fixtures"
+    argv = ["preprocess", "--split", "out_of_domain", "--data-dir", str(fixtures)]
+    assert main([*argv, "--part", "train", "--out", str(tmp_path / "t")]) == 0
+    train = json.loads((tmp_path / "t" / "stats.json").read_text())
+    # Dialog 0 is held out; dialog 1 (one give-up step) and 2 (no steps) are the train part.
+    assert train["records"] == {"backbone": 1, "planner": 1, "caller": 0, "summarizer": 0}
+    assert (train["dialogs"], train["part"]) == (2, "train")
+    assert main([*argv, "--part", "heldout", "--out", str(tmp_path / "h")]) == 0
+    held = json.loads((tmp_path / "h" / "stats.json").read_text())
+    assert held["records"] == {"backbone": 6, "planner": 3, "caller": 2, "summarizer": 1}
+    fixture = fixtures / "toolbench_alpha_umi" / "out_of_domain.json"
+    assert main(["preprocess", str(fixture), *argv[1:], "--out", str(tmp_path / "x")]) == 2
+    assert "not both" in capsys.readouterr().err

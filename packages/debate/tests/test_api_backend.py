@@ -7,8 +7,10 @@ import pytest
 
 from chorus_debate import pipeline
 from chorus_debate.cli import main
+from chorus_debate.recipes import load_recipe
 from chorus_debate.tasks import load_arithmetic
 from chorus_shared.models import load_chat_model
+from chorus_shared.models.openai_api import DEFAULT_TIMEOUT_S
 from chorus_shared.testing import FakeOpenAIServer
 
 
@@ -153,3 +155,9 @@ def test_rejected_key_names_the_variable(tmp_path: Path, monkeypatch, capsys) ->
     assert code == 2
     assert "OPENAI_API_KEY" in err
     assert "sk-wrong" not in err
+
+
+def test_default_request_timeout_is_far_below_ten_minutes() -> None:
+    # The openai client's own default is 10 minutes: a hung server would stall a window.
+    recipe = load_recipe("gsm_default")
+    assert 0 < recipe.request_timeout <= 120 and 0 < DEFAULT_TIMEOUT_S <= 120

@@ -166,7 +166,37 @@ def test_a_malformed_record_is_a_counted_skip(finished_run: Path, capsys, damage
     assert main(["evaluate", str(finished_run)]) == 0
     captured = capsys.readouterr()
     assert "over 1 items" in captured.out and "skipped records 1" in captured.out
-    assert "skipped" in captured.err and "Traceback" not in captured.err
+    assert "Traceback" not in captured.err
+    # The true line of the damaged record, also for the shape checks made after reading.
+    assert "records.jsonl:2: skipped" in captured.err and "records.jsonl:0:" not in captured.err
+
+
+def test_a_record_whose_id_is_not_an_item_of_the_run_is_a_counted_skip(
+    finished_run: Path, capsys
+) -> None:
+    # Same task and method, but an item this run was never asked (e.g. pasted from a run
+    # with a larger --limit): it must not be graded into this run's accuracy.
+    records = _records(finished_run)
+    foreign = dict(records[0], id="arithmetic-planted")
+    with (finished_run / "records.jsonl").open("a") as fh:
+        fh.write(json.dumps(foreign) + "\n")
+    capsys.readouterr()
+    assert main(["evaluate", str(finished_run)]) == 0
+    captured = capsys.readouterr()
+    assert "over 2 items" in captured.out and "skipped records 1" in captured.out
+    assert "records.jsonl:3: skipped: id 'arithmetic-planted' is not an item of this run" in (
+        captured.err
+    )
+
+
+def test_a_run_made_before_item_ids_still_evaluates_and_says_so(finished_run: Path, capsys) -> None:
+    config = json.loads((finished_run / "config.json").read_text())
+    del config["item_ids"]
+    (finished_run / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(["evaluate", str(finished_run)]) == 0
+    captured = capsys.readouterr()
+    assert "over 2 items" in captured.out and "lists no item_ids" in captured.err
 
 
 def test_empty_config_is_one_clear_error(finished_run: Path, capsys) -> None:
@@ -204,6 +234,37 @@ def test_evaluate_on_a_read_only_run_prints_instead(
     assert "Read-only file system" in captured.err
     assert json.loads(captured.out[: captured.out.rindex("}") + 1])["items"] == 2
     assert (finished_run / "metrics.json").read_text() == before
+
+
+def test_evaluate_out_writes_metrics_and_report_elsewhere(
+    finished_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    # The run folder cannot be written at all: --out must not even try.
+    monkeypatch.setattr(RunDir, "write_metrics", refuse)
+    monkeypatch.setattr(RunDir, "write_report", refuse)
+    monkeypatch.setattr(RunDir, "figure_path", refuse)
+    before = sorted(p.name for p in finished_run.iterdir())
+    out = tmp_path / "scores" / "g2"
+    assert main(["evaluate", str(finished_run), "--out", str(out)]) == 0
+    assert "Read-only" not in capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text())["items"] == 2
+    report = (out / "report.md").read_text()
+    assert "accuracy_vs_round.png" in report and (out / "accuracy_vs_round.png").is_file()
+    assert sorted(p.name for p in finished_run.iterdir()) == before
+
+
+def test_evaluate_on_a_read_only_run_suggests_out(
+    finished_run: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(RunDir, "write_metrics", refuse)
+    assert main(["evaluate", str(finished_run)]) == 0
+    assert "pass --out DIR" in capsys.readouterr().err
 
 
 def test_report_does_not_write_into_the_runs_it_reads(

@@ -56,7 +56,7 @@ def test_train_verb_fine_tunes_through_the_training_core(tmp_path, tiny_model_di
                 f"hf:{out / 'model'}",
                 "--limit",
                 "2",
-                "--max-new-tokens",
+                "--infer-max-new-tokens",
                 "4",
                 "--out",
                 str(tmp_path / "inf"),

@@ -7,7 +7,7 @@ from chorus_tripost import loop, tasks
 
 
 class ScriptedModel:
-    """A ChatModel double that answers item k with a rationale carrying ``errors[k]`` mistakes."""
+    """A raw-text model double: answers each prompt (question, header) from a function."""
 
     spec = "scripted"
 
@@ -15,9 +15,10 @@ class ScriptedModel:
         self.by_question = by_question
         self.calls = 0
 
-    def chat(self, conversations, params):
+    def complete(self, prompts, params):
         self.calls += 1
-        return [Completion(text=self.by_question(c[-1]["content"])) for c in conversations]
+        assert all(p[1] == loop.ANSWER for p in prompts)  # the header of the records
+        return [Completion(text=self.by_question(p[0])) for p in prompts]
 
 
 def _items(n=12):
@@ -34,7 +35,7 @@ def test_collect_counts_and_batches():
         elif k % 3 == 2:  # unreadable
             text = "no idea"
         by_q[loop.question_text(it)] = text
-    model = ScriptedModel(lambda content: by_q[content.split("\nAnswer:")[0]])
+    model = ScriptedModel(lambda question: by_q[question])
     kept, stats = loop.collect(model, items)
     assert model.calls == 1  # every attempt in one batched call
     assert stats.attempts == 12 and stats.correct_first == 4 and stats.corrected == 8
@@ -80,7 +81,7 @@ def test_records_round_trip_weights_and_counts():
     by_q = {
         loop.question_text(it): (it["rationale"] if k < 2 else "bad") for k, it in enumerate(items)
     }
-    kept, _ = loop.collect(ScriptedModel(lambda c: by_q[c.split("\nAnswer:")[0]]), items)
+    kept, _ = loop.collect(ScriptedModel(lambda q: by_q[q]), items)
     improving, plain = loop.split_turns(kept)
     improving, plain = loop.rebalance(improving, plain, improve_data_ratio=4.0)
     assert len(plain) == 1  # ceil(4 / 4)
@@ -92,8 +93,8 @@ def test_records_round_trip_weights_and_counts():
         assert r["text_att_start_text"] in r["text"]
         assert r["segments"][0]["weight"] == 0.0
     turn = records[0]
-    assert turn["segments"][1]["weight"] == 1.5
-    assert turn["segments"][1]["text"].startswith("\nFeedback: ")
+    assert turn["segments"][-1]["weight"] == 1.5
+    assert turn["segments"][-1]["text"].startswith("\nFeedback: ")
     assert "\nUpdated Answer: Let's think step by step.\n(1)" in turn["text"]
     assert turn["text"].rstrip().endswith("The final response is also correct.")
     unmasked = loop.build_records(improving, [], [], mask_before_att_start_text=False)
@@ -101,11 +102,11 @@ def test_records_round_trip_weights_and_counts():
 
 
 def test_collect_with_a_tiny_random_model(tmp_path):
-    from chorus_shared.models import load_chat_model
     from chorus_shared.testing import build_tiny_chat_model
+    from chorus_tripost.generation import load_raw_model
 
     path = build_tiny_chat_model(tmp_path / "tiny")
-    model = load_chat_model(f"hf:{path}")
+    model = load_raw_model(f"hf:{path}")
     items = _items(3)
     kept, stats = loop.collect(model, items, params=SamplingParams(max_new_tokens=8))
     # Random weights never solve it; the scripted improver repairs each from the start.

@@ -9,7 +9,8 @@ A run directory holds
 - ``metrics.json``  the aggregate numbers;
 - ``report.md``     tables and links to the PNG plots stored next to it;
 - ``manifest.json`` the names of the files this run wrote (the list ``--overwrite`` deletes);
-- ``.lock``         the writer lock (``flock``), held from :meth:`RunDir.create` to ``close``.
+- ``.lock``         the writer lock (``flock``), held from :meth:`RunDir.create` to ``close``
+  (a run read with :meth:`RunDir.open` takes it only at its first append).
 
 The contract every package relies on:
 
@@ -29,10 +30,18 @@ The contract every package relies on:
 - **One writer.** :meth:`RunDir.create` takes an exclusive lock before touching any file; a
   second writer (or an ``--overwrite`` while another process writes) is refused at once.
 - **Overwrite** deletes exactly the files listed in ``manifest.json`` (for a run made before
-  manifests existed: the four standard files), never anything else a user keeps there.
-- **Readers validate.** :meth:`RunDir.read_records` checks ids, required fields and that each
-  record belongs to this run, and returns the valid records with every skip counted and
-  explained; it never raises on a bad line and never counts an item twice.
+  manifests existed: the four standard files), the manifest itself and leftovers of an
+  interrupted atomic write (``.*.tmp``), never anything else a user keeps there. The lock
+  file stays (another process may be waiting on it).
+- **Readers validate.** :meth:`RunDir.read_records` checks ids, required fields, that each
+  record belongs to this run (``match``: e.g. its task; ``ids``: the run's item set) and
+  returns the valid records with every skip counted and explained by line number; it never
+  raises on a bad line and never counts an item twice. A package's own later checks reject
+  a record with :meth:`RecordSet.skip`, which keeps the true line number.
+- **Scores are derived.** Records hold what was generated (replies, judge verdicts); metrics
+  are recomputed from them by ``evaluate``, so ``metrics.json`` and ``report.md`` can always
+  be rebuilt, also into another folder (:class:`OutputFolder`) when the run folder is
+  read-only.
 - **Failures stop the run.** :meth:`RunDir.append_many` stores a batch (a window) and raises
   :class:`TooManyErrorsError` when every item of it errored or when the errors of this
   session reach ``max_errors``, naming the reason, so a dead server never yields exit 0.
@@ -78,6 +87,7 @@ __all__ = [
     "REPORT_FILE",
     "RESUME_IGNORED_KEYS",
     "TRACKED_PACKAGES",
+    "OutputFolder",
     "RecordSet",
     "RunConfigMismatch",
     "RunDir",
@@ -138,7 +148,8 @@ class RecordSet:
 
     ``finished`` holds one valid finished record per id, in file order; ``errored`` the
     latest errored record of each id that has no finished one; ``skipped`` every line left
-    out, with its line number and reason; ``torn_bytes`` the size of an unterminated last line.
+    out, with its line number and reason; ``torn_bytes`` the size of an unterminated last line;
+    ``lines`` the 1-based line number of each finished and errored record, by id (as str).
     """
 
     path: Path
@@ -146,6 +157,23 @@ class RecordSet:
     errored: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
     torn_bytes: int = 0
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def line_of(self, record: Mapping[str, Any]) -> int:
+        """Returns the line number of ``record`` (one of ``finished``/``errored``) in the file.
+
+        A caller that rejects a record after reading (e.g. a shape check) reports this line.
+        """
+        return self.lines[str(record["id"])]
+
+    def skip(self, record: Mapping[str, Any], reason: str) -> None:
+        """Move ``record`` out of ``finished`` into ``skipped`` with ``reason`` and its line.
+
+        Returns ``None``. For readers whose own checks reject a record the generic ones kept.
+        """
+        self.finished = [r for r in self.finished if r is not record]
+        self.skipped.append(Skip(self.line_of(record), reason))
+        self.skipped.sort(key=lambda s: s.line)
 
     def notes(self) -> list[str]:
         """Returns one human-readable line per problem found (empty when the file is clean)."""
@@ -359,8 +387,10 @@ class RunDir:
                     else:
                         finished[key] = record
                         errored.pop(key, None)
+                        result.lines[key] = lineno
                 elif key not in finished:
                     errored[key] = record
+                    result.lines[key] = lineno
             if reason is not None:
                 result.skipped.append(Skip(lineno, reason))
         result.finished = list(finished.values())
@@ -568,6 +598,50 @@ class RunDir:
         return f"RunDir({str(self._path)!r})"
 
 
+class OutputFolder:
+    """A plain folder that receives a run's derived files (``metrics.json``, ``report.md``,
+    plots) instead of the run folder, e.g. ``evaluate --out DIR`` on a read-only run.
+
+    It has the writing methods of :class:`RunDir` (``write_metrics``, ``write_report``,
+    ``figure_path``, ``path``), so report code takes either. No lock and no manifest: the
+    folder is not a run and nothing in it is ever deleted by Chorus.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(f"output folder {path} exists and is not a directory")
+        path.mkdir(parents=True, exist_ok=True)
+        self._path = path
+
+    @property
+    def path(self) -> Path:
+        """Returns the folder."""
+        return self._path
+
+    def write_metrics(self, metrics: dict[str, Any]) -> Path:
+        """Write ``metrics.json`` atomically. Returns its path."""
+        target = self._path / METRICS_FILE
+        _atomic_write_text(target, _dump_json(_jsonable(metrics, what="metrics")))
+        return target
+
+    def write_report(self, markdown: str) -> Path:
+        """Write ``report.md`` atomically (trailing newline added if missing). Returns its path."""
+        target = self._path / REPORT_FILE
+        markdown = redact_urls(markdown)
+        _atomic_write_text(target, markdown if markdown.endswith("\n") else markdown + "\n")
+        return target
+
+    def figure_path(self, name: str) -> Path:
+        """Returns the path for plot ``name`` in the folder (``.png`` added if no suffix)."""
+        if not name or Path(name).name != name or name in {".", ".."}:
+            raise ValueError(f"figure name must be a plain file name, got {name!r}")
+        return self._path / (name if Path(name).suffix else name + ".png")
+
+    def __repr__(self) -> str:
+        return f"OutputFolder({str(self._path)!r})"
+
+
 def pending(items: Sequence[dict[str, Any]], run: RunDir) -> list[dict[str, Any]]:
     """Returns the items with no finished record in ``run`` (errored ones included), in order."""
     finished = run.finished_ids()
@@ -628,8 +702,6 @@ def _check_line(
     value = record["id"]
     if isinstance(value, bool) or not isinstance(value, str | int):
         return f"record id must be a str or int, found {type(value).__name__}", None
-    if allowed is not None and str(value) not in allowed:
-        return f"id {value!r} is not an item of this run", None
     for key, expected in match.items():
         if record.get(key) != expected:
             return (
@@ -637,6 +709,8 @@ def _check_line(
                 f"{expected!r}",
                 None,
             )
+    if allowed is not None and str(value) not in allowed:
+        return f"id {value!r} is not an item of this run", None
     if is_errored(record):
         if not isinstance(record["error"], str):
             return f"record {value!r}: 'error' should be a string reason", None

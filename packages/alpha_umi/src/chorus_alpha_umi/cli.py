@@ -11,39 +11,30 @@ from pathlib import Path
 from typing import Any
 
 from chorus_alpha_umi.agent import new_episode, run_episodes
+from chorus_alpha_umi.compare import compare_runs, describe_roles, metrics_table
 from chorus_alpha_umi.glpft import read_stage_records, stage_recipe
-from chorus_alpha_umi.preprocess import preprocess
-from chorus_alpha_umi.recipes import ROLES, AgentRecipe, available_recipes, load_recipe
-from chorus_alpha_umi.static import gold_steps, load_dialogs, run_static, score_run
-from chorus_alpha_umi.tools import SimulatedTools
-from chorus_shared.models import ChatModel, load_chat_model, parse_spec
-from chorus_shared.report import markdown_table
-from chorus_shared.runs import RunDir, pending
-
-METRIC_COLUMNS = (
-    ("Plan ACC", "plan_acc"),
-    ("Act EM", "act_em"),
-    ("Hallu", "hallucination"),
-    ("Arg F1", "arg_f1"),
-    ("Arg F1 easy", "arg_f1_easy"),
-    ("Arg F1 hard", "arg_f1_hard"),
-    ("R-L", "rouge_l"),
+from chorus_alpha_umi.judge import judge_episodes, pass_rate
+from chorus_alpha_umi.preprocess import preprocess, write_role_files
+from chorus_alpha_umi.recipes import PARTS, ROLES, AgentRecipe, available_recipes, load_recipe
+from chorus_alpha_umi.static import (
+    gold_steps,
+    load_dialogs,
+    run_static,
+    score_run,
+    select_part,
 )
+from chorus_alpha_umi.tools import SimulatedTools
+from chorus_shared.config import add_recipe_arguments, cli_overrides
+from chorus_shared.models import ChatModel, SamplingParams, load_chat_model, parse_spec
+from chorus_shared.runs import RunDir, pending
 
 
 def _add_agent_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", help=f"shipped recipe ({', '.join(available_recipes())}) or YAML")
-    p.add_argument("--model", help="model spec for every role without its own")
-    for role in ROLES:
-        p.add_argument(f"--{role}", help=f"model spec of the {role}")
-    p.add_argument("--split", help="out_of_domain (offline) or in_domain")
-    p.add_argument("--limit", type=int, help="first N dialogs")
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--batch-size", type=int, help="sequences per generate() micro-batch (hf)")
-    p.add_argument("--window", type=int, help="steps or episodes in flight at once")
-    p.add_argument("--data-dir", help="folder holding toolbench_alpha_umi/ (else the defaults)")
+    p.add_argument(
+        "--recipe", help=f"shipped recipe name ({', '.join(available_recipes())}) or a YAML path"
+    )
+    fields = p.add_argument_group("recipe fields (override the recipe's values)")
+    add_recipe_arguments(fields, AgentRecipe)
     p.add_argument("--out", help="run directory")
     p.add_argument("--overwrite", action="store_true", help="discard the records in --out")
 
@@ -55,7 +46,17 @@ def _parser() -> argparse.ArgumentParser:
     pre = verbs.add_parser(
         "preprocess", help="ToolBench answer trees or dialogs -> per-role training sets (JSONL)"
     )
-    pre.add_argument("inputs", nargs="+", help="ToolBench answer JSON files or folders")
+    pre.add_argument("inputs", nargs="*", help="ToolBench answer JSON files or folders")
+    pre.add_argument(
+        "--split", help="instead of inputs: the alpha-UMi test file of this split (data loader)"
+    )
+    pre.add_argument(
+        "--part",
+        choices=PARTS,
+        default="all",
+        help="with --split: all dialogs, or the offline GLPFT train / heldout part",
+    )
+    pre.add_argument("--data-dir", help="with --split: folder holding toolbench_alpha_umi/")
     pre.add_argument("--out", required=True, help="folder for <role>.jsonl and stats.json")
 
     tr = verbs.add_parser("train", help="GLPFT: --stage backbone | planner | caller | summarizer")
@@ -75,9 +76,6 @@ def _parser() -> argparse.ArgumentParser:
         "run", help="whole episodes against the offline tool simulator (cache, then an LLM)"
     )
     _add_agent_flags(run)
-    run.add_argument("--max-turns", type=int, help="planner turns before an episode is stopped")
-    run.add_argument("--simulator", help="model spec that plays the APIs on cache misses")
-    run.add_argument("--simulator-cache", help="JSONL cache of recorded API responses")
 
     rep = verbs.add_parser("report", help="one table over several evaluate runs")
     rep.add_argument("run_dirs", nargs="+")
@@ -86,65 +84,45 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _recipe(args: argparse.Namespace) -> AgentRecipe:
-    extra = {k: getattr(args, k, None) for k in ("max_turns", "simulator", "simulator_cache")}
-    return load_recipe(
-        args.recipe,
-        **extra,
-        model=args.model,
-        planner=args.planner,
-        caller=args.caller,
-        summarizer=args.summarizer,
-        split=args.split,
-        limit=args.limit,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        window=args.window,
-        data_dir=args.data_dir,
-    )
+    return load_recipe(args.recipe, **cli_overrides(args, AgentRecipe))
 
 
-def _model_loader(recipe: AgentRecipe):
-    cache: dict[str, ChatModel] = {}
+def _dialogs(recipe: AgentRecipe) -> list[dict[str, Any]]:
+    dialogs = select_part(load_dialogs(recipe.split, recipe.data_dir), recipe.part)
+    return dialogs if recipe.limit is None else dialogs[: recipe.limit]
 
-    def model_for(role: str) -> ChatModel:
-        # One replica per distinct spec: one model with three role prompts loads once.
-        spec = recipe.spec(role)
-        if spec not in cache:
+
+class _Models:
+    """Role -> ChatModel, loading one replica per distinct spec (one model with three role
+    prompts, the simulator or the judge on the same spec load once)."""
+
+    def __init__(self, recipe: AgentRecipe) -> None:
+        self.recipe = recipe
+        self.cache: dict[str, ChatModel] = {}
+
+    def load(self, spec: str) -> ChatModel:
+        """Return the (cached) model of ``spec``."""
+        if spec not in self.cache:
             options: dict[str, Any] = {}
             if parse_spec(spec)[0] in ("default", "hf"):
-                options["batch_size"] = recipe.batch_size
-            cache[spec] = load_chat_model(spec, **options)
-        return cache[spec]
+                options["batch_size"] = self.recipe.batch_size
+            self.cache[spec] = load_chat_model(spec, **options)
+        return self.cache[spec]
 
-    return model_for
-
-
-def _fmt(value: Any) -> str:
-    return "—" if value is None else f"{value:.2f}"
-
-
-def _metrics_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
-    headers = ["run", *(h for h, _ in METRIC_COLUMNS), "steps"]
-    body = [
-        [name, *(_fmt(m.get(k)) for _, k in METRIC_COLUMNS), m.get("steps", 0)] for name, m in rows
-    ]
-    return markdown_table(headers, body)
+    def __call__(self, role: str) -> ChatModel:
+        return self.load(self.recipe.spec(role))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Predict every gold step of the split with the recipe's roles, then score the run."""
     recipe = _recipe(args)
-    dialogs = load_dialogs(recipe.split, recipe.data_dir)
-    if recipe.limit is not None:
-        dialogs = dialogs[: recipe.limit]
+    dialogs = _dialogs(recipe)
     steps = [s for d in dialogs for s in gold_steps(d)]
     out = Path(args.out or f"runs/alpha_umi/static-{recipe.split}")
     config = {"recipe": recipe.identity(), "runtime": recipe.runtime()}
     with RunDir.create(out, config, overwrite=args.overwrite) as run:
         params = {role: recipe.params(role) for role in ROLES}
-        done = run_static(run, steps, _model_loader(recipe), params, window=recipe.window)
+        done = run_static(run, steps, _Models(recipe), params, window=recipe.window)
         records = run.read_records().finished
         metrics = score_run(records)
         metrics["dialogs"] = len(dialogs)
@@ -155,7 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             + "Roles: "
             + ", ".join(f"{r} = `{recipe.spec(r)}`" for r in ROLES)
             + "\n\n"
-            + _metrics_table([(out.name, metrics)])
+            + metrics_table([(out.name, describe_roles(config), metrics)])
         )
     print(f"{done} steps predicted, {len(records)} in {out}")
     print(json.dumps(metrics, indent=2))
@@ -165,20 +143,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run agent episodes on the split's queries against the simulator; store one record each."""
     recipe = _recipe(args)
-    dialogs = load_dialogs(recipe.split, recipe.data_dir)
-    if recipe.limit is not None:
-        dialogs = dialogs[: recipe.limit]
+    dialogs = _dialogs(recipe)
     out = Path(args.out or f"runs/alpha_umi/episodes-{recipe.split}")
     config = {"recipe": recipe.identity(), "runtime": recipe.runtime()}
-    model_for = _model_loader(recipe)
+    model_for = _Models(recipe)
     params = {role: recipe.params(role) for role in ROLES}
     with RunDir.create(out, config, overwrite=args.overwrite) as run:
         cache = Path(recipe.simulator_cache or out / "simulator_cache.jsonl")
-        if recipe.simulator is None:
-            simulator_model = model_for("planner")
-        else:
-            simulator_model = load_chat_model(recipe.simulator)
-        env = SimulatedTools(simulator_model, cache, params["summarizer"])
+        env = SimulatedTools(
+            model_for.load(recipe.simulator or recipe.spec("planner")), cache, params["summarizer"]
+        )
+        judge_params = SamplingParams(max_new_tokens=recipe.judge_max_new_tokens)
         todo = pending(dialogs, run)
         for start in range(0, len(todo), recipe.window):
             window = todo[start : start + recipe.window]
@@ -186,6 +161,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 new_episode(d["id"], d["tools"], d.get("instruction") or "") for d in window
             ]
             done = run_episodes(episodes, model_for, env, params, max_turns=recipe.max_turns)
+            if recipe.judge is not None:
+                # Judged window by window: a record is stored with its verdict (resumable).
+                judge_episodes(done, model_for.load(recipe.judge), judge_params)
             run.append_many([{k: v for k, v in e.items() if k != "tools"} for e in done])
         records = run.read_records().finished
         statuses = Counter(r["status"] for r in records)
@@ -198,6 +176,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "bad_calls": sum(r["bad_calls"] for r in records),
             "unmarked_plans": sum(r["unmarked_plans"] for r in records),
             "simulator_non_json_this_session": env.non_json,
+            "judge": recipe.judge,
+            **pass_rate(records),
         }
         run.write_metrics(metrics)
     print(json.dumps(metrics, indent=2))
@@ -205,22 +185,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Print (and optionally write) one metrics table over evaluate runs."""
-    rows = []
-    for path in args.run_dirs:
-        run = RunDir.open(path)
-        rows.append((Path(path).name, score_run(run.read_records().finished)))
-    table = _metrics_table(rows)
-    print(table)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(table + "\n", encoding="utf-8")
+    """Print one metrics table over evaluate runs; with --out also write it and a bar chart."""
+    print(compare_runs(args.run_dirs, args.out))
     return 0
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
     """Build the backbone / planner / caller / summarizer JSONL files."""
-    stats = preprocess(args.inputs, args.out)
+    if bool(args.inputs) == bool(args.split):
+        raise ValueError("give either input files/folders or --split, not both or neither")
+    if args.split:
+        dialogs = select_part(load_dialogs(args.split, args.data_dir), args.part)
+        stats = write_role_files(dialogs, args.out, split=args.split, part=args.part)
+    else:
+        if args.part != "all":
+            raise ValueError("--part selects dialogs of --split; it does not apply to inputs")
+        stats = preprocess(args.inputs, args.out)
     print(json.dumps(stats, indent=2))
     return 0
 

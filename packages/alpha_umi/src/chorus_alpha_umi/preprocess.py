@@ -195,6 +195,18 @@ def preprocess(paths: list[str], out_dir: str | Path) -> dict[str, Any]:
     Returns the stats (dialogs read, dropped, records per role).
     """
     dialogs, stats = dialogs_from_inputs(paths)
+    return write_role_files(dialogs, out_dir, stats)
+
+
+def write_role_files(
+    dialogs: list[dict[str, Any]],
+    out_dir: str | Path,
+    stats: Counter | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Write the per-role JSONL files of ``dialogs`` and ``stats.json`` (``extra`` keys
+    added, e.g. which part of which split); return the stats."""
+    stats = stats if stats is not None else Counter(conversations=len(dialogs))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     per_role: dict[str, list[dict[str, Any]]] = {name: [] for name in ROLE_FILES}
@@ -209,6 +221,7 @@ def preprocess(paths: list[str], out_dir: str | Path) -> dict[str, Any]:
         **dict(stats),
         "dialogs": len(dialogs),
         "records": {name: len(r) for name, r in per_role.items()},
+        **extra,
     }
     (out / "stats.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

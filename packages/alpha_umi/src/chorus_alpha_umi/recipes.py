@@ -1,17 +1,27 @@
-"""Recipes: one YAML file per experiment; command-line flags override its fields."""
+"""The alpha-UMi agent recipe: one dataclass that defines an experiment, its flags and README table.
+
+Recipes ship as package data in ``chorus_alpha_umi/recipes/*.yaml`` and state only what
+differs from the defaults below or from the recipe named in their ``base:``. Flags override
+fields. GLPFT training recipes (``glpft_*.yaml``) have another shape (``common`` training keys
+plus one block per stage, see :mod:`chorus_alpha_umi.glpft`) and are read with
+:func:`read_recipe_file`; they are not agent recipes.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import yaml
-
+from chorus_shared import config
 from chorus_shared.models import SamplingParams, parse_spec
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+PACKAGE = "chorus_alpha_umi"
 ROLES = ("planner", "caller", "summarizer")
+PARTS = ("all", "train", "heldout")
+
+
+def _h(text: str, **more: Any) -> dict[str, Any]:
+    return {"help": text, **more}
 
 
 @dataclass
@@ -22,42 +32,92 @@ class AgentRecipe:
     their own (one model with three role prompts = the single-model baseline).
     """
 
-    model: str = "default"
-    planner: str | None = None
-    caller: str | None = None
-    summarizer: str | None = None
-    split: str = "out_of_domain"
-    limit: int | None = None  # dialogs (a prefix of the file, so smaller is a prefix of larger)
-    max_new_tokens: dict[str, int] = field(
-        default_factory=lambda: {"planner": 128, "caller": 96, "summarizer": 192}
+    model: str = field(
+        default="default",
+        metadata=_h("spec of every role without its own: default, hf:…, vllm:…, openai:m[@url]"),
     )
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int = 0
-    max_turns: int = 8
-    # The LLM that plays the APIs in `run` (cache misses only); None = the planner's model.
-    simulator: str | None = None
-    simulator_cache: str | None = None  # JSONL of recorded responses; None = in the run folder
+    planner: str | None = field(default=None, metadata=_h("model spec of the planner"))
+    caller: str | None = field(default=None, metadata=_h("model spec of the caller"))
+    summarizer: str | None = field(default=None, metadata=_h("model spec of the summarizer"))
+    split: str = field(
+        default="out_of_domain", metadata=_h("test file: out_of_domain (offline) or in_domain")
+    )
+    part: str = field(
+        default="all",
+        metadata=_h(
+            "dialogs of the file: all, or the offline GLPFT split's train / heldout part "
+            "(heldout = every 5th dialog)",
+            choices=PARTS,
+        ),
+    )
+    limit: int | None = field(
+        default=None, metadata=_h("first N dialogs of the part (smaller is a prefix of larger)")
+    )
+    planner_max_new_tokens: int = field(default=128, metadata=_h("tokens per planner turn"))
+    caller_max_new_tokens: int = field(default=96, metadata=_h("tokens per caller turn"))
+    summarizer_max_new_tokens: int = field(default=192, metadata=_h("tokens per conclusion"))
+    temperature: float = field(default=0.0, metadata=_h("sampling temperature (0 = greedy)"))
+    top_p: float = field(default=1.0, metadata=_h("nucleus sampling mass"))
+    repetition_penalty: float = field(
+        default=1.0,
+        metadata=_h(
+            "1.0 = off; > 1 penalises repeated tokens (greedy planners were reported to "
+            "degenerate into repetition)"
+        ),
+    )
+    seed: int = field(default=0, metadata=_h("sampling seed"))
+    max_turns: int = field(default=8, metadata=_h("planner turns before an episode stops (run)"))
+    simulator: str | None = field(
+        default=None,
+        metadata=_h("model spec that plays the APIs on cache misses (run); null = the planner's"),
+    )
+    simulator_cache: str | None = field(
+        default=None,
+        metadata=_h("JSONL cache of recorded API responses (run); null = in the run folder"),
+    )
+    judge: str | None = field(
+        default=None,
+        metadata=_h("model spec of the pass-rate judge of `run` episodes; null = not judged"),
+    )
+    judge_max_new_tokens: int = field(default=16, metadata=_h("tokens per judge verdict"))
     # Runtime knobs: they change speed and memory, never the results' meaning.
-    batch_size: int = 16
-    window: int = 64
-    data_dir: str | None = None
+    batch_size: int = field(
+        default=16, metadata=_h("sequences per generate() micro-batch (hf backend)")
+    )
+    window: int = field(default=64, metadata=_h("steps or episodes in flight at once"))
+    data_dir: str | None = field(
+        default=None,
+        metadata=_h("folder holding toolbench_alpha_umi/ (else $CHORUS_DATA_DIR, ../shared/data)"),
+    )
 
     RUNTIME = ("batch_size", "window", "data_dir")
 
     def __post_init__(self) -> None:
         for role in ROLES:
-            parse_spec(self.spec(role))
-        if self.simulator is not None:
-            parse_spec(self.simulator)  # a typo fails before a run folder exists
-        missing = set(ROLES) - set(self.max_new_tokens)
-        if missing:
-            raise ValueError(f"max_new_tokens lacks {sorted(missing)}; give one per role")
-        for name in ("max_turns", "batch_size", "window"):
+            parse_spec(self.spec(role))  # a typo fails before a run folder exists
+        for extra in (self.simulator, self.judge):
+            if extra is not None:
+                parse_spec(extra)
+        if self.part not in PARTS:
+            raise ValueError(
+                f"unknown part {self.part!r}{config.did_you_mean(self.part, PARTS)}; "
+                f"choose one of {', '.join(PARTS)}"
+            )
+        for name in (
+            "planner_max_new_tokens",
+            "caller_max_new_tokens",
+            "summarizer_max_new_tokens",
+            "max_turns",
+            "judge_max_new_tokens",
+            "batch_size",
+            "window",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
 
     def spec(self, role: str) -> str:
         """Return the model spec of ``role``."""
@@ -66,10 +126,11 @@ class AgentRecipe:
     def params(self, role: str) -> SamplingParams:
         """Return the sampling parameters of ``role``."""
         return SamplingParams(
-            max_new_tokens=int(self.max_new_tokens[role]),
+            max_new_tokens=int(getattr(self, f"{role}_max_new_tokens")),
             temperature=self.temperature,
             top_p=self.top_p,
             seed=self.seed,
+            repetition_penalty=self.repetition_penalty,
         )
 
     def identity(self) -> dict[str, Any]:
@@ -85,34 +146,14 @@ class AgentRecipe:
 
 def available_recipes() -> list[str]:
     """Return the names of the shipped agent recipes (GLPFT training recipes excluded)."""
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml") if not p.stem.startswith("glpft"))
+    return [n for n in config.available_recipes(PACKAGE) if not n.startswith("glpft")]
 
 
 def read_recipe_file(name_or_path: str) -> dict[str, Any]:
     """Return the mapping of a shipped recipe name or a YAML path (``base:`` resolved)."""
-    path = Path(name_or_path)
-    if not path.is_file():
-        path = RECIPES_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no recipe {name_or_path!r}: not a file and not one of {available_recipes()}"
-        )
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a recipe is a YAML mapping")
-    base = data.pop("base", None)
-    if base:
-        data = {**read_recipe_file(base), **data}
-    return data
+    return config.resolve_recipe_data(name_or_path, PACKAGE)
 
 
 def load_recipe(name_or_path: str | None, **overrides: Any) -> AgentRecipe:
-    """Return the recipe (defaults, then the YAML file, then non-None overrides)."""
-    data = read_recipe_file(name_or_path) if name_or_path else {}
-    data = {k: v for k, v in data.items() if k not in ("train", "description")}
-    known = {f.name for f in fields(AgentRecipe)}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"unknown recipe keys {sorted(unknown)}; known: {sorted(known)}")
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return AgentRecipe(**data)
+    """Return the agent recipe named (shipped) or at a path, with non-None ``overrides``."""
+    return config.load_recipe(AgentRecipe, name_or_path, PACKAGE, overrides)

@@ -20,6 +20,9 @@ from chorus_shared.runs import RunDir, pending
 
 DATASET = "toolbench_alpha_umi"
 SPLITS = ("out_of_domain", "in_domain")
+# The offline GLPFT split of one test file: every HOLDOUT_EVERY-th dialog (file order, from the
+# first) is held out for evaluation, the others are the training slice. Deterministic, disjoint.
+HOLDOUT_EVERY = 5
 
 
 def _read_toolbench(root: Path, split: str) -> list[dict]:
@@ -44,6 +47,21 @@ register_dataset(DATASET, _read_toolbench, splits=SPLITS)
 def load_dialogs(split: str = "out_of_domain", data_dir: str | None = None) -> list[dict]:
     """Return the dialogs of the alpha-UMi ToolBench test file, each with a stable ``id``."""
     return load_dataset_records(DATASET, split, data_dir)
+
+
+def select_part(dialogs: list[dict[str, Any]], part: str) -> list[dict[str, Any]]:
+    """Return the dialogs of ``part``: all, the GLPFT ``train`` slice or the ``heldout`` rest.
+
+    ``heldout`` holds the dialogs at positions 0, 5, 10, ... of the file, ``train`` the
+    others; the two never share a dialog.
+    """
+    if part == "all":
+        return list(dialogs)
+    if part == "heldout":
+        return [d for k, d in enumerate(dialogs) if k % HOLDOUT_EVERY == 0]
+    if part == "train":
+        return [d for k, d in enumerate(dialogs) if k % HOLDOUT_EVERY != 0]
+    raise ValueError(f"unknown part {part!r}; choose all, train or heldout")
 
 
 def gold_steps(dialog: dict[str, Any]) -> list[dict[str, Any]]:

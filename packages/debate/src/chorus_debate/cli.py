@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("run_dir")
     ev.add_argument(
+        "--out",
+        help="write metrics.json, report.md and plots here instead of into the run folder",
+    )
+    ev.add_argument(
         "--export", help="also write the original {question: [agent_contexts, answer]} JSON here"
     )
 
@@ -67,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(summary(score(generate(recipe, args.out, args.overwrite, ray))))
         elif args.verb == "evaluate":
             run = RunDir.open(args.run_dir)
-            metrics = score(run)
+            metrics = score(run, args.out)
             if args.export:
                 export_original(run, args.export)
             print(summary(metrics))

@@ -16,7 +16,7 @@ from chorus_debate.judge import biography_score, pooled_accuracy
 from chorus_debate.tasks import Task, get_task
 from chorus_shared.grading import format_stat, majority_vote
 from chorus_shared.report import image_link, line_plot, markdown_table
-from chorus_shared.runs import RecordSet, RunDir, Skip
+from chorus_shared.runs import OutputFolder, RecordSet, RunDir
 
 
 def replies_by_round(record: dict[str, Any]) -> list[list[str]]:
@@ -84,25 +84,40 @@ _REQUIRED_JUDGED: dict[str, type | tuple[type, ...]] = {
 def read_run(run: RunDir) -> tuple[Task, str, list[dict[str, Any]], RecordSet]:
     """Return the run's task, method, scorable records and what the reader found.
 
-    Reads through ``RunDir.read_records``: a duplicated id counts once, records of another
-    task or method and records with missing or ill-typed fields are skipped and counted (so
-    are records whose structure breaks scoring), never graded and never a traceback.
+    Reads through ``RunDir.read_records``: a duplicated id counts once; records of another
+    task or method, records whose id is not one of the run's items (``item_ids`` in
+    config.json) and records with missing or ill-typed fields are skipped and counted with
+    their line number (so are records whose structure breaks scoring), never graded and never
+    a traceback.
     """
     task = get_task(run.config_value("recipe.task", str))
     method = run.config_value("recipe.method", str)
+    ids = item_ids(run)
     read = run.read_records(
         match={"task": task.name, "method": method},
         required=_REQUIRED_JUDGED if task.judged else _REQUIRED,
+        ids=ids,
     )
-    usable = []
-    for record in read.finished:
+    for record in list(read.finished):
         try:
             _check_shape(task, record)
         except (KeyError, TypeError, ValueError, IndexError) as err:
-            read.skipped.append(Skip(0, f"record {record['id']!r}: malformed ({err!r:.120})"))
-            continue
-        usable.append(record)
-    return task, method, usable, read
+            read.skip(record, f"record {record['id']!r}: malformed ({err!r:.120})")
+    return task, method, read.finished, read
+
+
+def item_ids(run: RunDir) -> list[str] | None:
+    """Return the ids of the items the run was made for (``item_ids`` in config.json).
+
+    Returns None for a run made before item ids were recorded (its records are then not
+    checked against an item set); a damaged value is one clear ``ValueError``.
+    """
+    if "item_ids" not in run.config:
+        return None
+    ids = run.config_value("item_ids", list)
+    if not all(isinstance(i, str) for i in ids):
+        raise ValueError(f"{run.path / 'config.json'}: 'item_ids' should be a list of strings")
+    return ids
 
 
 def _check_shape(task: Task, record: dict[str, Any]) -> None:
@@ -142,7 +157,15 @@ def evaluate_run(run: RunDir, *, write: bool = True) -> dict[str, Any]:
         "items": len(records),
         "errors": len(read.errored),
         "skipped_records": len(read.skipped),
-        "notes": read.notes(),
+        "notes": read.notes()
+        + (
+            []
+            if item_ids(run) is not None
+            else [
+                f"{run.path / 'config.json'} lists no item_ids (a run made before they were "
+                "recorded): records were not checked against the run's item set"
+            ]
+        ),
         "prompt_tokens": sum(r["usage"]["prompt_tokens"] for r in records),
         "completion_tokens": sum(r["usage"]["completion_tokens"] for r in records),
         "finish_length": sum(
@@ -212,8 +235,9 @@ def pct(stat: dict[str, float] | None) -> str:
     return format_stat(stat["mean"], stat["se"]) if stat else "–"
 
 
-def write_run_report(run: RunDir, metrics: dict[str, Any]) -> Path:
-    """Write report.md (table + accuracy-vs-round and accuracy-vs-agents plots); return its path."""
+def write_run_report(run: RunDir | OutputFolder, metrics: dict[str, Any]) -> Path:
+    """Write report.md (table + accuracy-vs-round and accuracy-vs-agents plots) into ``run``
+    (the run folder, or the ``--out`` folder of ``evaluate``); return its path."""
     lines = [
         f"# {metrics['task']} — {metrics['method']}",
         "",

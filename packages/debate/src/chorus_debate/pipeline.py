@@ -7,6 +7,7 @@ The same steps from a shell, from a source checkout or an installed wheel::
     chorus-debate generate --recipe gsm_default_single          # the paper table's other rows
     chorus-debate generate --recipe gsm_default_majority --limit 5 --out runs/g5-majority
     chorus-debate evaluate runs/debate/gsm-debate               # re-score stored replies
+    chorus-debate evaluate runs/debate/gsm-debate --out scores/  # metrics/report elsewhere
     chorus-debate report runs/debate/gsm-single runs/debate/gsm-debate --out cmp.md
 
 and from Python::
@@ -38,7 +39,7 @@ from chorus_shared.data import track_data_reads
 from chorus_shared.distributed import ray_map_windows
 from chorus_shared.models import ChatModel, SamplingParams, load_chat_model, parse_spec
 from chorus_shared.progress import progress
-from chorus_shared.runs import RunDir, pending
+from chorus_shared.runs import OutputFolder, RunDir, pending
 
 
 def _backend_options(spec: str, recipe: DebateRecipe) -> dict[str, Any]:
@@ -153,6 +154,8 @@ def generate(
             "task": {"name": task.name, "version": task.version},
             "runtime": recipe.runtime(),
             "data": data_fingerprint,
+            # The item set: evaluate skips (and counts) a record whose id is not one of these.
+            "item_ids": [str(item["id"]) for item in items],
         },
         overwrite=overwrite,
     )
@@ -208,19 +211,28 @@ def summary(metrics: dict[str, Any]) -> str:
     )
 
 
-def score(run: RunDir) -> dict[str, Any]:
-    """Grade ``run``'s stored replies, say what the reader skipped, write metrics.json and
-    report.md (or print the metrics when the folder is read-only); return the metrics."""
+def score(run: RunDir, out: str | Path | None = None) -> dict[str, Any]:
+    """Grade ``run``'s stored replies, say what the reader skipped, and write metrics.json and
+    report.md into the run folder, or into ``out`` when given; return the metrics.
+
+    Without ``out``, a run folder that cannot be written (read-only) gets the metrics printed
+    instead, with a note saying so.
+    """
     metrics = evaluate_run(run, write=False)
     for note in metrics["notes"]:
         print(f"chorus-debate: note: {note}", file=sys.stderr)
+    if out is not None:
+        folder = OutputFolder(out)
+        folder.write_metrics(metrics)
+        write_run_report(folder, metrics)
+        return metrics
     try:
         run.write_metrics(metrics)
         write_run_report(run, metrics)
     except OSError as err:
         print(
             f"chorus-debate: cannot write into {run.path} ({err.strerror or err}); "
-            "printing the metrics instead of saving them",
+            "printing the metrics instead of saving them (pass --out DIR to save them there)",
             file=sys.stderr,
         )
         print(json.dumps(metrics, indent=2, ensure_ascii=False))

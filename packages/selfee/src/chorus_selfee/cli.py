@@ -1,4 +1,4 @@
-"""Command line: ``chorus-selfee generate | train | infer | evaluate | report``."""
+"""Command line: ``chorus-selfee generate | train | infer | evaluate | serve | report``."""
 
 from __future__ import annotations
 
@@ -10,73 +10,68 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from chorus_selfee.datasets import INSTRUCTION_SETS, load_instructions
+from chorus_selfee.datasets import load_instructions
 from chorus_selfee.enforce import ChatContinuer, Continuer, HFContinuer, enforce_generate
 from chorus_selfee.judge import aggregate, judge_pairs, table
-from chorus_selfee.recipes import SelfeeRecipe, available_recipes, load_recipe
-from chorus_selfee.records import OBJECTIVES, training_records
+from chorus_selfee.recipes import SelfeeRecipe, available_recipes, load_recipe, verb_view
+from chorus_selfee.records import training_records
 from chorus_selfee.teacher import generate_feedback_data
+from chorus_shared.config import add_recipe_arguments, cli_overrides
 from chorus_shared.data import load_dataset_records
 from chorus_shared.models import SamplingParams, load_chat_model, parse_spec
 from chorus_shared.runs import RunDir, pending, progress
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", help=f"shipped recipe ({', '.join(available_recipes())}) or YAML")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--window", type=int, help="items in flight at once (one chat call per step)")
-    p.add_argument("--batch-size", type=int, help="sequences per generate() micro-batch (hf)")
-    p.add_argument("--data-dir", help="folder with vicuna80/, gsm8k/ ... (else ../shared/data)")
-    p.add_argument("--out", help="run directory")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing run there first")
+def _verb(verbs: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """Add a verb with ``--recipe`` and one flag per recipe field it uses (from the dataclass)."""
+    p = verbs.add_parser(name, help=help_text)
+    p.add_argument(
+        "--recipe", help=f"shipped recipe name ({', '.join(available_recipes())}) or a YAML path"
+    )
+    add_recipe_arguments(
+        p.add_argument_group("recipe fields (override the recipe's values)"), verb_view(name)
+    )
+    return p
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chorus-selfee", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
-    gen = verbs.add_parser("generate", help="teacher writes answer/feedback/revision chains")
-    _common(gen)
-    gen.add_argument("--teacher", help="teacher model spec")
-    gen.add_argument("--instructions", choices=INSTRUCTION_SETS)
-    gen.add_argument("--split")
-    gen.add_argument("--max-iterations", type=int, help="feedback rounds, 1..5")
-    gen.add_argument("--use-reference", action=argparse.BooleanOptionalAction, default=None)
-    gen.add_argument("--temperature", type=float)
-    gen.add_argument("--max-new-tokens", type=int)
+    overwrite = {"action": "store_true", "help": "delete an existing run there first"}
+    gen = _verb(verbs, "generate", "teacher writes answer/feedback/revision chains")
+    gen.add_argument("--out", help="run directory")
+    gen.add_argument("--overwrite", **overwrite)
 
-    tr = verbs.add_parser("train", help="build training records and fine-tune")
-    tr.add_argument("--recipe")
+    tr = _verb(verbs, "train", "build training records and fine-tune")
     tr.add_argument("--data", required=True, help="run dir written by `generate`")
-    tr.add_argument("--objective", choices=OBJECTIVES)
     tr.add_argument("--out", required=True, help="training run directory")
     tr.add_argument("--records-only", action="store_true", help="write records, do not train")
 
-    inf = verbs.add_parser("infer", help="autonomous or revision-enforced generation")
-    _common(inf)
-    inf.add_argument("--model", help="SelFee model spec (hf:<dir>, vllm:..., openai:...)")
-    inf.add_argument("--eval-set", choices=("vicuna80", "mt_bench"))
-    inf.add_argument("--max-num-revision", type=int, help="force at least K revisions (0: off)")
-    inf.add_argument("--max-new-tokens", dest="infer_max_new_tokens", type=int)
+    inf = _verb(verbs, "infer", "autonomous or revision-enforced generation")
+    inf.add_argument("--out", help="run directory")
+    inf.add_argument("--overwrite", **overwrite)
 
-    ev = verbs.add_parser("evaluate", help="pairwise judge, both orders, vs a reference")
-    _common(ev)
+    ev = _verb(verbs, "evaluate", "pairwise judge, both orders, vs a reference")
     ev.add_argument("--answers", required=True, help="infer run dir or FastChat answer JSONL")
     ev.add_argument("--reference", required=True, help="infer run dir or FastChat answer JSONL")
-    ev.add_argument("--judge", help="judge model spec")
-    ev.add_argument("--eval-set", choices=("vicuna80", "mt_bench"))
+    ev.add_argument("--out", help="run directory")
+    ev.add_argument("--overwrite", **overwrite)
+
+    srv = _verb(verbs, "serve", "serve the model behind FastChat (controller, worker, OpenAI API)")
+    srv.add_argument("--host", default="127.0.0.1", help="address of all three servers")
+    srv.add_argument("--port", type=int, default=8000, help="OpenAI-compatible API port")
+    srv.add_argument("--controller-port", type=int, default=21001)
+    srv.add_argument("--worker-port", type=int, default=21002)
+    srv.add_argument("--model-name", help="served model name (default: the model folder's name)")
+    srv.add_argument("--log-dir", help="FastChat log folder (default: a new temporary one)")
 
     rep = verbs.add_parser("report", help="print the tables of evaluate runs")
     rep.add_argument("run_dirs", nargs="+")
     return parser
 
 
-def _recipe(args: argparse.Namespace, names: Sequence[str]) -> SelfeeRecipe:
-    over = {n: getattr(args, n, None) for n in names}
-    return load_recipe(args.recipe, **over)
-
-
-_RUNTIME = ("limit", "seed", "window", "batch_size", "data_dir")
+def _recipe(args: argparse.Namespace) -> SelfeeRecipe:
+    return load_recipe(args.recipe, **cli_overrides(args, SelfeeRecipe))
 
 
 def _model(spec: str, recipe: SelfeeRecipe) -> Any:
@@ -91,19 +86,7 @@ def _windows(todo: list[dict], size: int) -> list[list[dict]]:
 
 def cmd_generate(args: argparse.Namespace) -> dict:
     """Run data generation into a run dir (resuming); return its metrics."""
-    r = _recipe(
-        args,
-        (
-            *_RUNTIME,
-            "teacher",
-            "instructions",
-            "split",
-            "max_iterations",
-            "use_reference",
-            "temperature",
-            "max_new_tokens",
-        ),
-    )
+    r = _recipe(args)
     parse_spec(r.teacher)
     items = load_instructions(r.instructions, r.split, r.data_dir)[: r.limit]
     run = RunDir.create(
@@ -144,7 +127,7 @@ def cmd_generate(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> dict:
     """Write training records (and train when chorus_shared.training exists); return counts."""
-    r = load_recipe(args.recipe, objective=args.objective)
+    r = _recipe(args)
     data = RunDir.open(args.data).records()
     recs, skipped = training_records(data, r.objective)
     if not recs:
@@ -184,7 +167,7 @@ def _continuer(spec: str, r: SelfeeRecipe) -> Continuer:
 
 def cmd_infer(args: argparse.Namespace) -> dict:
     """Run SelFee inference into a run dir (resuming); return its metrics."""
-    r = _recipe(args, (*_RUNTIME, "model", "eval_set", "max_num_revision", "infer_max_new_tokens"))
+    r = _recipe(args)
     items = load_instructions(r.eval_set, "test", r.data_dir)[: r.limit]
     run = RunDir.create(
         args.out or f"runs/selfee/infer-{r.eval_set}-k{r.max_num_revision}",
@@ -230,7 +213,7 @@ def load_answers(source: str, eval_set: str) -> dict[str, str]:
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     """Judge answers against a reference, both orders, into a run dir; return the metrics."""
-    r = _recipe(args, (*_RUNTIME, "judge", "eval_set"))
+    r = _recipe(args)
     parse_spec(r.judge)
     mine, ref = load_answers(args.answers, r.eval_set), load_answers(args.reference, r.eval_set)
     questions = [q for q in load_instructions(r.eval_set, "test", r.data_dir) if q["id"] in mine]
@@ -283,6 +266,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(cmd_infer(args)))
         elif args.verb == "evaluate":
             print(table(cmd_evaluate(args)))
+        elif args.verb == "serve":
+            from chorus_selfee.serve import serve
+
+            r = _recipe(args)
+            return serve(
+                r.model,
+                max_num_revision=r.max_num_revision,
+                max_new_tokens=r.infer_max_new_tokens,
+                host=args.host,
+                port=args.port,
+                controller_port=args.controller_port,
+                worker_port=args.worker_port,
+                model_name=args.model_name,
+                batch_size=r.batch_size,
+                log_dir=args.log_dir,
+            )
         elif args.verb == "report":
             for d in args.run_dirs:
                 print(f"## {d}\n\n{table(RunDir.open(d).read_metrics())}\n")

@@ -1,14 +1,29 @@
-"""Recipes: one YAML file per experiment; command-line flags override its fields."""
+"""The SelFee recipe: one dataclass for data generation, training, inference and judging.
+
+Recipes ship as package data in ``chorus_selfee/recipes/*.yaml`` and state only what differs
+from the defaults below or from the recipe named in their ``base:``. Flags override fields;
+each verb gets the flags of the fields it uses (``VERB_FIELDS`` + the runtime knobs).
+See ARCHITECTURE.md (repository root) for how every package uses ``chorus_shared.config``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+import dataclasses
+import typing
+from dataclasses import asdict, dataclass, field
+from functools import cache
 from typing import Any, ClassVar
 
-import yaml
+from chorus_selfee.datasets import INSTRUCTION_SETS
+from chorus_selfee.records import OBJECTIVES
+from chorus_shared import config
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+PACKAGE = "chorus_selfee"
+VERBS = ("generate", "train", "infer", "evaluate", "serve")
+
+
+def _h(text: str, **more: Any) -> dict[str, Any]:
+    return {"help": text, **more}
 
 
 @dataclass
@@ -16,33 +31,82 @@ class SelfeeRecipe:
     """One SelFee experiment: data generation, training, inference and judging settings."""
 
     # generate: the teacher writes answer -> feedback -> revision chains
-    teacher: str = "default"
-    instructions: str = "selfee-gsm8k"
-    split: str = "train"
-    limit: int | None = None
-    max_iterations: int = 5
-    use_reference: bool = False
-    temperature: float = 1.0  # the original teacher (gpt-3.5-turbo) ran at temperature 1
-    max_new_tokens: int = 256
-    seed: int = 0
+    teacher: str = field(
+        default="default",
+        metadata=_h("generate: teacher model spec (default, hf:…, vllm:…, openai:model[@url])"),
+    )
+    instructions: str = field(
+        default="selfee-gsm8k",
+        metadata=_h(
+            "generate: instruction set (vicuna80, mt_bench, selfee-gsm8k)", choices=INSTRUCTION_SETS
+        ),
+    )
+    split: str = field(default="train", metadata=_h("generate: split of the instruction set"))
+    limit: int | None = field(
+        default=None, metadata=_h("first N items (generate, infer, evaluate); null = all")
+    )
+    max_iterations: int = field(
+        default=5, metadata=_h("generate: feedback rounds per instruction, 1..5")
+    )
+    use_reference: bool = field(
+        default=False, metadata=_h("generate: show the teacher the reference answer as a hint")
+    )
+    temperature: float = field(
+        default=1.0,  # the original teacher (gpt-3.5-turbo) ran at temperature 1
+        metadata=_h("generate: teacher sampling temperature"),
+    )
+    max_new_tokens: int = field(default=256, metadata=_h("generate: tokens per teacher reply"))
+    seed: int = field(default=0, metadata=_h("sampling seed (every verb)"))
     # train: objective + a chorus_shared.training recipe mapping
-    objective: str = "full"
-    train: dict[str, Any] = field(default_factory=lambda: {"model": "default"})
+    objective: str = field(
+        default="full",
+        metadata=_h(
+            "train: full (answer + feedback/revision chain + EOS) or answer-only",
+            choices=OBJECTIVES,
+        ),
+    )
+    train: dict = field(
+        default_factory=lambda: {"model": "default"},
+        metadata=_h(
+            "train: chorus_shared.training recipe mapping (model, epochs, lr, …)", cli=False
+        ),
+    )
     # infer
-    model: str = "default"
-    eval_set: str = "vicuna80"
-    max_num_revision: int = 0
-    infer_max_new_tokens: int = 512
+    model: str = field(
+        default="default",
+        metadata=_h("infer/serve: SelFee model spec (hf:<dir>, vllm:…, openai:…)"),
+    )
+    eval_set: str = field(
+        default="vicuna80",
+        metadata=_h(
+            "infer/evaluate: vicuna80 or mt_bench (first turns)", choices=("vicuna80", "mt_bench")
+        ),
+    )
+    max_num_revision: int = field(
+        default=0, metadata=_h("infer/serve: enforce at least K revisions (0 = autonomous)")
+    )
+    infer_max_new_tokens: int = field(
+        default=512, metadata=_h("infer/serve: token budget per answer, whole chain")
+    )
     # evaluate
-    judge: str = "default"
-    judge_temperature: float = 0.2  # the original GPT-4 reviewer's temperature
-    judge_max_new_tokens: int = 256
+    judge: str = field(
+        default="default",
+        metadata=_h("evaluate: judge model spec, or a pairwise scorer spec (chorus_shared.judges)"),
+    )
+    judge_temperature: float = field(
+        default=0.2,  # the original GPT-4 reviewer's temperature
+        metadata=_h("evaluate: judge sampling temperature"),
+    )
+    judge_max_new_tokens: int = field(default=256, metadata=_h("evaluate: tokens per review"))
     # Runtime knobs: they change speed and memory, never the results' meaning.
-    window: int = 16
-    batch_size: int = 16
-    data_dir: str | None = None
+    window: int = field(default=16, metadata=_h("items in flight at once (one chat call per step)"))
+    batch_size: int = field(default=16, metadata=_h("sequences per generate() micro-batch (hf)"))
+    data_dir: str | None = field(
+        default=None,
+        metadata=_h("folder with vicuna80/, gsm8k/ … (else $CHORUS_DATA_DIR, ../shared/data)"),
+    )
 
-    RUNTIME = ("window", "batch_size", "data_dir")
+    RUNTIME: ClassVar[tuple[str, ...]] = ("window", "batch_size", "data_dir")
     VERB_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
         "generate": (
             "teacher",
@@ -58,6 +122,7 @@ class SelfeeRecipe:
         "train": ("objective", "train"),
         "infer": ("model", "eval_set", "limit", "max_num_revision", "infer_max_new_tokens", "seed"),
         "evaluate": ("judge", "eval_set", "judge_temperature", "judge_max_new_tokens", "seed"),
+        "serve": ("model", "max_num_revision", "infer_max_new_tokens"),
     }
 
     def __post_init__(self) -> None:
@@ -76,6 +141,22 @@ class SelfeeRecipe:
             raise ValueError(f"max_num_revision must be >= 0, got {self.max_num_revision}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.instructions not in INSTRUCTION_SETS:
+            raise ValueError(
+                f"unknown instruction set {self.instructions!r}"
+                f"{config.did_you_mean(self.instructions, INSTRUCTION_SETS)}; "
+                f"choose one of {', '.join(INSTRUCTION_SETS)}"
+            )
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"unknown objective {self.objective!r}"
+                f"{config.did_you_mean(self.objective, OBJECTIVES)}; "
+                f"choose one of {', '.join(OBJECTIVES)}"
+            )
+        if not isinstance(self.train, dict) or not all(isinstance(k, str) for k in self.train):
+            raise ValueError(
+                f"train must be a mapping of training-recipe fields, got {self.train!r}"
+            )
 
     def identity(self, verb: str) -> dict[str, Any]:
         """Return the fields that decide what ``verb`` produces (its run's identity)."""
@@ -87,43 +168,32 @@ class SelfeeRecipe:
         return {k: getattr(self, k) for k in self.RUNTIME}
 
 
+@cache
+def verb_view(verb: str) -> type:
+    """Return a dataclass with only the fields ``verb`` takes as flags (same names, types,
+    defaults and help), for ``chorus_shared.config.add_recipe_arguments``."""
+    if verb not in VERBS:
+        raise ValueError(f"unknown verb {verb!r}{config.did_you_mean(verb, VERBS)}")
+    wanted = set(SelfeeRecipe.VERB_FIELDS[verb])
+    if verb == "serve":
+        wanted.add("batch_size")
+    elif verb != "train":
+        wanted |= {"limit", "seed", *SelfeeRecipe.RUNTIME}
+    hints = typing.get_type_hints(SelfeeRecipe)
+    spec = [
+        (f.name, hints[f.name], dataclasses.field(default=None, metadata=f.metadata))
+        for f in dataclasses.fields(SelfeeRecipe)
+        if f.name in wanted
+    ]
+    return dataclasses.make_dataclass(f"SelfeeRecipe_{verb}", spec)
+
+
 def available_recipes() -> list[str]:
     """Return the names of the recipes shipped with the package."""
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-
-
-def _read(name_or_path: str, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    path = Path(name_or_path)
-    if not path.is_file():
-        path = RECIPES_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no recipe {name_or_path!r}: not a file, and not one of the shipped recipes "
-            f"({', '.join(available_recipes())}) in {RECIPES_DIR}"
-        )
-    if path.resolve() in seen:
-        raise ValueError(f"recipe {path} inherits from itself through 'base'")
-    loaded = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(loaded, dict):
-        raise ValueError(f"recipe {path} must be a mapping of field: value")
-    base = loaded.pop("base", None)
-    if base is None:
-        return loaded
-    data = _read(base, (*seen, path.resolve()))
-    data.update(loaded)
-    return data
+    return config.available_recipes(PACKAGE)
 
 
 def load_recipe(name_or_path: str | None, **overrides: Any) -> SelfeeRecipe:
     """Return the recipe at a path or with a shipped name (``base:`` inherits another recipe),
     with non-None ``overrides`` applied."""
-    data: dict[str, Any] = _read(name_or_path) if name_or_path else {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(SelfeeRecipe)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown recipe field(s) {', '.join(unknown)}; "
-            f"known fields: {', '.join(sorted(known))}"
-        )
-    return SelfeeRecipe(**data)
+    return config.load_recipe(SelfeeRecipe, name_or_path, PACKAGE, overrides)

@@ -2,7 +2,10 @@
 
 Verbs: ``generate`` (items with ground-truth rationales, as JSONL), ``collect`` (one window of
 the interactive loop: attempts of a model -> feedback -> improvements -> weighted training
-records in a resumable run folder). ``train`` and ``evaluate`` are not wired yet.
+records in a resumable run folder), ``train`` (baseline SFT, then TriPosT / LMSI / FT-from-
+demonstrations iterations, each a resumable step), ``evaluate`` (seen / unseen accuracy with
+and without test-time self-improvement; few-shot baselines for any ChatModel spec) and
+``report`` (one table from several evaluation folders).
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from chorus_shared.config import add_recipe_arguments, cli_overrides
-from chorus_shared.models import SamplingParams, load_chat_model, parse_spec
+from chorus_shared.models import SamplingParams, parse_spec
 from chorus_shared.runs import RunDir
-from chorus_tripost import loop, tasks
-from chorus_tripost.recipes import CollectRecipe, available_recipes, load_recipe
+from chorus_tripost import loop, pipeline, tasks
+from chorus_tripost.generation import load_raw_model
+from chorus_tripost.recipes import Recipe, available_recipes, load_recipe
 
 __all__ = ["main"]
 
@@ -37,14 +41,36 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--limit", type=int, default=None)
     gen.add_argument("--out", type=Path, default=None, help="file (default: stdout)")
 
-    col = verbs.add_parser("collect", help="one interactive-loop window -> training records")
-    col.add_argument(
+    col = _with_recipe(verbs.add_parser("collect", help="one loop window -> training records"))
+    col.add_argument("--run-dir", type=Path, required=True)
+
+    tr = _with_recipe(verbs.add_parser("train", help="baseline SFT + loop iterations (resumable)"))
+    tr.add_argument("--num-iterations", type=int, default=1, help="loop iterations after the SFT")
+    tr.add_argument("--run-dir", type=Path, required=True)
+
+    ev = _with_recipe(verbs.add_parser("evaluate", help="seen / unseen accuracy of one model"))
+    ev.add_argument(
+        "--eval-method",
+        choices=("model", "fewshot", "fewshot_si"),
+        default="model",
+        help="model: a trained model (hf:<dir>, a train run's model folder); fewshot[_si]: "
+        "prompt any ChatModel spec (+ its own feedback and improvement)",
+    )
+    ev.add_argument("--label", default=None, help="row name in the report table")
+    ev.add_argument("--out", type=Path, required=True, help="evaluation run folder")
+
+    rep = verbs.add_parser("report", help="one markdown table from evaluation folders")
+    rep.add_argument("eval_dirs", type=Path, nargs="+")
+    rep.add_argument("--out", type=Path, default=None, help="also write the table here")
+    return p
+
+
+def _with_recipe(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    sub.add_argument(
         "--recipe", help=f"shipped recipe ({', '.join(available_recipes())}) or a YAML path"
     )
-    fields = col.add_argument_group("recipe fields (override the recipe's values)")
-    add_recipe_arguments(fields, CollectRecipe)
-    col.add_argument("--run-dir", type=Path, required=True)
-    return p
+    add_recipe_arguments(sub.add_argument_group("recipe fields (override the recipe)"), Recipe)
+    return sub
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -71,7 +97,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe, **cli_overrides(args, CollectRecipe))
+    recipe = load_recipe(args.recipe, **cli_overrides(args, Recipe))
     parse_spec(recipe.model)  # a typo fails before a run folder exists
     run = RunDir.create(args.run_dir, {"recipe": asdict(recipe), "runtime": {}})
     if (run.path / "metrics.json").exists():
@@ -81,12 +107,14 @@ def _collect(args: argparse.Namespace) -> int:
     items = tasks.load_items(args.task, "train")
     random.Random(args.seed).shuffle(items)
     window = items[: args.collect_train_data_window]
-    model = load_chat_model(args.model)
+    model = load_raw_model(args.model)
     kept, stats = loop.collect(
         model,
         window,
         max_improvements=args.max_improvements,
-        params=SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.0),
+        params=SamplingParams(
+            max_new_tokens=args.max_new_tokens, temperature=0.0, stop=(loop.FEEDBACK,)
+        ),
     )
     improving, plain = loop.split_turns(kept)
     if len(improving) + len(plain) < args.min_data_length:
@@ -120,10 +148,50 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe, **cli_overrides(args, Recipe))
+    metrics = pipeline.run_training(recipe, args.run_dir, num_iterations=args.num_iterations)
+    print(json.dumps({k: metrics[k] for k in ("method", "iterations_done", "final_model")}))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe, **cli_overrides(args, Recipe))
+    summary = pipeline.run_evaluation(
+        recipe, recipe.model, args.out, method=args.eval_method, label=args.label
+    )
+    print(json.dumps(summary))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from chorus_shared.report import markdown_table
+    from chorus_tripost.evaluate import accuracy_table
+
+    rows = []
+    for folder in args.eval_dirs:
+        run = RunDir.open(folder)
+        metrics = run.read_metrics()
+        rows.append((metrics.get("label") or str(folder), metrics))
+    headers, body = accuracy_table(rows)
+    table = markdown_table(headers, body)
+    print(table)
+    if args.out:
+        args.out.write_text(table + "\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = _parser().parse_args(argv)
-    return {"generate": _generate, "collect": _collect}[args.verb](args)
+    verbs = {
+        "generate": _generate,
+        "collect": _collect,
+        "train": _train,
+        "evaluate": _evaluate,
+        "report": _report,
+    }
+    return verbs[args.verb](args)
 
 
 if __name__ == "__main__":

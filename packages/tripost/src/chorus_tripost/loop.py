@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import math
 import random
+import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
-from chorus_shared.models.base import ChatModel, SamplingParams
+from chorus_shared.models.base import Completion, SamplingParams
 from chorus_tripost import verifier as verifier_mod
 from chorus_tripost.improver import improve as scripted_improve
 from chorus_tripost.verifier import Verdict
@@ -25,8 +28,14 @@ __all__ = [
     "attempt_prompt",
     "build_records",
     "collect",
+    "first_answer",
+    "lmsi_select",
+    "plain_records",
+    "plant_error",
     "rebalance",
+    "repair",
     "split_turns",
+    "trajectory_records",
 ]
 
 ANSWER = "\nAnswer: Let's think step by step.\n"
@@ -52,9 +61,13 @@ def question_text(item: dict) -> str:
     return "Q: " + item["question"].strip().removeprefix("Q:").strip()
 
 
-def attempt_prompt(item: dict) -> list[dict]:
-    """Return the conversation that asks the model for an attempt."""
-    return [{"role": "user", "content": question_text(item) + ANSWER.rstrip("\n")}]
+def attempt_prompt(item: dict) -> list[str]:
+    """Return the raw-text prompt pieces of an attempt: the question, then the answer header.
+
+    The same pieces open every training record (``build_records``), so the prompt is a token
+    prefix of the records (each piece is tokenized on its own, in both places).
+    """
+    return [question_text(item), ANSWER]
 
 
 @dataclass
@@ -73,8 +86,16 @@ class CollectStats:
         return asdict(self)
 
 
+class RawModel(Protocol):
+    """What the trained model must offer: batched raw-text continuation (``RawTextModel``)."""
+
+    def complete(self, prompts: list[list[str]], params: SamplingParams) -> list[Completion]:
+        """Return one continuation per prompt."""
+        ...
+
+
 def collect(
-    model: ChatModel,
+    model: RawModel,
     items: list[dict],
     *,
     verify: Verifier = scripted_verifier,
@@ -86,19 +107,29 @@ def collect(
 
     A trajectory is ``{"id", "item", "answers": [y0, y1, ...], "feedback": [f0, f1, ...],
     "correct": bool}``; ``answers[-1]`` is accepted when ``correct``. Attempts come from one
-    batched ``chat`` call; each improvement round is one batched verifier/improver call.
+    batched ``complete`` call; each improvement round is one batched verifier/improver call.
     """
-    params = params or SamplingParams(max_new_tokens=512, temperature=0.0)
-    completions = model.chat([attempt_prompt(it) for it in items], params)
+    params = params or SamplingParams(max_new_tokens=512, temperature=0.0, stop=(FEEDBACK,))
+    completions = model.complete([attempt_prompt(it) for it in items], params)
+    attempts = [first_answer(c.text) for c in completions]
+    return repair(
+        items, attempts, verify=verify, improve=improve, max_improvements=max_improvements
+    )
+
+
+def repair(
+    items: list[dict],
+    attempts: list[str],
+    *,
+    verify: Verifier = scripted_verifier,
+    improve: Improver = scripted_improver,
+    max_improvements: int = 5,
+) -> tuple[list[dict], CollectStats]:
+    """Return the accepted trajectories grown from ``attempts`` and the statistics: verify,
+    improve the still-wrong ones (one batched call per round) until accepted or dropped."""
     trajs = [
-        {
-            "id": it["id"],
-            "item": it,
-            "answers": [_strip_answer(c.text)],
-            "feedback": [],
-            "correct": False,
-        }
-        for it, c in zip(items, completions, strict=True)
+        {"id": it["id"], "item": it, "answers": [a], "feedback": [], "correct": False}
+        for it, a in zip(items, attempts, strict=True)
     ]
     stats = CollectStats(attempts=len(items))
     open_ = list(range(len(trajs)))
@@ -137,14 +168,9 @@ def collect(
     return kept, stats
 
 
-def _strip_answer(text: str) -> str:
-    text = text.strip()
-    # Models trained on our records may echo the "Answer:" header; keep only the steps.
-    return (
-        text.split("Let's think step by step.", 1)[-1].strip()
-        if "Let's think step by step." in text[:60]
-        else text
-    )
+def first_answer(text: str) -> str:
+    """Return the first answer of a generation: the text before any ``Feedback:`` section."""
+    return text.split(FEEDBACK.strip(), 1)[0].strip()
 
 
 def split_turns(trajectories: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -213,34 +239,59 @@ def build_records(
     before = 0.0 if mask_before_att_start_text else 1.0
     records = []
     for t in improving:
-        head = question_text(t["item"]) + ANSWER + t["attempt"]
         section = FEEDBACK + t["feedback"] + UPDATED + t["update"]
         if "final_feedback" in t:
             section += FEEDBACK + t["final_feedback"]
-        records.append(
-            _record(t["id"], [(head, before), (section, self_improve_section_weight)], FEEDBACK)
-        )
+        parts = [*_head(t["item"], before, before), (t["attempt"], before)]
+        records.append(_record(t["id"], [*parts, (section, self_improve_section_weight)], FEEDBACK))
     for p in plain:
-        records.append(
-            _record(
-                p["id"],
-                [
-                    (question_text(p["item"]), before),
-                    (ANSWER + p["attempt"], 1.0),
-                    (FEEDBACK + p["feedback"], self_improve_section_weight),
-                ],
-                "\nAnswer:",
-            )
-        )
+        parts = [*_head(p["item"], before, 1.0), (p["attempt"], 1.0)]
+        section = (FEEDBACK + p["feedback"], self_improve_section_weight)
+        records.append(_record(p["id"], [*parts, section], "\nAnswer:"))
     for g in gold:
-        records.append(
-            _record(
-                f"{g['id']}-gold",
-                [(question_text(g), before), (ANSWER + g["rationale"], 1.0)],
-                "\nAnswer:",
-            )
-        )
+        parts = [*_head(g, before, 1.0), (g["rationale"], 1.0)]
+        records.append(_record(f"{g['id']}-gold", parts, "\nAnswer:"))
     return records
+
+
+def trajectory_records(
+    trajectories: list[dict],
+    *,
+    self_improve_section_weight: float = 1.5,
+    mask_before_att_start_text: bool = True,
+) -> list[dict]:
+    """Return one record per whole trajectory (``convert_to_turns`` off): the first attempt
+    [1 when right at once, else context], then every feedback / update [section weight]."""
+    before = 0.0 if mask_before_att_start_text else 1.0
+    records = []
+    for t in trajectories:
+        answers, feedback = t["answers"], t["feedback"]
+        first = 1.0 if len(answers) == 1 else before
+        parts = [*_head(t["item"], before, first), (answers[0], first)]
+        section = FEEDBACK + feedback[0]
+        for k in range(1, len(answers)):
+            section += UPDATED + answers[k] + FEEDBACK + feedback[k]
+        parts.append((section, self_improve_section_weight))
+        records.append(_record(f"{t['id']}-traj", parts, FEEDBACK))
+    return records
+
+
+def plain_records(
+    samples: list[tuple[dict, str, str]], *, mask_before_att_start_text: bool = True
+) -> list[dict]:
+    """Return records that train a bare answer (no feedback): ``(item, answer, id)`` triples
+    (LMSI's self-consistent rationales)."""
+    before = 0.0 if mask_before_att_start_text else 1.0
+    return [
+        _record(rid, [*_head(item, before, 1.0), (answer, 1.0)], "\nAnswer:")
+        for item, answer, rid in samples
+    ]
+
+
+def _head(item: dict, question_weight: float, header_weight: float) -> list[tuple[str, float]]:
+    # Exactly the pieces of ``attempt_prompt``: the generation prompt is a token prefix.
+    question, header = attempt_prompt(item)
+    return [(question, question_weight), (header, header_weight)]
 
 
 def _record(rid: str, parts: list[tuple[str, float]], att_start: str) -> dict:
@@ -251,3 +302,55 @@ def _record(rid: str, parts: list[tuple[str, float]], att_start: str) -> dict:
         "text": "".join(text for text, _ in parts),
         "text_att_start_text": att_start,
     }
+
+
+_NUMBER = re.compile(r"-?\d+")
+
+
+def plant_error(item: dict, rng: random.Random) -> str:
+    """Return the item's ground-truth rationale with one number changed in a random step.
+
+    Stands in for a stronger model's mistakes in the "FT from demonstrations" baseline: the
+    demonstrations then show repairs of errors the trained model did not make itself.
+    """
+    lines = item["rationale"].split("\n")
+    candidates = [i for i, line in enumerate(lines) if _NUMBER.search(line.split(")", 1)[-1])]
+    if not candidates:
+        raise ValueError(f"item {item['id']}: no number to change in its rationale")
+    i = rng.choice(candidates)
+    label, sep, body = lines[i].partition(")")
+    matches = list(_NUMBER.finditer(body))
+    m = rng.choice(matches)
+    wrong = int(m.group()) + rng.choice([-3, -2, -1, 1, 2, 3])
+    lines[i] = label + sep + body[: m.start()] + str(wrong) + body[m.end() :]
+    return "\n".join(lines)
+
+
+def lmsi_select(
+    items: list[dict], samples: list[list[str]], answer_of: Callable[[str], str | None]
+) -> tuple[list[tuple[dict, str, str]], dict]:
+    """LMSI's self-consistency filter: per item keep the distinct sampled rationales whose
+    final answer is the majority answer (no ground truth used). Returns ``(kept (item,
+    rationale, id) triples, stats)``; items whose samples have no readable answer give none."""
+    kept: list[tuple[dict, str, str]] = []
+    unreadable = 0
+    for item, rationales in zip(items, samples, strict=True):
+        answers = [answer_of(r) for r in rationales]
+        unreadable += sum(a is None for a in answers)
+        votes = Counter(a for a in answers if a is not None)
+        if not votes:
+            continue
+        majority = votes.most_common(1)[0][0]
+        seen: set[str] = set()
+        for k, (r, a) in enumerate(zip(rationales, answers, strict=True)):
+            if a == majority and r not in seen:
+                seen.add(r)
+                kept.append((item, r, f"{item['id']}-lmsi{k}"))
+    stats = {
+        "attempts": sum(len(s) for s in samples),
+        "items": len(items),
+        "items_kept": len({it["id"] for it, _, _ in kept}),
+        "samples_kept": len(kept),
+        "unreadable": unreadable,
+    }
+    return kept, stats

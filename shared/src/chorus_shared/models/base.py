@@ -25,6 +25,10 @@ class SamplingParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # 1.0 = off; > 1 discourages repeating tokens already in the prompt or the reply (the
+    # CTRL-style penalty of transformers and vLLM; sent to OpenAI-compatible servers as the
+    # vLLM extension field of the same name).
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -33,6 +37,8 @@ class SamplingParams:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         # Accept a list from YAML/CLI but keep the dataclass hashable.
         object.__setattr__(self, "stop", tuple(self.stop))
 

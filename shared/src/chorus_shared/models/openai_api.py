@@ -190,6 +190,9 @@ class OpenAIChatModel:
             kwargs["stop"] = list(params.stop)
         if params.seed is not None:
             kwargs["seed"] = params.seed
+        if params.repetition_penalty != 1.0:
+            # Not an OpenAI field: vLLM's (and other open servers') extension, sent only when set.
+            kwargs["extra_body"] = {"repetition_penalty": params.repetition_penalty}
         return kwargs
 
     def _request_one(

@@ -1,0 +1,107 @@
+"""One table (and one bar chart) over several static-evaluation runs: single vs multi-LLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from chorus_alpha_umi.recipes import ROLES
+from chorus_alpha_umi.static import score_run
+from chorus_shared.report import image_link, markdown_table
+from chorus_shared.runs import RunDir
+
+METRIC_COLUMNS = (
+    ("Plan ACC", "plan_acc"),
+    ("Act EM", "act_em"),
+    ("Hallu", "hallucination"),
+    ("Arg F1", "arg_f1"),
+    ("Arg F1 easy", "arg_f1_easy"),
+    ("Arg F1 hard", "arg_f1_hard"),
+    ("R-L", "rouge_l"),
+)
+# The paper's five headline metrics: the ones drawn in the chart.
+PLOTTED = ("plan_acc", "act_em", "hallucination", "arg_f1", "rouge_l")
+
+
+def _fmt(value: Any) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def metrics_table(rows: list[tuple[str, str, dict[str, Any]]]) -> str:
+    """Return the markdown table of ``(run name, roles, metrics)`` rows (``—`` = no steps)."""
+    headers = ["run", "roles", *(h for h, _ in METRIC_COLUMNS), "steps", "unmarked plans"]
+    body = [
+        [
+            name,
+            roles,
+            *(_fmt(m.get(k)) for _, k in METRIC_COLUMNS),
+            m.get("steps", 0),
+            m.get("planner_without_marker", 0),
+        ]
+        for name, roles, m in rows
+    ]
+    return markdown_table(headers, body)
+
+
+def describe_roles(config: dict[str, Any]) -> str:
+    """Return "1 model" or "3 models" with the specs, from a run's recorded recipe."""
+    recipe = config.get("recipe") or {}
+    specs = [str(recipe.get(role, "?")) for role in ROLES]
+    if len(set(specs)) == 1:
+        return f"1 model, 3 role prompts: `{specs[0]}`"
+    return f"{len(set(specs))} models: " + ", ".join(
+        f"{role} `{spec}`" for role, spec in zip(ROLES, specs, strict=True)
+    )
+
+
+def bar_chart(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> Path:
+    """Draw the headline metrics of every run as grouped bars; return the PNG path.
+
+    A metric without steps (None) is drawn as a missing bar, never as 0.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: works on headless machines
+    import matplotlib.pyplot as plt
+
+    labels = [h for h, k in METRIC_COLUMNS if k in PLOTTED]
+    width = 0.8 / max(len(rows), 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7.2, 4.0))
+    try:
+        for i, (name, metrics) in enumerate(rows):
+            xs = [k + i * width for k in range(len(PLOTTED))]
+            ys = [metrics.get(key) for key in PLOTTED]
+            ax.bar(
+                [x for x, y in zip(xs, ys, strict=True) if y is not None],
+                [y for y in ys if y is not None],
+                width=width,
+                label=name,
+            )
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(PLOTTED))], labels)
+        ax.set_ylabel("%")
+        ax.set_title("alpha-UMi static evaluation")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=120, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def compare_runs(run_dirs: list[str], out: str | Path | None = None) -> str:
+    """Return the comparison table of static runs; with ``out``, write it and a chart there."""
+    rows = []
+    for path in run_dirs:
+        run = RunDir.open(path)
+        metrics = score_run(run.read_records().finished)
+        rows.append((Path(path).name, describe_roles(run.config), metrics))
+    text = metrics_table(rows)
+    if out is not None:
+        out = Path(out)
+        chart = bar_chart(
+            out.with_name(out.stem + "_metrics.png"), [(name, m) for name, _, m in rows]
+        )
+        out.write_text(text + "\n" + image_link(chart, out.parent) + "\n", encoding="utf-8")
+    return text

@@ -1,0 +1,81 @@
+"""The `make reproduce-alpha-umi` sequence end to end on a tiny model: GLPFT stage 1 and 2, the
+single- vs multi-model static evaluation, one table and one chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from chorus_alpha_umi.cli import main
+from chorus_alpha_umi.glpft import stage_recipe
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_reproduce_recipe_budget_and_paper_learning_rates() -> None:
+    backbone = stage_recipe("glpft_reproduce", "backbone")
+    assert backbone["model"] == "default" and backbone["learning_rate"] == 5e-5
+    assert backbone["truncation"] == "left" and backbone["bf16"] is True
+    for role in ("planner", "caller", "summarizer"):
+        stage = stage_recipe("glpft_reproduce", role, model="hf:x")
+        assert stage["learning_rate"] == 1e-5 and stage["max_steps"] >= 1
+
+
+def test_reproduce_sequence_with_tiny_model(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
+    # The shipped budget recipe's training settings (bf16 on CPU included), tiny model, 1 step.
+    recipe = tmp_path / "glpft_tiny.yaml"
+    recipe.write_text(
+        "base: glpft_reproduce\n"
+        "stages:\n"
+        f"  backbone: {{model: 'hf:{tiny_model_dir}', max_steps: 1}}\n"
+        "  planner: {max_steps: 1}\n"
+        "  caller: {max_steps: 1}\n"
+        "  summarizer: {max_steps: 1}\n"
+    )
+    data = tmp_path / "data"
+    split = ["--split", "out_of_domain", "--data-dir", str(FIXTURES)]
+    assert main(["preprocess", *split, "--out", str(data)]) == 0
+    train = ["train", "--recipe", str(recipe), "--data", str(data)]
+    assert main([*train, "--stage", "backbone", "--out", str(tmp_path / "backbone")]) == 0
+    backbone = f"hf:{tmp_path / 'backbone' / 'model'}"
+    for role in ("planner", "caller", "summarizer"):
+        out = tmp_path / role
+        assert main([*train, "--stage", role, "--model", backbone, "--out", str(out)]) == 0
+        assert (out / "model" / "config.json").is_file()
+    evaluate = ["evaluate", "--data-dir", str(FIXTURES), "--part", "all"]
+    short = ["--planner-max-new-tokens", "4", "--caller-max-new-tokens", "4"]
+    single, multi = tmp_path / "static-single", tmp_path / "static-multi"
+    assert (
+        main(
+            [
+                *evaluate,
+                "--recipe",
+                "reproduce_single",
+                *short,
+                "--model",
+                backbone,
+                "--out",
+                str(single),
+            ]
+        )
+        == 0
+    )
+    roles = [
+        x
+        for r in ("planner", "caller", "summarizer")
+        for x in (f"--{r}", f"hf:{tmp_path / r / 'model'}")
+    ]
+    assert (
+        main([*evaluate, "--recipe", "reproduce_multi", *short, *roles, "--out", str(multi)]) == 0
+    )
+    capsys.readouterr()
+    report = tmp_path / "report.md"
+    assert main(["report", str(single), str(multi), "--out", str(report)]) == 0
+    table = capsys.readouterr().out
+    assert "| static-single | 1 model, 3 role prompts:" in table
+    assert "| static-multi | 3 models: planner" in table
+    assert (tmp_path / "report_metrics.png").stat().st_size > 0
+    assert "![report metrics](report_metrics.png)" in report.read_text()
+    for run in (single, multi):
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["steps"] == 4 and metrics["dialogs"] == 3

@@ -1,0 +1,370 @@
+"""TriPosT training runs and evaluation runs, as resumable steps of a run folder.
+
+Training run folder (``chorus-tripost train --run-dir R``)::
+
+    R/config.json              the recipe (``num_iterations`` is runtime: a run can be extended)
+    R/baseline/                SFT on ground-truth rationales (a chorus_shared.training run)
+    R/iter-1/collect/          records.jsonl (training records) + metrics.json (collection stats)
+    R/iter-1/train/            weighted SFT from the previous model (a training run)
+    R/iter-1/stopped.json      only when too few samples were collected (min_data_length)
+    R/metrics.json             per-iteration statistics and the final model's folder
+
+A step is finished when its ``metrics.json`` exists; a resumed run skips finished steps (a
+training step interrupted mid-way resumes from its last checkpoint, a collection interrupted
+mid-way is collected again: the window is the unit of collection).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import os
+import random
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from chorus_shared.models import SamplingParams, load_chat_model, parse_spec
+from chorus_shared.runs import RunDir
+from chorus_tripost import evaluate as ev
+from chorus_tripost import loop, tasks
+from chorus_tripost.generation import load_raw_model
+from chorus_tripost.recipes import Recipe
+
+__all__ = ["collect_window", "run_evaluation", "run_training", "train_recipe", "window_items"]
+
+logger = logging.getLogger(__name__)
+Log = Callable[[str], None]
+
+
+def train_recipe(recipe: Recipe, model: str, epochs: float) -> Any:
+    """Return the ``chorus_shared.training.TrainRecipe`` of one SFT step of the run."""
+    from chorus_shared.training import load_train_recipe
+
+    bf16 = {"auto": "auto", "true": True, "false": False}[recipe.bf16]
+    return load_train_recipe(
+        {
+            "model": model,
+            "max_length": recipe.max_length,
+            "num_train_epochs": epochs,
+            "max_steps": recipe.max_steps,
+            "learning_rate": recipe.learning_rate,
+            "per_device_train_batch_size": recipe.per_device_train_batch_size,
+            "gradient_accumulation_steps": recipe.gradient_accumulation_steps,
+            "lr_scheduler_type": recipe.lr_scheduler_type,
+            "warmup_ratio": recipe.warmup_ratio,
+            "seed": recipe.seed,
+            "bf16": bf16,
+            "gradient_checkpointing": recipe.gradient_checkpointing,
+            "deepspeed": recipe.deepspeed,
+            "report_to": recipe.report_to,
+            "logging_steps": 1,
+            "save_steps": recipe.save_steps,
+            "save_total_limit": 1,
+        }
+    )
+
+
+def window_items(items: list[dict], size: int, iteration: int) -> list[dict]:
+    """Return the training items of iteration ``iteration`` (1-based): consecutive windows of
+    the (shuffled) training set, wrapping around at its end."""
+    start = (iteration - 1) * size
+    return [items[(start + k) % len(items)] for k in range(min(size, len(items)))]
+
+
+def _helpers(recipe: Recipe) -> tuple[loop.Verifier, loop.Improver]:
+    if recipe.verifier_use_scripted:
+        return loop.scripted_verifier, loop.scripted_improver
+    from chorus_tripost.improver import LLMImprover
+    from chorus_tripost.verifier import LLMVerifier
+
+    return (
+        LLMVerifier(load_chat_model(recipe.verifier_model)),
+        LLMImprover(load_chat_model(recipe.improver_model)),
+    )
+
+
+def collect_window(
+    recipe: Recipe, model: loop.RawModel | None, window: list[dict]
+) -> tuple[list[dict], dict]:
+    """Return (training records, statistics) of one window for ``recipe.method``.
+
+    tripost: the model's own attempts repaired by the verifier / improver; ft_demo: planted
+    errors (not the model's) repaired the same way; lmsi: self-consistent samples of the model.
+    """
+    weights = {
+        "self_improve_section_weight": recipe.self_improve_section_weight,
+        "mask_before_att_start_text": recipe.mask_before_att_start_text,
+    }
+    gold = window if recipe.add_gold else []
+    if recipe.method == "lmsi":
+        params = SamplingParams(
+            max_new_tokens=recipe.max_new_tokens,
+            temperature=recipe.lmsi_temperature,
+            stop=(loop.FEEDBACK,),
+            seed=recipe.seed,
+        )
+        prompts = [loop.attempt_prompt(it) for it in window for _ in range(recipe.lmsi_samples)]
+        outs = [loop.first_answer(c.text) for c in model.complete(prompts, params)]
+        k = recipe.lmsi_samples
+        samples = [outs[i * k : (i + 1) * k] for i in range(len(window))]
+        kept, stats = loop.lmsi_select(window, samples, ev.final_answer)
+        kept = kept[: recipe.max_data_length] if recipe.max_data_length else kept
+        records = loop.plain_records(
+            kept, mask_before_att_start_text=recipe.mask_before_att_start_text
+        )
+        records += loop.build_records([], [], gold, **weights)
+        return records, {**stats, "samples": len(kept), "records": len(records)}
+    verify, improve = _helpers(recipe)
+    if recipe.method == "ft_demo":
+        rng = random.Random(recipe.seed)
+        attempts = [loop.plant_error(it, rng) for it in window]
+        kept, cstats = loop.repair(
+            window, attempts, verify=verify, improve=improve,
+            max_improvements=recipe.max_improvements,
+        )  # fmt: skip
+    else:
+        params = SamplingParams(
+            max_new_tokens=recipe.max_new_tokens, temperature=0.0, stop=(loop.FEEDBACK,)
+        )
+        kept, cstats = loop.collect(
+            model, window, verify=verify, improve=improve,
+            max_improvements=recipe.max_improvements, params=params,
+        )  # fmt: skip
+    stats = cstats.to_dict()
+    del stats["rounds_used"]
+    if recipe.convert_to_turns:
+        improving, plain = loop.split_turns(kept)
+        improving, plain = loop.rebalance(
+            improving, plain, improve_data_ratio=recipe.improve_data_ratio, seed=recipe.seed
+        )
+        if recipe.max_data_length:
+            improving = improving[: recipe.max_data_length]
+            plain = plain[: max(0, recipe.max_data_length - len(improving))]
+        records = loop.build_records(improving, plain, gold, **weights)
+        samples = len(improving) + len(plain)
+        stats.update(improvement_samples=len(improving), plain_samples=len(plain))
+    else:
+        kept = kept[: recipe.max_data_length] if recipe.max_data_length else kept
+        records = loop.trajectory_records(kept, **weights)
+        records += loop.build_records([], [], gold, **weights)
+        samples = len(kept)
+    # improvement : non-improvement samples actually kept (the paper's improve_data_ratio)
+    stats["ratio"] = stats.get("improvement_samples", 0) / max(1, stats.get("plain_samples", 0))
+    stats.update(samples=samples, records=len(records))
+    return records, stats
+
+
+def _done(folder: Path) -> bool:
+    return (folder / "metrics.json").is_file()
+
+
+def _wandb_log(recipe: Recipe, run_dir: Path, step: int, stats: dict) -> None:
+    """Log one iteration's collection statistics to wandb (offline unless WANDB_MODE says)."""
+    if recipe.report_to != "wandb":
+        return
+    import wandb
+
+    run_id = "tripost-" + hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
+    run = wandb.init(
+        project=os.environ.get("WANDB_PROJECT", "chorus-tripost"),
+        dir=str(run_dir),
+        id=run_id,
+        resume="allow",
+        mode=os.environ.get("WANDB_MODE", "offline"),
+        config=asdict(recipe),
+    )
+    numbers = {f"collect/{k}": v for k, v in stats.items() if isinstance(v, int | float)}
+    run.log({**numbers, "iteration": step})
+    run.finish()
+
+
+def run_training(
+    recipe: Recipe, run_dir: str | Path, *, num_iterations: int, log: Log = print
+) -> dict:
+    """Run (or resume) baseline SFT and ``num_iterations`` loop iterations in ``run_dir``.
+
+    Returns the run's metrics: per-iteration statistics, ``final_model`` (a folder loadable as
+    ``hf:<folder>``) and ``stopped`` (a message when min_data_length ended the loop early).
+    """
+    from chorus_shared.training import train
+
+    if num_iterations < 0:
+        raise ValueError(f"--num-iterations must be >= 0, got {num_iterations}")
+    parse_spec(recipe.model)  # a typo fails before a run folder exists
+    run_dir = Path(run_dir)
+    config = {
+        "kind": "tripost-train",
+        "recipe": asdict(recipe),
+        "runtime": {"num_iterations": num_iterations},
+    }
+    with RunDir.create(run_dir, config) as run:
+        items = tasks.load_items(recipe.task, "train")
+        random.Random(recipe.seed).shuffle(items)
+        base_items = items[: recipe.train_items] if recipe.train_items else items
+        baseline = run_dir / "baseline"
+        if _done(baseline):
+            log(f"baseline SFT: finished earlier ({baseline}); skipping")
+        else:
+            log(f"baseline SFT on {len(base_items)} ground-truth rationales -> {baseline}")
+            gold = loop.build_records(
+                [], [], base_items,
+                mask_before_att_start_text=recipe.mask_before_att_start_text,
+            )  # fmt: skip
+            train(train_recipe(recipe, recipe.model, recipe.baseline_epochs), gold, baseline)
+        current, history, stopped, trained = baseline, [], None, 0
+        for k in range(1, num_iterations + 1 if recipe.method != "sft" else 1):
+            it_dir = run_dir / f"iter-{k}"
+            if (it_dir / "stopped.json").is_file():
+                stopped = json.loads((it_dir / "stopped.json").read_text())["message"]
+                log(stopped)
+                break
+            if _done(it_dir / "train"):
+                log(f"iteration {k}: finished earlier; skipping")
+                history.append(json.loads((it_dir / "collect" / "metrics.json").read_text()))
+                current, trained = it_dir / "train", trained + 1
+                continue
+            records, stats = _collect_step(recipe, current, items, k, it_dir / "collect", log)
+            history.append(stats)
+            _wandb_log(recipe, run_dir, k, stats)
+            if stats["samples"] < recipe.min_data_length:
+                stopped = (
+                    f"iteration {k}: only {stats['samples']} samples collected, fewer than "
+                    f"min_data_length={recipe.min_data_length}; the loop stops here and the "
+                    f"model of {current} is the final one"
+                )
+                (it_dir / "stopped.json").write_text(json.dumps({"message": stopped}))
+                log(stopped)
+                break
+            log(f"iteration {k}: weighted SFT on {len(records)} records from {current}")
+            model = f"hf:{current / 'model'}"
+            train(train_recipe(recipe, model, recipe.iteration_epochs), records, it_dir / "train")
+            current, trained = it_dir / "train", trained + 1
+        metrics = {
+            "method": recipe.method,
+            "iterations_done": trained,
+            "iterations": history,
+            "final_model": str(current / "model"),
+            "stopped": stopped,
+        }
+        run.write_metrics(metrics)
+    log(f"final model: {current / 'model'} (load as hf:{current / 'model'})")
+    return metrics
+
+
+def _collect_step(
+    recipe: Recipe, current: Path, items: list[dict], k: int, folder: Path, log: Log
+) -> tuple[list[dict], dict]:
+    config = {"kind": "tripost-collect", "iteration": k, "model": str(current / "model")}
+    with RunDir.create(folder, config) as run:
+        if _done(folder):
+            log(f"iteration {k}: collection finished earlier; reusing its records")
+            return run.records(), run.read_metrics()
+        window = window_items(items, recipe.collect_train_data_window, k)
+        model = None
+        if recipe.method != "ft_demo":
+            model = load_raw_model(f"hf:{current / 'model'}")
+        log(f"iteration {k}: collecting on {len(window)} training items ({recipe.method})")
+        records, stats = collect_window(recipe, model, window)
+        del model
+        gc.collect()
+        done = run.finished_ids()
+        run.append_many([r for r in records if r["id"] not in done])
+        run.write_metrics(stats)
+        log(f"iteration {k}: " + json.dumps(stats))
+        return records, stats
+
+
+# ------------------------------------------------------------------------------ evaluation
+def eval_items(task: str, limit: int | None, seed: int = 0) -> list[dict]:
+    """Return the test items with ``eval_split`` (seen / unseen), at most ``limit`` per split
+    (a seeded random subset, the same for every model)."""
+    items = tasks.load_items(task, "test")
+    for it in items:
+        it["eval_split"] = tasks.seen_unseen(it)
+    if limit is None:
+        return items
+    out = []
+    for split in ("seen", "unseen"):
+        part = [it for it in items if it["eval_split"] == split]
+        random.Random(seed).shuffle(part)
+        out += part[:limit]
+    return out
+
+
+def run_evaluation(
+    recipe: Recipe,
+    model_spec: str,
+    out_dir: str | Path,
+    *,
+    method: str = "model",
+    label: str | None = None,
+    chunk: int = 16,
+    log: Log = print,
+) -> dict:
+    """Evaluate on the seen / unseen test splits into a resumable run folder.
+
+    ``method``: ``model`` (a trained raw-text model: first attempt and test-time
+    self-improvement), ``fewshot`` or ``fewshot_si`` (any ChatModel spec, prompted).
+    Returns the summary (also metrics.json); finished items are never generated again.
+    """
+    if method not in ("model", "fewshot", "fewshot_si"):
+        raise ValueError(f"unknown evaluation method {method!r}; model | fewshot | fewshot_si")
+    parse_spec(model_spec if not Path(model_spec).exists() else "default")
+    items = eval_items(recipe.task, recipe.eval_limit, recipe.seed)
+    config = {
+        "kind": "tripost-evaluate",
+        "task": recipe.task,
+        "model": model_spec,
+        "method": method,
+        "label": label or f"{method}:{model_spec}",
+        "eval_limit": recipe.eval_limit,
+        "eval_max_new_tokens": recipe.eval_max_new_tokens,
+        "test_time_rounds": recipe.test_time_rounds,
+        "fewshot_k": recipe.fewshot_k,
+        "seed": recipe.seed,
+    }
+    with RunDir.create(out_dir, config) as run:
+        done = run.finished_ids()
+        todo = [it for it in items if it["id"] not in done]
+        if todo:
+            if method == "model":
+                model = load_raw_model(model_spec)
+            else:
+                model = load_chat_model(model_spec)
+                train = tasks.load_items(recipe.task, "train")
+                demos = ev.fewshot_demos(train, recipe.fewshot_k, seed=recipe.seed)
+            log(f"evaluating {len(todo)} of {len(items)} items ({method}, {model_spec})")
+            for start in range(0, len(todo), chunk):
+                part = todo[start : start + chunk]
+                if method == "model":
+                    states = ev.self_improve_generate(
+                        model, part, max_new_tokens=recipe.eval_max_new_tokens,
+                        rounds=recipe.test_time_rounds,
+                    )  # fmt: skip
+                else:
+                    states = ev.fewshot_generate(
+                        model, part, demos, max_new_tokens=recipe.eval_max_new_tokens,
+                        rounds=recipe.test_time_rounds if method == "fewshot_si" else 0,
+                        seed=recipe.seed,
+                    )  # fmt: skip
+                run.append_many(
+                    [
+                        ev.grade(it, st, it["eval_split"])
+                        for it, st in zip(part, states, strict=True)
+                    ]
+                )
+                log(f"  {min(start + chunk, len(todo))}/{len(todo)} items")
+        summary = ev.summarize(run.records())
+        summary["label"] = config["label"]
+        run.write_metrics(summary)
+        headers, rows = ev.accuracy_table([(config["label"], summary)])
+        from chorus_shared.report import markdown_table
+
+        run.write_report(
+            f"# {config['label']} on {recipe.task}\n\n{markdown_table(headers, rows)}\n"
+        )
+    return summary
