@@ -64,9 +64,10 @@ test: $(STAMP)  ## tests of every package + cross-package tests
 test-fast:  ## the tests without the smoke tests on the embedded model
 	$(PY) -m pytest shared/tests $(PACKAGE_TESTS) tests -q -m "not smoke"
 
-lint:  ## ruff check + format check
+lint:  ## ruff check + format check + mypy (chorus_shared and packages/debate)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format:  ## ruff format + fixes
 	$(VENV)/bin/ruff format .

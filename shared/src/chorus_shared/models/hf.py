@@ -11,6 +11,7 @@ from typing import Any
 from chorus_shared.models.base import (
     ChatTemplateError,
     Completion,
+    FinishReason,
     Message,
     ModelSpecError,
     SamplingParams,
@@ -174,7 +175,8 @@ class HFChatModel:
                 "or a hub id reachable from this machine (set HF_TOKEN for gated models); "
                 "offline, use the embedded model with --model default."
             ) from exc
-        model.to(device)
+        # transformers wraps PreTrainedModel.to in a decorator whose stub drops `self`.
+        model.to(device)  # type: ignore[arg-type]
         return cls(model, tokenizer, spec=spec or f"hf:{source}", **kwargs)
 
     @classmethod
@@ -301,7 +303,7 @@ class HFChatModel:
         ]
 
     def _completion(self, tokens: list[int], n_prompt: int, params: SamplingParams) -> Completion:
-        finish = "length"
+        finish: FinishReason = "length"
         eos = set(self.eos_token_ids)
         for k, t in enumerate(tokens):
             if t in eos:
