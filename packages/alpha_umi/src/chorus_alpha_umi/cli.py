@@ -174,8 +174,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 sum(r["planner_turns"] for r in records) / len(records) if records else None
             ),
             "bad_calls": sum(r["bad_calls"] for r in records),
+            "tool_errors": sum(r.get("tool_errors", 0) for r in records),
             "unmarked_plans": sum(r["unmarked_plans"] for r in records),
             "simulator_non_json_this_session": env.non_json,
+            "simulator_errors_this_session": env.errors,
             "judge": recipe.judge,
             **pass_rate(records),
         }
