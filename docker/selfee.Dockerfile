@@ -9,7 +9,11 @@
 #     -v $PWD/runs:/work/runs -v $PWD/runs/selfee/train/model:/models/selfee \
 #     chorus/selfee infer --model hf:/models/selfee --max-num-revision 2 --out runs/selfee-k2
 # API keys (teacher or judge on an OpenAI-compatible server) travel by name: -e OPENAI_API_KEY.
-# The default command serves nothing yet: FastChat serving is not implemented (see README).
+# Default command: serve the model mounted at /models/selfee behind FastChat (controller +
+# SelFee worker + OpenAI-compatible API server) on port 8000, 2 enforced revisions:
+#   docker run --rm --gpus all -p 8000:8000 -v $PWD/runs/selfee/train/model:/models/selfee \
+#     -e CHORUS_SELFEE_API_KEYS chorus/selfee
+#   then: OpenAI(base_url="http://localhost:8000/v1").chat.completions.create(model="selfee", ...)
 
 ARG BASE=chorus/base:latest
 FROM ${BASE}
@@ -17,8 +21,11 @@ FROM ${BASE}
 WORKDIR /opt/chorus
 COPY packages/selfee/ packages/selfee/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python -m pip install -c constraints.txt -e packages/selfee && chorus-selfee --help >/dev/null
+    python -m pip install -c constraints.txt -e "packages/selfee[serve]" \
+    && chorus-selfee --help >/dev/null
 
 WORKDIR /work
+EXPOSE 8000
 ENTRYPOINT ["chorus-selfee"]
-CMD ["--help"]
+CMD ["serve", "--model", "hf:/models/selfee", "--model-name", "selfee", "--max-num-revision", "2", \
+     "--host", "0.0.0.0", "--port", "8000", "--log-dir", "/tmp/selfee-serve-logs"]

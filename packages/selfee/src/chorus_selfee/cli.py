@@ -1,4 +1,4 @@
-"""Command line: ``chorus-selfee generate | train | infer | evaluate | report``."""
+"""Command line: ``chorus-selfee generate | train | infer | evaluate | serve | report``."""
 
 from __future__ import annotations
 
@@ -56,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--reference", required=True, help="infer run dir or FastChat answer JSONL")
     ev.add_argument("--out", help="run directory")
     ev.add_argument("--overwrite", **overwrite)
+
+    srv = _verb(verbs, "serve", "serve the model behind FastChat (controller, worker, OpenAI API)")
+    srv.add_argument("--host", default="127.0.0.1", help="address of all three servers")
+    srv.add_argument("--port", type=int, default=8000, help="OpenAI-compatible API port")
+    srv.add_argument("--controller-port", type=int, default=21001)
+    srv.add_argument("--worker-port", type=int, default=21002)
+    srv.add_argument("--model-name", help="served model name (default: the model folder's name)")
+    srv.add_argument("--log-dir", help="FastChat log folder (default: a new temporary one)")
 
     rep = verbs.add_parser("report", help="print the tables of evaluate runs")
     rep.add_argument("run_dirs", nargs="+")
@@ -258,6 +266,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(cmd_infer(args)))
         elif args.verb == "evaluate":
             print(table(cmd_evaluate(args)))
+        elif args.verb == "serve":
+            from chorus_selfee.serve import serve
+
+            r = _recipe(args)
+            return serve(
+                r.model,
+                max_num_revision=r.max_num_revision,
+                max_new_tokens=r.infer_max_new_tokens,
+                host=args.host,
+                port=args.port,
+                controller_port=args.controller_port,
+                worker_port=args.worker_port,
+                model_name=args.model_name,
+                batch_size=r.batch_size,
+                log_dir=args.log_dir,
+            )
         elif args.verb == "report":
             for d in args.run_dirs:
                 print(f"## {d}\n\n{table(RunDir.open(d).read_metrics())}\n")

@@ -172,9 +172,35 @@ def enforce_generate(
     every row still running; a row stopped at a verdict before K revisions exist gets the
     verdict replaced and continues, otherwise it is done.
     """
+    return enforce_prompts(
+        continuer,
+        [build_prompt(ins, inp) for ins, inp in items],
+        max_num_revision=max_num_revision,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+    )
+
+
+def enforce_prompts(
+    continuer: Continuer,
+    prompts: Sequence[str],
+    *,
+    max_num_revision: int = 0,
+    max_new_tokens: int | Sequence[int] = 1024,
+    seed: int | None = None,
+) -> list[InferResult]:
+    """Return one InferResult per already-rendered SelFee prompt (ending in ``### Answer:``),
+    in order; ``max_new_tokens`` is one budget for all rows or one per row. See
+    ``enforce_generate``."""
     if max_num_revision < 0:
         raise ValueError(f"max_num_revision must be >= 0, got {max_num_revision}")
-    prompts = [build_prompt(ins, inp) for ins, inp in items]
+    budget = (
+        [max_new_tokens] * len(prompts)
+        if isinstance(max_new_tokens, int)
+        else [int(b) for b in max_new_tokens]
+    )
+    if len(budget) != len(prompts) or any(b < 1 for b in budget):
+        raise ValueError(f"max_new_tokens must be >= 1, one value or one per prompt: {budget}")
     texts = [""] * len(prompts)
     used = [0] * len(prompts)
     forced = [0] * len(prompts)
@@ -182,12 +208,12 @@ def enforce_generate(
     finish = ["length"] * len(prompts)
     active = list(range(len(prompts)))
     for round_no in range(max_num_revision + 1):
-        active = [i for i in active if used[i] < max_new_tokens]
+        active = [i for i in active if used[i] < budget[i]]
         if not active:
             break
         outs = continuer.continue_batch(
             [prompts[i] + texts[i] for i in active],
-            [max_new_tokens - used[i] for i in active],
+            [budget[i] - used[i] for i in active],
             STOP_VERDICTS,
             None if seed is None else seed + round_no,
         )
@@ -200,7 +226,7 @@ def enforce_generate(
             if not at_verdict:  # EOS without a verdict, or the budget: done as it is
                 finish[i] = fin
                 continue
-            if revisions_written(texts[i]) < max_num_revision and used[i] < max_new_tokens:
+            if revisions_written(texts[i]) < max_num_revision and used[i] < budget[i]:
                 texts[i] += f"{NEEDED}.\n\n### Revision {revisions_written(texts[i]) + 1}:\n"
                 forced[i] += 1
                 still.append(i)

@@ -19,7 +19,7 @@ from chorus_selfee.records import OBJECTIVES
 from chorus_shared import config
 
 PACKAGE = "chorus_selfee"
-VERBS = ("generate", "train", "infer", "evaluate")
+VERBS = ("generate", "train", "infer", "evaluate", "serve")
 
 
 def _h(text: str, **more: Any) -> dict[str, Any]:
@@ -73,7 +73,8 @@ class SelfeeRecipe:
     )
     # infer
     model: str = field(
-        default="default", metadata=_h("infer: SelFee model spec (hf:<dir>, vllm:…, openai:…)")
+        default="default",
+        metadata=_h("infer/serve: SelFee model spec (hf:<dir>, vllm:…, openai:…)"),
     )
     eval_set: str = field(
         default="vicuna80",
@@ -82,10 +83,10 @@ class SelfeeRecipe:
         ),
     )
     max_num_revision: int = field(
-        default=0, metadata=_h("infer: enforce at least K revisions (0 = autonomous)")
+        default=0, metadata=_h("infer/serve: enforce at least K revisions (0 = autonomous)")
     )
     infer_max_new_tokens: int = field(
-        default=512, metadata=_h("infer: token budget per answer, whole chain")
+        default=512, metadata=_h("infer/serve: token budget per answer, whole chain")
     )
     # evaluate
     judge: str = field(
@@ -121,6 +122,7 @@ class SelfeeRecipe:
         "train": ("objective", "train"),
         "infer": ("model", "eval_set", "limit", "max_num_revision", "infer_max_new_tokens", "seed"),
         "evaluate": ("judge", "eval_set", "judge_temperature", "judge_max_new_tokens", "seed"),
+        "serve": ("model", "max_num_revision", "infer_max_new_tokens"),
     }
 
     def __post_init__(self) -> None:
@@ -173,7 +175,9 @@ def verb_view(verb: str) -> type:
     if verb not in VERBS:
         raise ValueError(f"unknown verb {verb!r}{config.did_you_mean(verb, VERBS)}")
     wanted = set(SelfeeRecipe.VERB_FIELDS[verb])
-    if verb != "train":
+    if verb == "serve":
+        wanted.add("batch_size")
+    elif verb != "train":
         wanted |= {"limit", "seed", *SelfeeRecipe.RUNTIME}
     hints = typing.get_type_hints(SelfeeRecipe)
     spec = [

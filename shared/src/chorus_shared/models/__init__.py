@@ -2,7 +2,7 @@
 
 Specs:
   ``default``                    the embedded SmolLM2-135M-Instruct (offline, see ``embedded``)
-  ``hf:<hub id or local path>``  transformers ``generate``
+  ``hf:<hub id or local path>``  transformers ``generate`` (a training run folder loads its model/)
   ``vllm:<hub id or local path>`` vLLM offline engine (optional extra ``chorus-shared[vllm]``)
   ``openai:<model>[@<base url>]`` any OpenAI-compatible server; key from ``$OPENAI_API_KEY``
 """
@@ -65,6 +65,11 @@ def load_chat_model(spec: str, **options: Any) -> ChatModel:
         from chorus_shared.models.hf import HFChatModel
 
         return HFChatModel.from_default(**options)
+    if backend in ("hf", "vllm"):
+        from chorus_shared.training.rundir import resolve_trained_model
+
+        # A chorus training run folder loads its trained model (``<run>/model``).
+        target = resolve_trained_model(target)
     if backend == "hf":
         from chorus_shared.models.hf import HFChatModel
 

@@ -9,22 +9,21 @@ independent of how the batch is split into micro-batches and of padding.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from chorus_shared.training.examples import BuildStats, TokenizedExample, build_examples
 from chorus_shared.training.recipe import TrainRecipe, load_train_recipe, training_arguments
+from chorus_shared.training.rundir import CHECKPOINT_SUBDIR, MODEL_SUBDIR, resolve_trained_model
 
 logger = logging.getLogger(__name__)
-
-MODEL_SUBDIR = "model"
-CHECKPOINT_SUBDIR = "checkpoints"
 
 
 @dataclass
@@ -119,10 +118,7 @@ def resolve_model_path(spec: str) -> str:
         return str(default_model_dir())
     if spec.startswith("hf:"):
         spec = spec[3:]
-    path = Path(spec)
-    if (path / MODEL_SUBDIR / "config.json").is_file() and not (path / "config.json").is_file():
-        return str(path / MODEL_SUBDIR)  # a chorus training run directory
-    return spec
+    return resolve_trained_model(spec)  # a chorus training run folder -> its model/
 
 
 def load_model_and_tokenizer(recipe: TrainRecipe) -> tuple[Any, Any]:
@@ -162,19 +158,43 @@ class _ListDataset:
 
 def _throughput_callback() -> Any:
     from transformers import TrainerCallback
+    from transformers.trainer_callback import ProgressCallback
 
     class Throughput(TrainerCallback):
-        """Adds tokens/s (input tokens, all processes) to every log line and the progress bar."""
+        """Adds tokens/s (input tokens, all processes) to every log line and the progress bar.
 
-        def on_train_begin(self, args, state, control, **kwargs):
+        The Trainer's tqdm bar already shows steps/s and the ETA; this puts the input tokens
+        per second of wall time since the start (or resumption) beside them.
+        """
+
+        def __init__(self) -> None:
+            self.start = time.perf_counter()
+            self.start_tokens = 0
+            self.progress: Any = None
+
+        def _rate(self, state: Any) -> float:
+            elapsed = max(time.perf_counter() - self.start, 1e-9)
+            return round((state.num_input_tokens_seen - self.start_tokens) / elapsed, 1)
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.start, self.start_tokens = time.perf_counter(), state.num_input_tokens_seen
 
-        def on_log(self, args, state, control, logs=None, **kwargs):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            bar = getattr(self.progress, "training_bar", None)
+            if bar is not None:
+                bar.set_postfix_str(f"{self._rate(state):.1f} tok/s", refresh=False)
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
+        ) -> None:
             if logs is not None and "loss" in logs:
-                elapsed = max(time.perf_counter() - self.start, 1e-9)
-                logs["tokens_per_s"] = round(
-                    (state.num_input_tokens_seen - self.start_tokens) / elapsed, 1
-                )
+                logs["tokens_per_s"] = self._rate(state)
+
+        def attach(self, trainer: Any) -> None:
+            """Finds the trainer's progress bar callback (None when tqdm is disabled)."""
+            for callback in trainer.callback_handler.callbacks:
+                if isinstance(callback, ProgressCallback):
+                    self.progress = callback
 
     return Throughput()
 
@@ -185,6 +205,27 @@ def last_checkpoint(out_dir: Path) -> str | None:
 
     folder = out_dir / CHECKPOINT_SUBDIR
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+# accelerate drops an FSDP request on CPU (it runs plain DDP there) and transformers refuses
+# it in a single process: one message for both, saying what works instead.
+_NO_FSDP = (
+    "fsdp is set but this launch cannot run FSDP: accelerate runs FSDP only on GPUs (or other "
+    "accelerators) with several processes (torchrun / accelerate launch). On CPU use "
+    "deepspeed: zero2|zero3, or drop fsdp (plain DDP under torchrun)"
+)
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    xpu = getattr(torch, "xpu", None)
+    return bool(torch.cuda.is_available() or (xpu is not None and xpu.is_available()))
+
+
+def process_rank() -> int:
+    """Returns this process's global rank under torchrun / accelerate launch (0 when alone)."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def train(
@@ -198,7 +239,10 @@ def train(
 
     Layout: config.json, metrics.json, report.md (+ loss curve PNG), checkpoints/, and the final
     model + tokenizer in ``model/`` (``hf:<out_dir>`` loads it). With ``resume`` a run folder
-    holding checkpoints continues from the newest one. Returns a :class:`TrainResult`.
+    holding checkpoints continues from the newest one. Under torchrun / accelerate launch every
+    process trains; only global rank 0 owns the run folder (lock, config, metrics, report), so
+    on several nodes ``out_dir`` must be on a shared filesystem. The run folder's lock is
+    released when training ends or fails. Returns a :class:`TrainResult`.
     """
     from chorus_shared.runs import RunDir
 
@@ -206,16 +250,54 @@ def train(
         recipe = load_train_recipe(recipe)
     out_dir = Path(out_dir)
     records = list(records)
-    run = RunDir.create(
-        out_dir,
-        {"kind": "train", "recipe": recipe.to_dict(), "n_records": len(records)},
-        overwrite=not resume,
-    )
-    if recipe.report_to == "wandb":
-        os.environ.setdefault("WANDB_MODE", "offline")  # no account needed; `wandb sync` later
-        os.environ.setdefault("WANDB_DIR", str(out_dir))
-        os.environ.setdefault("WANDB_PROJECT", "chorus")
+    run = None
+    if process_rank() == 0:
+        run = RunDir.create(
+            out_dir,
+            {"kind": "train", "recipe": recipe.to_dict(), "n_records": len(records)},
+            overwrite=not resume,
+        )
+    try:
+        with _tracking_env(recipe, out_dir):
+            return _train_in(run, recipe, records, out_dir, resume=resume)
+    finally:
+        if run is not None:
+            run.close()
 
+
+@contextlib.contextmanager
+def _tracking_env(recipe: TrainRecipe, out_dir: Path) -> Iterator[None]:
+    """wandb offline into the run folder unless the environment says otherwise, for this run.
+
+    The defaults are undone afterwards and the wandb run is finished, so a second ``train``
+    in the same process starts its own wandb run in its own folder.
+    """
+    if recipe.report_to != "wandb":
+        yield
+        return
+    defaults = {
+        "WANDB_MODE": "offline",  # no account needed; `wandb sync <run>/wandb/offline-run-*`
+        "WANDB_DIR": str(out_dir),
+        "WANDB_PROJECT": "chorus",
+    }
+    added = [name for name in defaults if name not in os.environ]
+    os.environ.update({name: defaults[name] for name in added})
+    try:
+        yield
+    finally:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def _train_in(
+    run: Any, recipe: TrainRecipe, records: list[Mapping[str, Any]], out_dir: Path, *, resume: bool
+) -> TrainResult:
+    if recipe.fsdp and (recipe.extra_args.get("use_cpu") or not _has_accelerator()):
+        raise ValueError(_NO_FSDP)
     from transformers import set_seed
 
     # Seed before building the model: LoRA's random adapter init must repeat on a rerun.
@@ -226,14 +308,18 @@ def train(
     )
     logger.info("training data: %s", stats.summary())
     args = training_arguments(recipe, out_dir / CHECKPOINT_SUBDIR)
+    throughput = _throughput_callback()
     trainer = WeightedLossTrainer(
         model=model,
         args=args,
         train_dataset=_ListDataset(examples),
         data_collator=WeightedCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=[_throughput_callback()],
+        callbacks=[throughput],
     )
+    throughput.attach(trainer)
+    if recipe.fsdp and not trainer.is_fsdp_enabled:
+        raise ValueError(_NO_FSDP)
     checkpoint = last_checkpoint(out_dir) if resume else None
     if checkpoint:
         logger.info("resuming training from %s", checkpoint)
@@ -242,8 +328,7 @@ def train(
     elapsed = time.perf_counter() - started
 
     model_dir = out_dir / MODEL_SUBDIR
-    if trainer.is_world_process_zero():
-        _save_model(trainer, tokenizer, recipe, model_dir)
+    _save_model(trainer, tokenizer, recipe, model_dir)
     history = trainer.state.log_history
     losses = [(h["step"], h["loss"]) for h in history if "loss" in h]
     metrics = {
@@ -253,24 +338,40 @@ def train(
         "first_loss": losses[0][1] if losses else None,
         "last_loss": losses[-1][1] if losses else None,
         "wall_s": round(elapsed, 2),
+        # input tokens (all processes, padding excluded) per second of this session's training
+        "tokens_per_s": round(trainer.state.num_input_tokens_seen / max(elapsed, 1e-9), 1),
+        "world_size": int(args.world_size),
         "build_stats": stats.to_dict(),
     }
-    if trainer.is_world_process_zero():
+    if run is not None and trainer.is_world_process_zero():
         run.write_metrics(metrics)
         _write_report(run, recipe, metrics, losses, stats)
     return TrainResult(model_dir=model_dir, metrics=metrics, build_stats=stats)
 
 
 def _save_model(trainer: Any, tokenizer: Any, recipe: TrainRecipe, model_dir: Path) -> None:
+    """Saves the final model in ``model_dir`` as a folder ``from_pretrained`` loads.
+
+    Called on every process: under DeepSpeed ZeRO-3 and FSDP the weights are sharded and all
+    processes take part in gathering them; rank 0 writes.
+    """
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        if trainer.is_fsdp_enabled:
+            # A sharded state dict is right for checkpoints but is not a model folder.
+            trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+        # Under sharding LoRA is saved as an adapter (merging needs the gathered weights).
+        trainer.save_model(str(model_dir))
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(str(model_dir))
+        return
+    if not trainer.is_world_process_zero():
+        return
     model = trainer.accelerator.unwrap_model(trainer.model)
     if recipe.lora is not None and recipe.merge_lora:
         model = model.merge_and_unload()
     # Without merging, PEFT writes adapter_config.json + weights; transformers loads an adapter
     # folder with from_pretrained when peft is installed (the base model id is recorded in it).
-    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
-        trainer.save_model(str(model_dir))
-    else:
-        model.save_pretrained(str(model_dir))
+    model.save_pretrained(str(model_dir))
     tokenizer.save_pretrained(str(model_dir))
 
 
