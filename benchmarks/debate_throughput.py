@@ -206,7 +206,7 @@ def run_engine(
     chat_model.chat = counting_chat
     try:
         start = time.perf_counter()
-        records = engine.run(items)
+        records = [r.to_json() for r in engine.run(items)]  # as stored in records.jsonl
         seconds = time.perf_counter() - start
     finally:
         if shadowed is None:

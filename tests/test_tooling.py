@@ -12,6 +12,7 @@ import shlex
 import shutil
 import stat
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,21 @@ def test_torch_pin_is_the_same_everywhere():
 
 
 # --- Makefile ------------------------------------------------------------------------------------
+
+
+def test_lint_type_checks_shared_and_the_reference_package():
+    # `make lint` (and so CI) runs mypy on the paths in the root pyproject's [tool.mypy].
+    recipe = re.search(r"^lint:.*\n((?:\t.*\n)+)", MAKEFILE.read_text(encoding="utf-8"), re.M)
+    assert recipe and "mypy" in recipe.group(1)
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["mypy"]
+    assert {"shared/src/chorus_shared", "packages/debate/src/chorus_debate"} <= set(config["files"])
+    assert constraint_pins()["mypy"].startswith("==")
+    dev = tomllib.loads((ROOT / "shared" / "pyproject.toml").read_text(encoding="utf-8"))
+    assert any(d.startswith("mypy") for d in dev["project"]["optional-dependencies"]["dev"])
+    # mypy needs the dependencies' types: the workflow's lint job installs the workspace first.
+    steps = [str(step.get("run", "")) for step in workflow()["jobs"]["lint"]["steps"]]
+    setup = next(k for k, run in enumerate(steps) if "make setup" in run)
+    assert setup < next(k for k, run in enumerate(steps) if "make lint" in run)
 
 
 def test_makefile_has_required_targets():

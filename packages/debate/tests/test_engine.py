@@ -14,12 +14,41 @@ from chorus_debate.debate import (
     DebateEngine,
     DebateSetup,
 )
+from chorus_debate.evaluate import RecordScore, declined_replies, score_record
+from chorus_debate.judge import biography_score
 from chorus_debate.methods import plan_method
+from chorus_debate.records import DebateRecord
 from chorus_debate.tasks import ARITHMETIC, BIOGRAPHY, load_arithmetic
 from chorus_shared.models import Completion, SamplingParams
 
 PARAMS = SamplingParams(max_new_tokens=16, temperature=0.7, seed=0)
 EXPRESSION = re.compile(r"Compute (\d+)\+(\d+)\*(\d+)\+(\d+)-(\d+)\*(\d+)\.")
+
+
+def _stored(records: list[DebateRecord]) -> list[dict]:
+    """The records as written to records.jsonl (and checked to read back unchanged)."""
+    stored = [r.to_json() for r in records]
+    assert [DebateRecord.from_json(d) for d in stored] == records
+    for d in stored:  # the writer stores replies only: grading happens in evaluate.py
+        assert not {"answers", "final", "correct", "correct_by_round", "score"} & set(d)
+    return stored
+
+
+def _grade(record: dict) -> RecordScore:
+    return score_record(ARITHMETIC, DebateRecord.from_json(record))
+
+
+def _unparseable(record: dict) -> list[int]:
+    return [sum(a is None for a in rnd) for rnd in _grade(record).answers]
+
+
+def _bio(record: dict) -> tuple[float | None, dict[str, int]]:
+    """(score, counts with declined) of a biography record, as evaluate.py computes them."""
+    score, counts = biography_score(record["judge"]["verdicts"])
+    return score, {
+        **counts,
+        "declined": declined_replies(BIOGRAPHY, DebateRecord.from_json(record)),
+    }
 
 
 def _setup(method: str, agents: int = 3, rounds: int = 2, **kwargs) -> DebateSetup:
@@ -59,7 +88,7 @@ def items():
 
 def test_one_call_per_round_for_the_whole_window(fake_chat_model, items) -> None:
     model = fake_chat_model(lambda c: "I get 5.")
-    records = DebateEngine(ARITHMETIC, [model] * 3, _setup("debate", 3, 3)).run(items)
+    records = _stored(DebateEngine(ARITHMETIC, [model] * 3, _setup("debate", 3, 3)).run(items))
     assert model.batch_sizes == [4 * 3] * 3
     assert len(records) == 4
     assert [r["id"] for r in records] == [i["id"] for i in items]
@@ -87,9 +116,10 @@ def test_single_and_majority_generate_one_round(fake_chat_model, items) -> None:
     DebateEngine(ARITHMETIC, [single], _setup("single")).run(items)
     assert single.batch_sizes == [4]
     majority = fake_chat_model()
-    records = DebateEngine(ARITHMETIC, [majority] * 5, _setup("majority", 5, 3)).run(items)
+    records = _stored(DebateEngine(ARITHMETIC, [majority] * 5, _setup("majority", 5, 3)).run(items))
     assert majority.batch_sizes == [4 * 5]
-    assert all(len(r["answers"]) == 1 and len(r["answers"][0]) == 5 for r in records)
+    assert all(len(r["finish_reasons"]) == 1 and len(r["agents"]) == 5 for r in records)
+    assert all(len(_grade(r).answers[0]) == 5 for r in records)
 
 
 def test_agent_count_must_match_the_plan(fake_chat_model) -> None:
@@ -136,7 +166,7 @@ def test_round3_shows_the_round2_answers_not_round1(fake_chat_model, items) -> N
 
 def test_reflection_shows_the_agent_its_own_answer(fake_chat_model, items) -> None:
     model = fake_chat_model(_numbered_replies())
-    records = DebateEngine(ARITHMETIC, [model], _setup("reflection", 3, 2)).run(items)
+    records = _stored(DebateEngine(ARITHMETIC, [model], _setup("reflection", 3, 2)).run(items))
     assert model.batch_sizes == [4, 4]
     for item, conv, rec in zip(items, model.calls[1], records, strict=True):
         prompt = ARITHMETIC.first_prompt(item)
@@ -144,7 +174,7 @@ def test_reflection_shows_the_agent_its_own_answer(fake_chat_model, items) -> No
         assert conv[1]["role"] == "assistant"
         assert conv[2] == {"role": "user", "content": REFLECTION_PROMPT.format(task=prompt)}
         assert len(rec["agents"]) == 1
-        assert len(rec["answers"]) == 2
+        assert len(_grade(rec).answers) == 2
 
 
 def test_summarize_one_summarizer_call_per_later_round(fake_chat_model, items) -> None:
@@ -154,7 +184,7 @@ def test_summarize_one_summarizer_call_per_later_round(fake_chat_model, items) -
     engine = DebateEngine(
         ARITHMETIC, [agents] * 3, _setup("debate", 3, 3, summarize=True), summarizer=summarizer
     )
-    records = engine.run(items)
+    records = _stored(engine.run(items))
     assert agents.batch_sizes == [12, 12, 12]
     assert summarizer.batch_sizes == [12, 12]  # rounds 2 and 3: one per (item, agent)
 
@@ -194,7 +224,7 @@ def test_summarizer_defaults_to_the_first_agents_model(fake_chat_model, items) -
 def test_heterogeneous_agents_one_call_per_model_per_round(fake_chat_model, items) -> None:
     m1 = fake_chat_model(lambda c: "m1 says 3", spec="fake:one")
     m2 = fake_chat_model(lambda c: "m2 says 4", spec="fake:two")
-    records = DebateEngine(ARITHMETIC, [m1, m2, m1], _setup("debate", 3, 2)).run(items)
+    records = _stored(DebateEngine(ARITHMETIC, [m1, m2, m1], _setup("debate", 3, 2)).run(items))
     assert m1.batch_sizes == [4 * 2, 4 * 2]
     assert m2.batch_sizes == [4, 4]
     # Each model continues only its own agents' histories.
@@ -206,7 +236,7 @@ def test_heterogeneous_agents_one_call_per_model_per_round(fake_chat_model, item
         assert "m2 says 4" not in conv[2]["content"]
     for rec in records:
         assert [a["model"] for a in rec["agents"]] == ["fake:one", "fake:two", "fake:one"]
-        assert rec["answers"] == [[3, 4, 3], [3, 4, 3]]
+        assert _grade(rec).answers == [[3, 4, 3], [3, 4, 3]]
         texts = [
             [m["content"] for m in a["messages"] if m["role"] == "assistant"] for a in rec["agents"]
         ]
@@ -216,7 +246,7 @@ def test_heterogeneous_agents_one_call_per_model_per_round(fake_chat_model, item
 def test_system_message_comes_first_once(fake_chat_model, items) -> None:
     model = fake_chat_model()
     setup = _setup("debate", 2, 2, system="Be careful.")
-    records = DebateEngine(ARITHMETIC, [model] * 2, setup).run(items)
+    records = _stored(DebateEngine(ARITHMETIC, [model] * 2, setup).run(items))
     for call in model.calls:
         for conv in call:
             assert conv[0] == {"role": "system", "content": "Be careful."}
@@ -267,17 +297,18 @@ def test_records_answers_unparseable_majority_and_correctness(fake_chat_model, i
         return f"Checking again: {value}"  # round 2: agents 1 and 2 fix it
 
     model = fake_chat_model(reply)
-    records = DebateEngine(ARITHMETIC, [model] * 3, _setup("debate", 3, 2)).run(items)
+    records = _stored(DebateEngine(ARITHMETIC, [model] * 3, _setup("debate", 3, 2)).run(items))
     for item, rec in zip(items, records, strict=True):
         t = item["target"]
         assert rec["id"] == item["id"]
         assert rec["task"] == "arithmetic" and rec["method"] == "debate"
         assert rec["question"] == item["question"] and rec["target"] == t
-        assert rec["answers"] == [[t + 1] * 3, [t, t, None]]
-        assert rec["unparseable"] == [0, 1]
-        assert rec["final"] == t
-        assert rec["correct_by_round"] == [False, True]
-        assert rec["correct"] is True
+        graded = _grade(rec)
+        assert graded.answers == [[t + 1] * 3, [t, t, None]]
+        assert _unparseable(rec) == [0, 1]
+        assert graded.finals[-1] == t
+        assert graded.by_round == [False, True]
+        assert graded.correct is True
         assert rec["errors"] == 0
         assert rec["finish_reasons"] == [["stop"] * 3, ["stop"] * 3]
         assert rec["usage"]["completion_tokens"] > 0
@@ -290,11 +321,11 @@ def test_records_answers_unparseable_majority_and_correctness(fake_chat_model, i
 
 def test_all_unparseable_final_is_none_and_wrong(fake_chat_model, items) -> None:
     model = fake_chat_model(lambda c: "no idea")
-    records = DebateEngine(ARITHMETIC, [model] * 3, _setup("debate", 3, 2)).run(items)
+    records = _stored(DebateEngine(ARITHMETIC, [model] * 3, _setup("debate", 3, 2)).run(items))
     for rec in records:
-        assert rec["final"] is None
-        assert rec["correct_by_round"] == [False, False]
-        assert rec["unparseable"] == [3, 3]
+        assert _grade(rec).finals[-1] is None
+        assert _grade(rec).by_round == [False, False]
+        assert _unparseable(rec) == [3, 3]
 
 
 def test_error_completion_is_counted_and_never_correct(fake_chat_model, items) -> None:
@@ -307,15 +338,15 @@ def test_error_completion_is_counted_and_never_correct(fake_chat_model, items) -
         return Completion(text=str(value), finish_reason="error", error="HTTP 500")
 
     model = fake_chat_model(reply)
-    records = DebateEngine(ARITHMETIC, [model] * 3, _setup("debate", 3, 2)).run(items)
+    records = _stored(DebateEngine(ARITHMETIC, [model] * 3, _setup("debate", 3, 2)).run(items))
     for rec in records:
         assert rec["errors"] == 3
-        assert rec["answers"][0] == [rec["target"]] * 3
-        assert rec["answers"][1] == [None, None, None]
+        assert _grade(rec).answers[0] == [rec["target"]] * 3
+        assert _grade(rec).answers[1] == [None, None, None]
         assert rec["finish_reasons"][1] == ["error"] * 3
-        assert rec["unparseable"] == [0, 3]
-        assert rec["correct_by_round"] == [True, False]
-        assert rec["correct"] is False
+        assert _unparseable(rec) == [0, 3]
+        assert _grade(rec).by_round == [True, False]
+        assert _grade(rec).correct is False
 
 
 def test_one_error_among_agents_leaves_the_majority_to_the_others(fake_chat_model, items) -> None:
@@ -327,10 +358,10 @@ def test_one_error_among_agents_leaves_the_majority_to_the_others(fake_chat_mode
         return f"= {_true_value(conversation)}"
 
     model = fake_chat_model(reply)
-    rec = DebateEngine(ARITHMETIC, [model] * 3, _setup("majority", 3)).run(items[:1])[0]
+    rec = _stored(DebateEngine(ARITHMETIC, [model] * 3, _setup("majority", 3)).run(items[:1]))[0]
     assert rec["errors"] == 1
-    assert rec["answers"] == [[None, rec["target"], rec["target"]]]
-    assert rec["correct"] is True
+    assert _grade(rec).answers == [[None, rec["target"], rec["target"]]]
+    assert _grade(rec).correct is True
 
 
 # -- biographies -----------------------------------------------------------------------------
@@ -353,7 +384,7 @@ def test_biography_debate_with_a_fake_judge(fake_chat_model) -> None:
     with pytest.raises(ValueError, match="judge"):
         DebateEngine(BIOGRAPHY, [agents] * 2, _setup("debate", 2, 2))
     setup = _setup("debate", 2, 2)
-    records = DebateEngine(BIOGRAPHY, [agents] * 2, setup, judge=judge).run(PEOPLE)
+    records = _stored(DebateEngine(BIOGRAPHY, [agents] * 2, setup, judge=judge).run(PEOPLE))
 
     assert agents.batch_sizes == [4, 4]
     assert judge.batch_sizes == [2 * 2 + 2 * 3]  # all (item, agent, fact) in one call
@@ -361,36 +392,39 @@ def test_biography_debate_with_a_fake_judge(fake_chat_model) -> None:
     ada, alan = records
     assert ada["question"] == "Ada Lovelace"
     assert ada["target"] == ["born 1815", "a poet"]
-    assert ada["answers"][-1] == ["Here you go:\n- born 1815\n- born 1912\n- a runner"] * 2
+    assert (
+        DebateRecord.from_json(ada).last_replies()
+        == ["Here you go:\n- born 1815\n- born 1912\n- a runner"] * 2
+    )
     assert ada["judge"]["model"] == "judge"
     assert ada["judge"]["verdicts"] == [["yes", "no"], ["yes", "no"]]
-    assert ada["judge"]["counts"] == {
+    assert _bio(ada)[1] == {
         "yes": 2,
         "no": 2,
         "uncertain": 0,
         "unparseable": 0,
         "declined": 0,
     }
-    assert ada["score"] == pytest.approx(0.5)
-    assert alan["judge"]["counts"] == {
+    assert _bio(ada)[0] == pytest.approx(0.5)
+    assert _bio(alan)[1] == {
         "yes": 2,
         "no": 2,
         "uncertain": 2,
         "unparseable": 0,
         "declined": 0,
     }
-    assert alan["score"] == pytest.approx(0.5)
-    assert "correct" not in ada and "final" not in ada
+    assert _bio(alan)[0] == pytest.approx(0.5)
+    assert "counts" not in ada["judge"] and "score" not in ada
 
 
 def test_biography_empty_reply_gets_no_without_asking_the_judge(fake_chat_model) -> None:
     agents = fake_chat_model(lambda c: "   ")
     judge = fake_chat_model(lambda c: "yes")
-    records = DebateEngine(BIOGRAPHY, [agents], _setup("single"), judge=judge).run(PEOPLE)
+    records = _stored(DebateEngine(BIOGRAPHY, [agents], _setup("single"), judge=judge).run(PEOPLE))
     assert judge.calls == []
-    assert [r["score"] for r in records] == [0.0, 0.0]
-    assert records[1]["judge"]["counts"]["no"] == 3
-    assert records[0]["unparseable"] == [1]
+    assert [_bio(r)[0] for r in records] == [0.0, 0.0]
+    assert _bio(records[1])[1]["no"] == 3
+    assert BIOGRAPHY.parse(DebateRecord.from_json(records[0]).last_replies()[0]) is None
 
 
 def test_biography_declining_reply_stops_the_debate_and_is_not_scored(fake_chat_model) -> None:
@@ -401,14 +435,16 @@ def test_biography_declining_reply_stops_the_debate_and_is_not_scored(fake_chat_
 
     agents = fake_chat_model(reply)
     judge = fake_chat_model(lambda c: "yes", spec="judge")
-    records = DebateEngine(BIOGRAPHY, [agents] * 2, _setup("debate", 2, 3), judge=judge).run(PEOPLE)
+    records = _stored(
+        DebateEngine(BIOGRAPHY, [agents] * 2, _setup("debate", 2, 3), judge=judge).run(PEOPLE)
+    )
     ada, alan = records
     # Ada stops after round 1; Alan debates all three rounds.
     assert agents.batch_sizes == [4, 2, 2]
-    assert len(ada["answers"]) == 1 and len(alan["answers"]) == 3
-    assert ada["judge"]["counts"]["declined"] == 2
-    assert ada["judge"]["verdicts"] == [] and ada["score"] is None
-    assert alan["judge"]["counts"]["declined"] == 0 and alan["score"] == 1.0
+    assert len(ada["finish_reasons"]) == 1 and len(alan["finish_reasons"]) == 3
+    assert _bio(ada)[1]["declined"] == 2
+    assert ada["judge"]["verdicts"] == [] and _bio(ada)[0] is None
+    assert _bio(alan)[1]["declined"] == 0 and _bio(alan)[0] == 1.0
     # Only Alan's biographies went to the judge.
     assert judge.batch_sizes == [2 * len(PEOPLE[1]["facts"])]
 

@@ -189,6 +189,20 @@ def test_a_record_whose_id_is_not_an_item_of_the_run_is_a_counted_skip(
     )
 
 
+def test_stored_grades_of_an_old_run_are_ignored(finished_run: Path, capsys) -> None:
+    # Runs made before typed records also stored answers, final and correct. They read fine,
+    # and only the stored replies count: a stored "correct": true cannot lift the accuracy.
+    records = _records(finished_run)
+    for rec in records:
+        assert "correct" not in rec and "answers" not in rec
+        rec.update(answers=[[rec["target"]]], final=rec["target"], correct=True, unparseable=[0])
+    (finished_run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    capsys.readouterr()
+    assert main(["evaluate", str(finished_run)]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy 0.0 ± 0.0 % over 2 items" in out and "skipped records 0" in out
+
+
 def test_a_run_made_before_item_ids_still_evaluates_and_says_so(finished_run: Path, capsys) -> None:
     config = json.loads((finished_run / "config.json").read_text())
     del config["item_ids"]

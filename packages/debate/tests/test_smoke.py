@@ -26,7 +26,7 @@ def test_gsm_debate_on_the_embedded_model(tmp_path, capsys) -> None:
             replies = [m["content"] for m in agent["messages"] if m["role"] == "assistant"]
             assert len(replies) == 2
             assert any(r.strip() for r in replies)  # a real model writes something
-        assert len(rec["answers"]) == 2
+        assert len(rec["finish_reasons"]) == 2
         assert rec["errors"] == 0
         assert rec["usage"]["completion_tokens"] > 0
 

@@ -9,10 +9,23 @@ crash of the driver or a worker loses only windows that were still in flight.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
 
 Record = dict[str, Any]
 WindowFn = Callable[[list[Record]], list[Record]]
+
+
+class _Replica:
+    """One Ray actor: builds its model replica once, then turns windows into records."""
+
+    def __init__(self, factory: Callable[[], WindowFn]) -> None:
+        self.run_window = factory()
+
+    def run(self, window: list[Record]) -> list[Record]:
+        return self.run_window(window)
 
 
 def ray_map_windows(
@@ -51,15 +64,12 @@ def ray_map_windows(
             num_workers = max(1, int(resources.get("CPU", 1) // max(cpus_per_worker, 1e-9)))
     num_workers = max(1, min(num_workers, len(windows)))
 
-    @ray.remote(num_gpus=gpus_per_worker, num_cpus=cpus_per_worker)
-    class Replica:
-        def __init__(self, factory: Callable[[], WindowFn]) -> None:
-            self.run_window = factory()
-
-        def run(self, window: list[Record]) -> list[Record]:
-            return self.run_window(window)
-
-    replicas = [Replica.remote(build_worker) for _ in range(num_workers)]
+    actor = ray.remote(_Replica).options(num_gpus=gpus_per_worker, num_cpus=cpus_per_worker)
+    # ActorClass.remote always returns a handle; Ray annotates it as `handle | type` so that
+    # checkers see the class's methods, which ray.kill (typed for handles) then refuses.
+    replicas = [
+        cast("ActorHandle[_Replica]", actor.remote(build_worker)) for _ in range(num_workers)
+    ]
     queue = list(range(len(windows)))
     in_flight: dict[Any, int] = {}  # object ref -> replica index
     done = 0
@@ -83,6 +93,6 @@ def ray_map_windows(
     finally:
         for ref in in_flight:
             ray.cancel(ref, force=True)
-        for actor in replicas:
-            ray.kill(actor)
+        for handle in replicas:
+            ray.kill(handle)
     return done

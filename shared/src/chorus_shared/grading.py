@@ -261,7 +261,9 @@ def format_stat(mean: float, se: float, scale: float = 100.0, digits: int = 1) -
     return f"{mean * scale:.{digits}f} ± {se * scale:.{digits}f}"
 
 
-_BINARY_OPS: dict[type[ast.operator], Callable[[object, object], object]] = {
+# Numbers the evaluator works with; ** of a negative base can still produce a complex.
+_Number = int | float
+_BINARY_OPS: dict[type[ast.operator], Callable[[_Number, _Number], _Number | complex]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: operator.mul,
@@ -270,7 +272,7 @@ _BINARY_OPS: dict[type[ast.operator], Callable[[object, object], object]] = {
     ast.Mod: operator.mod,
     ast.Pow: operator.pow,
 }
-_UNARY_OPS: dict[type[ast.unaryop], Callable[[object], object]] = {
+_UNARY_OPS: dict[type[ast.unaryop], Callable[[_Number], _Number]] = {
     ast.UAdd: operator.pos,
     ast.USub: operator.neg,
 }
@@ -292,7 +294,7 @@ _MAX_INT_BITS = 4096
 _OPERATOR_ALIASES = str.maketrans({"\u2212": "-", "×": "*", "÷": "/"})
 
 
-def _check_magnitude(value: int | float) -> int | float:
+def _check_magnitude(value: _Number | complex) -> _Number:
     if isinstance(value, complex):
         raise ValueError("the expression has a complex result, which is not allowed")
     if isinstance(value, float) and not math.isfinite(value):

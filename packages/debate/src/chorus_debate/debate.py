@@ -12,12 +12,11 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
-from chorus_debate.judge import biography_score, judge_biographies
+from chorus_debate.judge import judge_biographies
 from chorus_debate.methods import MethodPlan
+from chorus_debate.records import AgentLog, DebateRecord, JudgeLog, Usage
 from chorus_debate.tasks import Item, Task
-from chorus_shared.grading import majority_vote
 from chorus_shared.models import ChatModel, Completion, Message, SamplingParams
 
 DEBATE_PROMPT = (
@@ -80,8 +79,9 @@ class DebateEngine:
 
     # -- one window --------------------------------------------------------------------------
 
-    def run(self, items: Sequence[Item]) -> list[dict[str, Any]]:
-        """Return one finished record per item; all agents of all items share each batch."""
+    def run(self, items: Sequence[Item]) -> list[DebateRecord]:
+        """Return one record per item (see records.py); all agents of all items share each
+        batch. Records hold the replies only: evaluate.py grades them."""
         plan, task = self.setup.plan, self.task
         params = self._window_params(items)
         n_agents = plan.agents
@@ -125,7 +125,7 @@ class DebateEngine:
             for i, item in enumerate(items)
         ]
         if task.judged:
-            self._judge(items, records)
+            records = self._judge(items, replies, records)
         return records
 
     def _window_params(self, items: Sequence[Item]) -> SamplingParams:
@@ -173,7 +173,7 @@ class DebateEngine:
                 [DEBATE_PROMPT.format(others=o, task=p) + hint for o in per]
                 for p, per in zip(prompts, others, strict=True)
             ]
-        conversations = [
+        conversations: list[list[Message]] = [
             [{"role": "user", "content": SUMMARIZE_PROMPT.format(others=o)}]
             for per in others
             for o in per
@@ -215,49 +215,48 @@ class DebateEngine:
         histories: list[list[Message]],
         replies: list[list[Completion]],
         summaries: list[list[str]],
-    ) -> dict[str, Any]:
+    ) -> DebateRecord:
+        # Only what was generated; answers are parsed and graded by evaluate.py.
         task, plan = self.task, self.setup.plan
-        answers = [[task.parse(c.text) if not c.error else None for c in rnd] for rnd in replies]
-        finals = [majority_vote(rnd) for rnd in answers]
-        record: dict[str, Any] = {
-            "id": item["id"],
-            "task": task.name,
-            "method": plan.method,
-            "question": item.get("question", item.get("person")),
-            "target": item.get("target", item.get("facts")),
-            "agents": [
-                {"model": self.agents[a].spec, "messages": histories[a]} for a in range(plan.agents)
-            ],
-            "answers": answers,
-            "unparseable": [sum(x is None for x in rnd) for rnd in answers],
-            "errors": sum(c.error is not None for rnd in replies for c in rnd),
-            "finish_reasons": [[c.finish_reason for c in rnd] for rnd in replies],
-            "usage": {
-                "prompt_tokens": sum(c.prompt_tokens for rnd in replies for c in rnd),
-                "completion_tokens": sum(c.completion_tokens for rnd in replies for c in rnd),
-            },
-        }
-        if not task.judged:
-            record["final"] = finals[-1]
-            record["correct_by_round"] = [task.is_correct(f, item) for f in finals]
-            record["correct"] = record["correct_by_round"][-1]
-        if summaries:
-            record["summaries"] = summaries
         reasons = [c.error for rnd in replies for c in rnd if c.error]
-        if reasons:
+        return DebateRecord(
+            id=item["id"],
+            task=task.name,
+            method=plan.method,
+            # Biography items name a person and hold facts instead of a question and an answer.
+            question=item["question"] if "question" in item else item["person"],
+            target=item["target"] if "target" in item else item["facts"],
+            agents=[AgentLog(self.agents[a].spec, histories[a]) for a in range(plan.agents)],
+            finish_reasons=[[c.finish_reason for c in rnd] for rnd in replies],
+            usage=Usage(
+                prompt_tokens=sum(c.prompt_tokens for rnd in replies for c in rnd),
+                completion_tokens=sum(c.completion_tokens for rnd in replies for c in rnd),
+            ),
+            errors=len(reasons),
+            summaries=summaries or None,
             # Not finished: chorus_shared.runs keeps it with its reason and a resume retries it.
-            record["error"] = reasons[0]
-        return record
+            error=reasons[0] if reasons else None,
+        )
 
-    def _judge(self, items: Sequence[Item], records: list[dict[str, Any]]) -> None:
+    def _judge(
+        self,
+        items: Sequence[Item],
+        replies: list[list[list[Completion]]],
+        records: list[DebateRecord],
+    ) -> list[DebateRecord]:
+        """Return ``records`` with the judge's verdicts on each agent's last biography."""
         assert self.judge is not None
         # A reply that declines is not scored (the paper): it gets no verdicts at all. An
-        # empty reply still gets "no" for every fact (judge_biographies), never a free pass.
+        # empty or failed reply still gets "no" for every fact (judge_biographies), never a
+        # free pass.
         declines = self.task.declines or (lambda text: False)
-        declined = [[declines(text) for text in _last_texts(rec)] for rec in records]
         bios = [
-            [a for a, d in zip(rec["answers"][-1], dec, strict=True) if not d]
-            for rec, dec in zip(records, declined, strict=True)
+            [
+                None if c.error else self.task.parse(c.text)
+                for c in per_item[-1]
+                if not declines(c.text)
+            ]
+            for per_item in replies
         ]
         verdicts = judge_biographies(
             self.judge,
@@ -266,16 +265,7 @@ class DebateEngine:
             [item["facts"] for item in items],
             self.setup.judge_params,
         )
-        for rec, item_verdicts, dec in zip(records, verdicts, declined, strict=True):
-            score, counts = biography_score(item_verdicts)
-            counts["declined"] = sum(dec)
-            rec["judge"] = {"model": self.judge.spec, "verdicts": item_verdicts, "counts": counts}
-            rec["score"] = score
-
-
-def _last_texts(record: dict[str, Any]) -> list[str]:
-    """Return each agent's last reply text in ``record``."""
-    return [
-        [m["content"] for m in agent["messages"] if m["role"] == "assistant"][-1]
-        for agent in record["agents"]
-    ]
+        return [
+            replace(rec, judge=JudgeLog(self.judge.spec, item_verdicts))
+            for rec, item_verdicts in zip(records, verdicts, strict=True)
+        ]

@@ -9,50 +9,74 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from chorus_debate.judge import biography_score, pooled_accuracy
+from chorus_debate.records import DebateRecord, RecordFormatError
 from chorus_debate.tasks import Task, get_task
 from chorus_shared.grading import format_stat, majority_vote
 from chorus_shared.report import image_link, line_plot, markdown_table
 from chorus_shared.runs import OutputFolder, RecordSet, RunDir
 
 
-def replies_by_round(record: dict[str, Any]) -> list[list[str]]:
-    """Return reply texts as [round][agent], read from each agent's chat history."""
-    per_agent = [
-        [m["content"] for m in agent["messages"] if m["role"] == "assistant"]
-        for agent in record["agents"]
+@dataclass(frozen=True)
+class RecordScore:
+    """How one exact-answer record grades (derived from its replies, never stored)."""
+
+    answers: list[list[Any]]  # [round][agent] parsed answers, None = unparseable
+    finals: list[Any]  # [round] majority answer
+    by_round: list[bool]  # [round] majority correct
+    by_agents_first: list[bool]  # [k-1] majority of the first k agents correct, round 1
+    by_agents_last: list[bool]  # the same in the last round
+    per_agent_last: list[bool]  # [agent] correct in the last round
+
+    @property
+    def correct(self) -> bool:
+        """Returns whether the final (last-round majority) answer is correct."""
+        return self.by_round[-1]
+
+    @property
+    def unparseable_last(self) -> int:
+        """Returns the number of last-round replies with no answer in them."""
+        return sum(a is None for a in self.answers[-1])
+
+
+def score_record(task: Task, record: DebateRecord) -> RecordScore:
+    """Return the grading of one record of an exact-answer task, from its stored replies.
+
+    A reply of a failed request (finish reason "error") is unparseable, whatever its text.
+    """
+    answers = [
+        [
+            None if reason == "error" else task.parse(text)
+            for text, reason in zip(rnd, why, strict=True)
+        ]
+        for rnd, why in zip(record.replies_by_round(), record.finish_reasons, strict=True)
     ]
-    rounds = {len(texts) for texts in per_agent}
-    if len(rounds) != 1:
-        raise ValueError(f"record {record['id']}: agents have different numbers of replies")
-    return [list(texts) for texts in zip(*per_agent, strict=True)]
-
-
-def _item(record: dict[str, Any]) -> dict[str, Any]:
-    return {"id": record["id"], "target": record["target"]}
-
-
-def score_record(task: Task, record: dict[str, Any]) -> dict[str, Any]:
-    """Return per-round and per-agent-count correctness of one record (exact-answer tasks)."""
-    answers = [[task.parse(text) for text in rnd] for rnd in replies_by_round(record)]
-    item = _item(record)
+    item = {"id": record.id, "target": record.target}
     n_agents = len(answers[0])
-    return {
-        "by_round": [task.is_correct(majority_vote(rnd), item) for rnd in answers],
+    finals = [majority_vote(rnd) for rnd in answers]
+    return RecordScore(
+        answers=answers,
+        finals=finals,
+        by_round=[task.is_correct(f, item) for f in finals],
         # Majority of the first k agents: how accuracy grows with the number of agents.
-        "by_agents_first": [
+        by_agents_first=[
             task.is_correct(majority_vote(answers[0][:k]), item) for k in range(1, n_agents + 1)
         ],
-        "by_agents_last": [
+        by_agents_last=[
             task.is_correct(majority_vote(answers[-1][:k]), item) for k in range(1, n_agents + 1)
         ],
-        "per_agent_last": [task.is_correct(a, item) for a in answers[-1]],
-        "unparseable_last": sum(a is None for a in answers[-1]),
-        "final_unparseable": majority_vote(answers[-1]) is None,
-    }
+        per_agent_last=[task.is_correct(a, item) for a in answers[-1]],
+    )
+
+
+def declined_replies(task: Task, record: DebateRecord) -> int:
+    """Return how many last-round replies declined to answer (not scored, as in the paper)."""
+    declines = task.declines
+    return 0 if declines is None else sum(declines(t) for t in record.last_replies())
 
 
 def _mean_se(values: list[float]) -> dict[str, float]:
@@ -67,43 +91,29 @@ def _mean_se(values: list[float]) -> dict[str, float]:
 CUT_WARNING = 0.10  # warn when more than this share of a run's replies hit the token budget
 
 
-# What a finished record must hold for scoring; anything else is skipped and counted.
-_REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "agents": list,
-    "usage": dict,
-    "finish_reasons": list,
-}
-_REQUIRED_JUDGED: dict[str, type | tuple[type, ...]] = {
-    **_REQUIRED,
-    # None = a person with no yes/no verdict (all uncertain or unparseable): no score, by rule.
-    "score": (int, float, type(None)),
-    "judge": dict,
-}
-
-
-def read_run(run: RunDir) -> tuple[Task, str, list[dict[str, Any]], RecordSet]:
-    """Return the run's task, method, scorable records and what the reader found.
+def read_run(run: RunDir) -> tuple[Task, str, list[DebateRecord], RecordSet]:
+    """Return the run's task, method, typed scorable records and what the reader found.
 
     Reads through ``RunDir.read_records``: a duplicated id counts once; records of another
-    task or method, records whose id is not one of the run's items (``item_ids`` in
-    config.json) and records with missing or ill-typed fields are skipped and counted with
-    their line number (so are records whose structure breaks scoring), never graded and never
-    a traceback.
+    task or method and records whose id is not one of the run's items (``item_ids`` in
+    config.json) are skipped and counted with their line number. Each remaining line must
+    parse as a :class:`DebateRecord` (every field present and typed; a judged task needs the
+    judge's verdicts), else it is skipped and counted too: never graded, never a traceback.
     """
     task = get_task(run.config_value("recipe.task", str))
     method = run.config_value("recipe.method", str)
-    ids = item_ids(run)
-    read = run.read_records(
-        match={"task": task.name, "method": method},
-        required=_REQUIRED_JUDGED if task.judged else _REQUIRED,
-        ids=ids,
-    )
-    for record in list(read.finished):
+    read = run.read_records(match={"task": task.name, "method": method}, ids=item_ids(run))
+    usable = []
+    for line in list(read.finished):
         try:
-            _check_shape(task, record)
-        except (KeyError, TypeError, ValueError, IndexError) as err:
-            read.skip(record, f"record {record['id']!r}: malformed ({err!r:.120})")
-    return task, method, read.finished, read
+            record = DebateRecord.from_json(line)
+            if task.judged and record.judge is None:
+                raise RecordFormatError("no 'judge' verdicts, but this task is judged")
+        except RecordFormatError as err:
+            read.skip(line, f"record {line['id']!r}: malformed: {err}")
+            continue
+        usable.append(record)
+    return task, method, usable, read
 
 
 def item_ids(run: RunDir) -> list[str] | None:
@@ -118,21 +128,6 @@ def item_ids(run: RunDir) -> list[str] | None:
     if not all(isinstance(i, str) for i in ids):
         raise ValueError(f"{run.path / 'config.json'}: 'item_ids' should be a list of strings")
     return ids
-
-
-def _check_shape(task: Task, record: dict[str, Any]) -> None:
-    # Touch every field scoring reads, so a damaged record fails here, once, by name.
-    replies_by_round(record)
-    for agent in record["agents"]:
-        if not isinstance(agent["model"], str):
-            raise TypeError("agent model must be a string")
-    int(record["usage"]["prompt_tokens"]) + int(record["usage"]["completion_tokens"])
-    if task.judged:
-        for value in record["judge"]["counts"].values():
-            int(value)
-        str(record["judge"]["model"])
-    else:
-        score_record(task, record)
 
 
 def evaluate_run(run: RunDir, *, write: bool = True) -> dict[str, Any]:
@@ -151,9 +146,9 @@ def evaluate_run(run: RunDir, *, write: bool = True) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "task": task.name,
         "method": method,
-        "models": sorted({a["model"] for r in records for a in r["agents"]}),
-        "agents": len(records[0]["agents"]),
-        "rounds": len(replies_by_round(records[0])),
+        "models": sorted({a.model for r in records for a in r.agents}),
+        "agents": len(records[0].agents),
+        "rounds": len(records[0].finish_reasons),
         "items": len(records),
         "errors": len(read.errored),
         "skipped_records": len(read.skipped),
@@ -166,14 +161,14 @@ def evaluate_run(run: RunDir, *, write: bool = True) -> dict[str, Any]:
                 "recorded): records were not checked against the run's item set"
             ]
         ),
-        "prompt_tokens": sum(r["usage"]["prompt_tokens"] for r in records),
-        "completion_tokens": sum(r["usage"]["completion_tokens"] for r in records),
+        "prompt_tokens": sum(r.usage.prompt_tokens for r in records),
+        "completion_tokens": sum(r.usage.completion_tokens for r in records),
         "finish_length": sum(
-            f == "length" for r in records for rnd in r["finish_reasons"] for f in rnd
+            f == "length" for r in records for rnd in r.finish_reasons for f in rnd
         ),
-        "replies": sum(len(rnd) for r in records for rnd in r["finish_reasons"]),
+        "replies": sum(len(rnd) for r in records for rnd in r.finish_reasons),
         # MMLU is drawn with replacement (as in the paper): the same question can come twice.
-        "duplicates": len(records) - len({r.get("question") for r in records}),
+        "duplicates": len(records) - len({r.question for r in records}),
     }
     metrics["cut_rate"] = metrics["finish_length"] / metrics["replies"] if metrics["replies"] else 0
     if metrics["cut_rate"] > CUT_WARNING:
@@ -185,32 +180,34 @@ def evaluate_run(run: RunDir, *, write: bool = True) -> dict[str, Any]:
         )
     if task.judged:
         # Re-score the stored verdicts with the current rule (uncertain/unparseable excluded).
-        per_person = [biography_score(r["judge"]["verdicts"]) for r in records]
+        per_person = [biography_score(r.judge.verdicts if r.judge else []) for r in records]
         counts_list = [c for _, c in per_person]
         counts = {
             k: sum(c[k] for c in counts_list) for k in ("yes", "no", "uncertain", "unparseable")
         }
-        counts["declined"] = sum(r["judge"]["counts"].get("declined", 0) for r in records)
-        scored = [s for s, _ in per_person if s is not None]
+        counts["declined"] = sum(declined_replies(task, r) for r in records)
+        person_scores = [s for s, _ in per_person if s is not None]
         pooled = pooled_accuracy(counts_list)
         metrics.update(
             # Headline = the paper's pooled yes / (yes + no); s.e. from the per-person scores.
             accuracy=(
-                {"mean": pooled, "se": _mean_se(scored)["se"]} if pooled is not None else None
+                {"mean": pooled, "se": _mean_se(person_scores)["se"]}
+                if pooled is not None
+                else None
             ),
-            accuracy_per_person=_mean_se(scored) if scored else None,
-            people_unscored=len(records) - len(scored),
+            accuracy_per_person=_mean_se(person_scores) if person_scores else None,
+            people_unscored=len(records) - len(person_scores),
             accuracy_by_round=None,
             judge_counts=counts,
             unparseable=counts["unparseable"],
-            judge_model=records[0]["judge"]["model"],
+            judge_model=records[0].judge.model if records[0].judge else None,
         )
     else:
-        scored = [score_record(task, r) for r in records]
+        graded = [score_record(task, r) for r in records]
         n_rounds, n_agents = metrics["rounds"], metrics["agents"]
 
         def column(key: str, k: int) -> list[float]:
-            return [float(s[key][k]) for s in scored]
+            return [float(getattr(g, key)[k]) for g in graded]
 
         metrics.update(
             accuracy=_mean_se(column("by_round", n_rounds - 1)),
@@ -222,8 +219,8 @@ def evaluate_run(run: RunDir, *, write: bool = True) -> dict[str, Any]:
                 _mean_se(column("by_agents_last", k)) for k in range(n_agents)
             ],
             agent_accuracy_last=[_mean_se(column("per_agent_last", k)) for k in range(n_agents)],
-            unparseable=sum(s["unparseable_last"] for s in scored),
-            unparseable_final=sum(s["final_unparseable"] for s in scored),
+            unparseable=sum(g.unparseable_last for g in graded),
+            unparseable_final=sum(g.finals[-1] is None for g in graded),
         )
     if write:
         run.write_metrics(metrics)
@@ -318,9 +315,7 @@ def write_run_report(run: RunDir | OutputFolder, metrics: dict[str, Any]) -> Pat
 
 def export_original(run: RunDir, path: str | Path) -> Path:
     """Write the original's export ``{question: [agent_contexts, answer]}``; return the path."""
-    out = {
-        r["question"]: [[a["messages"] for a in r["agents"]], r["target"]] for r in read_run(run)[2]
-    }
+    out = {r.question: [[a.messages for a in r.agents], r.target] for r in read_run(run)[2]}
     path = Path(path)
     path.write_text(json.dumps(out, ensure_ascii=False, indent=1))
     return path

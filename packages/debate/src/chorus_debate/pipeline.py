@@ -85,7 +85,12 @@ class EngineFactory:
             ),
             judge=model(recipe.judge or self.specs[0]) if task.judged else None,
         )
-        return engine.run
+
+        def run_window(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            # Plain JSON objects: what RunDir stores and what Ray sends back to the driver.
+            return [record.to_json() for record in engine.run(items)]
+
+        return run_window
 
 
 def _agent_specs(recipe: DebateRecipe, n_agents: int) -> tuple[str, ...]:
@@ -127,9 +132,8 @@ def generate(
     specs = _agent_specs(recipe, plan.agents)
     for spec in {*specs, recipe.judge or specs[0]}:
         parse_spec(spec)  # a typo fails here, before a run folder is written
-    recipe = replace(
-        recipe, task=task.name, seed=task.default_seed if recipe.seed is None else recipe.seed
-    )
+    seed = task.default_seed if recipe.seed is None else recipe.seed
+    recipe = replace(recipe, task=task.name, seed=seed)
     # Built before the run folder so a bad value leaves nothing behind to mismatch on resume.
     factory = EngineFactory(
         recipe,
@@ -145,7 +149,7 @@ def generate(
     # Data first: a wrong --data-dir fails before a run folder exists, and the fingerprint of
     # what was read goes into config.json so a resume on other data is refused.
     with track_data_reads() as data_fingerprint:
-        items = task.load(recipe.limit, recipe.seed, recipe.data_dir)
+        items = task.load(recipe.limit, seed, recipe.data_dir)
     # The writer lock is taken here, before any compute, so a second writer is refused at once.
     run = RunDir.create(
         out or Path("runs") / "debate" / f"{task.name}-{recipe.method}",

@@ -11,6 +11,7 @@ from typing import Any
 from chorus_shared.models.base import (
     ChatTemplateError,
     Completion,
+    FinishReason,
     Message,
     ModelSpecError,
     SamplingParams,
@@ -39,6 +40,39 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
             flags.update(line.partition(":")[2].split())
             break
     return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+# glibc mallopt parameter numbers (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_glibc_malloc(mmap_threshold: int = 32 * 2**20, trim_threshold: int = 2**31 - 1) -> bool:
+    """Make glibc keep freed memory for reuse; return True when applied (glibc only).
+
+    Generation on CPU frees and re-allocates activation and KV-cache tensors of the same sizes
+    every decoding step. By default glibc serves blocks above its mmap threshold with fresh
+    ``mmap`` calls and returns freed heap tops to the kernel, so each step page-faults that
+    memory in again. Raising the mmap threshold to its 64-bit maximum (32 MiB) and the trim
+    threshold keeps those blocks in the heap. Same effect as
+    ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=...:glibc.malloc.trim_threshold=...`` but
+    applicable after start-up.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    ok = mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1
+    return mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1 and ok
 
 
 def _pick_dtype(dtype: str, device: str) -> Any:
@@ -141,7 +175,8 @@ class HFChatModel:
                 "or a hub id reachable from this machine (set HF_TOKEN for gated models); "
                 "offline, use the embedded model with --model default."
             ) from exc
-        model.to(device)
+        # transformers wraps PreTrainedModel.to in a decorator whose stub drops `self`.
+        model.to(device)  # type: ignore[arg-type]
         return cls(model, tokenizer, spec=spec or f"hf:{source}", **kwargs)
 
     @classmethod
@@ -268,7 +303,7 @@ class HFChatModel:
         ]
 
     def _completion(self, tokens: list[int], n_prompt: int, params: SamplingParams) -> Completion:
-        finish = "length"
+        finish: FinishReason = "length"
         eos = set(self.eos_token_ids)
         for k, t in enumerate(tokens):
             if t in eos:

@@ -15,13 +15,16 @@ import threading
 from collections import Counter
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
 from chorus_shared.models.base import Completion, Message, SamplingParams, validate_conversations
 from chorus_shared.redact import redact_urls
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -206,7 +209,10 @@ class OpenAIChatModel:
                 break
             attempts += 1
             try:
-                response = self._client.chat.completions.create(messages=conversation, **kwargs)
+                # Message has the shape of the client's message params; roles were checked
+                # by validate_conversations before any request.
+                messages = cast("list[ChatCompletionMessageParam]", conversation)
+                response = self._client.chat.completions.create(messages=messages, **kwargs)
             except openai.APIError as exc:
                 try:
                     failure, reason, retry_after = self._classify(exc)

@@ -141,7 +141,7 @@ def load_model_and_tokenizer(recipe: TrainRecipe) -> tuple[Any, Any]:
             config = LoraConfig(**lora)
         except TypeError as err:
             raise ValueError(f"bad 'lora' recipe entry: {err}") from err
-        model = get_peft_model(model, config)
+        return get_peft_model(model, config), tokenizer
     return model, tokenizer
 
 
