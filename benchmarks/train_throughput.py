@@ -74,7 +74,7 @@ def measure(bf16: bool, steps: int, seq: int, batch: int) -> Result:
     """Returns the rates over the steps after the first (warm-up) step."""
     from transformers import TrainerCallback
 
-    import chorus_shared.training.trainer as t
+    from chorus_shared.training import train
 
     marks: list[Mark] = []
 
@@ -89,19 +89,15 @@ def measure(bf16: bool, steps: int, seq: int, batch: int) -> Result:
                 )
             )
 
-    original = t._throughput_callback
-    t._throughput_callback = lambda: Clock()  # type: ignore[assignment]
-    try:
-        with tempfile.TemporaryDirectory() as out:
-            recipe = {
-                "model": "default", "max_length": seq, "truncation": "left",
-                "max_steps": steps, "per_device_train_batch_size": batch, "bf16": bf16,
-                "report_to": "none", "save_steps": 10_000, "logging_steps": 10_000,
-                "extra_args": {"use_cpu": True, "disable_tqdm": True},
-            }  # fmt: skip
-            t.train(recipe, _records(batch * steps, seq), Path(out) / "run", resume=False)
-    finally:
-        t._throughput_callback = original
+    with tempfile.TemporaryDirectory() as out:
+        recipe = {
+            "model": "default", "max_length": seq, "truncation": "left",
+            "max_steps": steps, "per_device_train_batch_size": batch, "bf16": bf16,
+            "report_to": "none", "save_steps": 10_000, "logging_steps": 10_000,
+            "extra_args": {"use_cpu": True, "disable_tqdm": True},
+        }  # fmt: skip
+        records = _records(batch * steps, seq)
+        train(recipe, records, Path(out) / "run", resume=False, callbacks=[Clock()])
     first, last = marks[0], marks[-1]
     wall = last.wall - first.wall
     own = last.own_cpu - first.own_cpu

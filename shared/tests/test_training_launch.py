@@ -60,18 +60,35 @@ def test_two_cpu_processes_with_deepspeed_zero3_match_one_process(
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({**_sgd_recipe(tiny_model_dir, 2), "deepspeed": "zero3"}))
     out = tmp_path / "ds"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # DeepSpeed on CPU JIT-compiles a shared-memory all-reduce op at start (minutes on a fresh
+    # 2-core machine); the launched script turns it off so the processes talk over plain gloo.
+    script = tmp_path / "launch_train.py"
+    script.write_text(
+        "import sys\n"
+        "import deepspeed.ops\n"
+        "deepspeed.ops.__compatible_ops__['deepspeed_shm_comm'] = False\n"
+        "from chorus_shared.training.cli import main\n"
+        "sys.exit(main())\n"
+    )
+    extensions = tmp_path / "torch_extensions"
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "TORCH_EXTENSIONS_DIR": str(extensions),
+    }
     with socket.socket() as probe:  # a free port: other jobs on this machine may hold 29500
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "chorus_shared.training",
+        "--master_addr", "127.0.0.1", "--master_port", str(port), str(script),
         "--recipe", str(recipe), "--data", str(data), "--out", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=220)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "trained 1 steps" in done.stdout
+    assert not extensions.exists() or not any(extensions.iterdir())  # nothing was compiled
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["global_step"] == 1
 
@@ -172,3 +189,20 @@ def test_wandb_offline_writes_an_offline_run(
     assert len(runs) == 1, list((out / "wandb").iterdir()) if (out / "wandb").exists() else out
     (log,) = runs[0].glob("run-*.wandb")
     assert log.stat().st_size > 0  # the offline run's data file, ready for `wandb sync`
+
+
+def test_cli_reports_bad_input_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chorus_shared.training.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: default\nlearnin_rate: 0.1\n")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"id": "1", "segments": []}\nnot json\n')
+    out = str(tmp_path / "run")
+    assert main(["--recipe", str(recipe), "--data", str(data), "--out", out]) == 2
+    assert "unknown training recipe key(s) ['learnin_rate']" in capsys.readouterr().err
+    recipe.write_text("model: default\n")
+    assert main(["--recipe", str(recipe), "--data", str(data), "--out", out]) == 2
+    assert "d.jsonl:2: not a JSON line" in capsys.readouterr().err

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from chorus_shared.models import Completion, Message, SamplingParams
-from chorus_shared.testing import build_tiny_chat_model
+from chorus_shared.testing.plugin import (  # noqa: F401 - pytest finds fixtures by name
+    no_progress_bars,
+    one_torch_thread,
+    tiny_model_dir,
+)
 
 
 class ScriptedChat:
@@ -36,25 +39,3 @@ class ScriptedChat:
 @pytest.fixture
 def scripted() -> type[ScriptedChat]:
     return ScriptedChat
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(autouse=True)
-def _no_progress_bars(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CHORUS_NO_PROGRESS", "1")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -234,12 +234,14 @@ def train(
     out_dir: str | Path,
     *,
     resume: bool = True,
+    callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     """Fine-tune the recipe's model on ``records`` and write a chorus run directory at ``out_dir``.
 
     Layout: config.json, metrics.json, report.md (+ loss curve PNG), checkpoints/, and the final
     model + tokenizer in ``model/`` (``hf:<out_dir>`` loads it). With ``resume`` a run folder
-    holding checkpoints continues from the newest one. Under torchrun / accelerate launch every
+    holding checkpoints continues from the newest one. ``callbacks`` (HF ``TrainerCallback``s)
+    are added to the Trainer's. Under torchrun / accelerate launch every
     process trains; only global rank 0 owns the run folder (lock, config, metrics, report), so
     on several nodes ``out_dir`` must be on a shared filesystem. The run folder's lock is
     released when training ends or fails. Returns a :class:`TrainResult`.
@@ -259,7 +261,7 @@ def train(
         )
     try:
         with _tracking_env(recipe, out_dir):
-            return _train_in(run, recipe, records, out_dir, resume=resume)
+            return _train_in(run, recipe, records, out_dir, resume=resume, callbacks=callbacks)
     finally:
         if run is not None:
             run.close()
@@ -294,7 +296,13 @@ def _tracking_env(recipe: TrainRecipe, out_dir: Path) -> Iterator[None]:
 
 
 def _train_in(
-    run: Any, recipe: TrainRecipe, records: list[Mapping[str, Any]], out_dir: Path, *, resume: bool
+    run: Any,
+    recipe: TrainRecipe,
+    records: list[Mapping[str, Any]],
+    out_dir: Path,
+    *,
+    resume: bool,
+    callbacks: Sequence[Any],
 ) -> TrainResult:
     if recipe.fsdp and (recipe.extra_args.get("use_cpu") or not _has_accelerator()):
         raise ValueError(_NO_FSDP)
@@ -315,7 +323,7 @@ def _train_in(
         train_dataset=_ListDataset(examples),
         data_collator=WeightedCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=[throughput],
+        callbacks=[throughput, *callbacks],
     )
     throughput.attach(trainer)
     if recipe.fsdp and not trainer.is_fsdp_enabled:
