@@ -112,7 +112,8 @@ def test_cli_evaluate_with_tiny_model(tmp_path: Path, tiny_model_dir: Path, caps
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 4 and metrics["dialogs_without_steps"] == 1
     assert 0.0 <= metrics["plan_acc"] <= 100.0
-    assert "Plan ACC" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Plan ACC" in report and "Dialogs: part `all` of the file. Roles:" in report
     assert main(["report", str(out)]) == 0
     assert "| static |" in capsys.readouterr().out
 

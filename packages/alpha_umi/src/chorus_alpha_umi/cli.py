@@ -130,7 +130,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         run.write_metrics(metrics)
         run.write_report(
             f"# alpha-UMi static evaluation ({recipe.split}, {len(dialogs)} dialogs)\n\n"
-            + "Roles: "
+            + f"Dialogs: part `{recipe.part}` of the file"
+            + ("" if recipe.limit is None else f", first {recipe.limit}")
+            + ". Roles: "
             + ", ".join(f"{r} = `{recipe.spec(r)}`" for r in ROLES)
             + "\n\n"
             + metrics_table([(out.name, describe_roles(config), metrics)])
