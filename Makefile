@@ -28,7 +28,8 @@ RUN_TAG = $(subst /,_,$(subst :,_,$(MODEL_SPEC)))$(if $(LIMIT),-n$(LIMIT),)
 DEBATE := $(VENV)/bin/chorus-debate
 
 .PHONY: help setup setup-vllm test test-vllm test-fast lint format bench clean docker-base docker-debate docker-selfee reproduce-selfee \
-	docker-alpha_umi reproduce-alpha-umi docker-tripost docker-blender bench-blender \
+	docker-alpha_umi reproduce-alpha-umi docker-tripost docker-blender bench-blender reproduce-blender \
+	reproduce-tripost-arithmetic reproduce-tripost-wordsort \
 	reproduce-math-debate reproduce-gsm-debate reproduce-mmlu-debate reproduce-bio-debate
 
 help:  ## list the targets and what they do
@@ -76,7 +77,7 @@ format:  ## ruff format + fixes
 bench:  ## speed/memory benchmarks (never run as tests)
 	$(PY) benchmarks/debate_throughput.py
 	$(PY) benchmarks/peak_rss.py -- $(MAKE) --no-print-directory reproduce-gsm-debate RUNS=$(RUNS)/bench-rss
-	$(PY) benchmarks/selfee_enforce.py
+	$(PY) benchmarks/selfee_enforce.py --budget 64 --threads 1
 
 # --- vLLM (optional, its own environment) -------------------------------------------------------
 # vLLM lives in a separate .venv-vllm: its wheel pins many libraries of its own and pulls
@@ -182,6 +183,30 @@ reproduce-alpha-umi: $(STAMP)  ## alpha-UMi: GLPFT backbone + 3 roles, single vs
 docker-alpha_umi: docker-base  ## build the alpha-UMi image
 	docker build -f docker/alpha_umi.Dockerfile -t chorus/alpha_umi .
 
+# --- TriPosT ------------------------------------------------------------------------------------
+# Offline on the embedded model: baseline SFT on ground-truth rationales, one TriPosT iteration
+# (the model's own attempts repaired by the scripted verifier and improver, weighted SFT), then
+# seen / unseen accuracy of both with and without test-time self-improvement, in one table.
+# Budget (items, epochs, token limits) in src/chorus_tripost/recipes/<task>_offline.yaml;
+# every step resumes (re-run the target after an interruption). TRIPOST_ITERS= more iterations.
+TRIPOST := $(VENV)/bin/chorus-tripost
+TRIPOST_ITERS ?= 1
+define reproduce_tripost
+	$(TRIPOST) train --recipe $(1)_offline --num-iterations $(TRIPOST_ITERS) --run-dir $(RUNS)/tripost/$(1)
+	$(TRIPOST) evaluate --recipe $(1)_offline --model hf:$(RUNS)/tripost/$(1)/baseline/model \
+		--label "baseline SFT (ground truth)" --out $(RUNS)/tripost/$(1)/eval-baseline
+	$(TRIPOST) evaluate --recipe $(1)_offline --model hf:$(RUNS)/tripost/$(1)/iter-$(TRIPOST_ITERS)/train/model \
+		--label "TriPosT ($(TRIPOST_ITERS) iteration)" --out $(RUNS)/tripost/$(1)/eval-tripost-$(TRIPOST_ITERS)
+	$(TRIPOST) report $(RUNS)/tripost/$(1)/eval-baseline $(RUNS)/tripost/$(1)/eval-tripost-$(TRIPOST_ITERS) \
+		--out $(RUNS)/tripost/$(1)/table.md
+endef
+
+reproduce-tripost-arithmetic: $(STAMP)  ## TriPosT offline, multistep arithmetic: baseline SFT vs 1 TriPosT iteration, seen/unseen
+	$(call reproduce_tripost,arithmetic)
+
+reproduce-tripost-wordsort: $(STAMP)  ## TriPosT offline, word sorting: baseline SFT vs 1 TriPosT iteration, seen/unseen
+	$(call reproduce_tripost,wordsort)
+
 # --- docker ------------------------------------------------------------------------------------
 docker-base:  ## build the base image
 	docker build -f docker/base.Dockerfile -t chorus/base .
@@ -195,6 +220,26 @@ docker-tripost: docker-base  ## build the TriPosT image
 # --- LLM-Blender -------------------------------------------------------------------------------
 docker-blender: docker-base  ## build the chorus/blender image (entry point chorus-blender)
 	docker build -f docker/blender.Dockerfile -t chorus/blender .
+
+# Offline end to end on 2 CPU cores, budgets in the recipes (candidates_offline: 12 test + 16
+# train GSM8K/biography instructions x 4 SmolLM2 decoding settings, 48 new tokens;
+# ranker_minilm_reproduce: 16 steps of 8 pairs). Sized for a machine shared with many other
+# jobs; raise the recipes' sizes on a free machine. The fuser is the embedded model zero-shot
+# with the paper's fuser prompt; BLENDER_TRAIN_FUSER=1 first fine-tunes it on the train split
+# (fuser_smollm2_offline: 4 steps of 2, through chorus_shared.training). `evaluate` ranks all
+# pairs, fuses the PairRanker's top 3 and scores every method in the same batched passes.
+# Every step writes a resumable run folder: re-running the target continues where it stopped.
+BLENDER := $(VENV)/bin/chorus-blender
+BLENDER_RUNS = $(RUNS)/blender/offline
+BLENDER_TRAIN_FUSER ?=
+BLENDER_FUSER = $(if $(BLENDER_TRAIN_FUSER),hf:$(BLENDER_RUNS)/fuser/model,default)
+
+reproduce-blender: $(STAMP)  ## LLM-Blender offline: candidates, ranker, fuse, the paper's table (BLENDER_TRAIN_FUSER=1)
+	$(BLENDER) make-candidates --recipe candidates_offline --window 14 --out $(BLENDER_RUNS)/candidates
+	$(BLENDER) train --recipe ranker_minilm_reproduce --data $(BLENDER_RUNS)/candidates --out $(BLENDER_RUNS)/ranker
+	$(if $(BLENDER_TRAIN_FUSER),$(BLENDER) train-fuser --recipe fuser_smollm2_offline --data $(BLENDER_RUNS)/candidates --out $(BLENDER_RUNS)/fuser,@echo "fuser: the embedded model zero-shot")
+	$(BLENDER) evaluate --candidates $(BLENDER_RUNS)/candidates --ranker $(BLENDER_RUNS)/ranker/model \
+		--fuser $(BLENDER_FUSER) --max-words 48 --max-new-tokens 64 --out $(BLENDER_RUNS)/eval$(if $(BLENDER_TRAIN_FUSER),-trained-fuser,)
 
 bench-blender:  ## PairRanker full ranking: batched all pairs vs one forward per pair
 	$(PY) benchmarks/ranker_full.py

@@ -11,6 +11,7 @@ prints both times, the ratio, and peak RSS.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import resource
 import time
@@ -20,6 +21,46 @@ import torch
 from chorus_blender.ranker import PairRanker, RankerConfig
 from chorus_blender.ranking import compare_matrix
 from chorus_blender.recipes import resolve_backbone
+
+
+def _machine_busy_cpu_s() -> float | None:
+    """Return the busy CPU-seconds of the whole machine since boot; None without /proc."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:8]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = ticks
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Watch:
+    """Wall time of a block and the share of the machine other processes used meanwhile.
+
+    On 2 shared cores another torch job slows a timing far more than its share; the share is
+    printed so that a contaminated run can be told apart.
+    """
+
+    def __enter__(self) -> Watch:
+        self.machine, self.own, self.start = (
+            _machine_busy_cpu_s(),
+            _own_cpu_s(),
+            time.perf_counter(),
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+        after = _machine_busy_cpu_s()
+        self.others = None
+        if self.machine is not None and after is not None:
+            others_s = (after - self.machine) - (_own_cpu_s() - self.own)
+            self.others = max(0.0, others_s) / (self.seconds * (os.cpu_count() or 1))
 
 
 def main() -> None:
@@ -42,20 +83,31 @@ def main() -> None:
         for _ in range(args.inputs)
     ]
 
-    start = time.perf_counter()
-    naive = []
-    for source, cs in zip(sources, cands, strict=True):
-        m = torch.zeros(len(cs), len(cs))
-        for i in range(len(cs)):
-            for j in range(len(cs)):
-                if i != j:
-                    m[i, j] = ranker.pair_logits([source], [cs[i]], [cs[j]])[0]
-        naive.append(m)
-    t_naive = time.perf_counter() - start
+    # Untimed warm-up of both shapes (one pair alone, one full batch): first calls pay for
+    # allocator growth and kernel selection, which would otherwise land on the naive side.
+    ranker.pair_logits([sources[0]], [cands[0][0]], [cands[0][1]])
+    compare_matrix(ranker, sources[:2], [c[:4] for c in cands[:2]], batch_size=args.batch_size)
 
-    start = time.perf_counter()
-    batched = compare_matrix(ranker, sources, cands, batch_size=args.batch_size)
-    t_batched = time.perf_counter() - start
+    with Watch() as w_naive:
+        naive = []
+        for source, cs in zip(sources, cands, strict=True):
+            m = torch.zeros(len(cs), len(cs))
+            for i in range(len(cs)):
+                for j in range(len(cs)):
+                    if i != j:
+                        m[i, j] = ranker.pair_logits([source], [cs[i]], [cs[j]])[0]
+            naive.append(m)
+            # Progress, so that a run stopped on a busy machine still shows the pace.
+            print(
+                f"  naive: input {len(naive)}/{args.inputs} "
+                f"at {time.perf_counter() - w_naive.start:.1f} s",
+                flush=True,
+            )
+    t_naive = w_naive.seconds
+
+    with Watch() as w_batched:
+        batched = compare_matrix(ranker, sources, cands, batch_size=args.batch_size)
+    t_batched = w_batched.seconds
 
     diff = max(
         float((torch.tensor(b) - n).abs().max()) for b, n in zip(batched, naive, strict=True)
@@ -66,7 +118,13 @@ def main() -> None:
     print(f"  naive (one forward per pair): {t_naive:7.2f} s  ({pairs / t_naive:6.1f} pairs/s)")
     print(f"  batched all pairs:            {t_batched:7.2f} s  ({pairs / t_batched:6.1f} pairs/s)")
     print(f"  ratio: {t_naive / t_batched:.1f}x   max |logit diff|: {diff:.2e}")
-    print(f"  peak RSS: {rss_mb:.0f} MB")
+    print(f"  peak RSS: {rss_mb:.0f} MiB   torch threads: {torch.get_num_threads()}")
+    for name, w in (("naive", w_naive), ("batched", w_batched)):
+        if w.others is not None:
+            print(f"  other processes during {name}: {w.others:.0%} of the machine's CPU")
+    busiest = max((w.others or 0.0) for w in (w_naive, w_batched))
+    if busiest > 0.05:
+        print(f"  WARNING: other processes used up to {busiest:.0%} of the CPU: not comparable")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ prompt, greedy decoding, the same per-question token budget and the same K:
            every row still running, rows stopped by a stop string, at most K+1 rounds.
 
 Before timing, one short untimed pass of each side warms the kernels and the allocator.
-Printed: wall time of each, the ratio, generated tokens, the CPU seconds other processes used
+Printed: wall time of each, the ratio (wall time; tokens/s when --naive-limit-s cut the naive
+loop short), generated tokens, the CPU seconds other processes used
 during each timed part (a shared machine makes the ratio meaningless above a few percent),
 and peak RSS of the process.
 Run: ``.venv/bin/python benchmarks/selfee_enforce.py [--questions 16 --budget 128 --k 2]``.
@@ -31,8 +32,11 @@ from typing import Any
 TARGET_RATIO = 5.0
 
 
-def naive(model, tok, prompts: list[str], budget: int, k: int) -> tuple[list[str], int]:
-    """Return the texts and total tokens of the token-by-token loop."""
+def naive(
+    model, tok, prompts: list[str], budget: int, k: int, limit_s: float | None = None
+) -> tuple[list[str], int]:
+    """Return the texts and total tokens of the token-by-token loop; with ``limit_s``, stop
+    starting new questions once that many seconds have passed (fewer texts come back)."""
     import torch
 
     from chorus_selfee.chain import NEEDED
@@ -40,7 +44,10 @@ def naive(model, tok, prompts: list[str], budget: int, k: int) -> tuple[list[str
 
     texts, total = [], 0
     eos = tok.eos_token_id
+    start = time.perf_counter()
     for prompt in prompts:
+        if limit_s is not None and time.perf_counter() - start > limit_s:
+            break
         text, used, past, ids = "", 0, None, None
         while used < budget:
             if past is None:
@@ -106,9 +113,24 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=16)
     parser.add_argument("--budget", type=int, default=128)
     parser.add_argument("--k", type=int, default=2)
+    parser.add_argument(
+        "--naive-limit-s",
+        type=float,
+        help="stop the naive loop after the question running at this many seconds; the ratio "
+        "is then one of tokens/s (the naive side answered fewer questions)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads for both sides (default: torch's); 1 is far steadier on a shared "
+        "machine, where OpenMP threads of a descheduled process wait on each other",
+    )
     args = parser.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from chorus_selfee.chain import build_prompt
     from chorus_selfee.datasets import load_instructions
@@ -136,10 +158,12 @@ def main() -> None:
         file=sys.stderr,
         flush=True,
     )
-    (_, tok_naive), t_naive, others_naive = timed(
-        lambda: naive(chat.model, chat.tokenizer, prompts, args.budget, args.k)
+    (naive_texts, tok_naive), t_naive, others_naive = timed(
+        lambda: naive(chat.model, chat.tokenizer, prompts, args.budget, args.k, args.naive_limit_s)
     )
-    ratio = t_naive / t_batched
+    complete = len(naive_texts) == len(prompts)
+    ratio = t_naive / t_batched if complete else None
+    tps_ratio = (tok_batched / t_batched) / (tok_naive / t_naive) if tok_naive else None
     cores = os.cpu_count() or 1
     print(
         json.dumps(
@@ -149,13 +173,19 @@ def main() -> None:
                 "budget": args.budget,
                 "k": args.k,
                 "torch_threads": torch.get_num_threads(),
+                "naive_questions": len(naive_texts),
                 "naive_s": round(t_naive, 2),
                 "naive_tokens": tok_naive,
                 "batched_s": round(t_batched, 2),
                 "batched_tokens": tok_batched,
                 "batched_generate_calls": cont.calls,
                 "forced_revisions": sum(r.forced for r in res),
-                "ratio": round(ratio, 2),
+                "ratio": None if ratio is None else round(ratio, 2),
+                "tokens_per_s": {
+                    "naive": round(tok_naive / t_naive, 2),
+                    "batched": round(tok_batched / t_batched, 2),
+                },
+                "tokens_per_s_ratio": None if tps_ratio is None else round(tps_ratio, 2),
                 "other_processes_cpu_s": {"naive": others_naive, "batched": others_batched},
                 "other_processes_share": {
                     "naive": _share(others_naive, t_naive, cores),

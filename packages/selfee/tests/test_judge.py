@@ -77,3 +77,92 @@ def test_datasets_vicuna_and_mt_bench() -> None:
     assert sum(q["category"] == "coding" for q in v) == 7
     mt = load_instructions("mt_bench")
     assert len(mt) == 80 and mt[0]["instruction"]
+
+
+FAKE_JUDGE = '''
+class LengthJudge:
+    """Prefers the longer answer; logit = difference in words (antisymmetric by design)."""
+
+    def __init__(self, target):
+        self.target = target
+        self.calls = []
+
+    def compare(self, prompts, answers_a, answers_b):
+        self.calls.append(len(prompts))
+        return [float(len(a.split()) - len(b.split())) for a, b in zip(answers_a, answers_b)]
+
+
+def load(target):
+    return LengthJudge(target)
+'''
+
+
+@pytest.fixture
+def fake_judge_scheme(tmp_path, monkeypatch) -> str:
+    """Register scheme ``lenjudge`` in ``chorus.pairwise_judges`` as an installed package would."""
+    root = tmp_path / "site"
+    (root / "selfee_fake_judge-0.1.dist-info").mkdir(parents=True)
+    (root / "selfee_fake_judge-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: selfee-fake-judge\nVersion: 0.1\n"
+    )
+    (root / "selfee_fake_judge-0.1.dist-info" / "entry_points.txt").write_text(
+        "[chorus.pairwise_judges]\nlenjudge = selfee_fake_judge:load\n"
+    )
+    (root / "selfee_fake_judge.py").write_text(FAKE_JUDGE)
+    monkeypatch.syspath_prepend(str(root))
+    return "lenjudge"
+
+
+def test_evaluate_with_a_pairwise_judge_plugged_in_by_spec(tmp_path, fake_judge_scheme) -> None:
+    import json
+
+    from chorus_selfee.cli import main
+    from chorus_shared.judges import available_judge_schemes
+    from chorus_shared.runs import RunDir
+
+    assert fake_judge_scheme in available_judge_schemes()
+    ids = [q["id"] for q in load_instructions("vicuna80")[:4]]
+    mine = tmp_path / "mine.jsonl"
+    ref = tmp_path / "ref.jsonl"
+    # Model answers: longer on questions 1 and 2, shorter on 3, equal on 4.
+    mine.write_text(
+        "".join(
+            json.dumps({"question_id": i, "text": t}) + "\n"
+            for i, t in zip((1, 2, 3, 4), ("a b c", "a b", "a", "a b"), strict=True)
+        )
+    )
+    ref.write_text(
+        "".join(json.dumps({"question_id": i, "text": "x y"}) + "\n" for i in (1, 2, 3, 4))
+    )
+    out = tmp_path / "ev"
+    args = ["evaluate", "--answers", str(mine), "--reference", str(ref), "--out", str(out)]
+    assert main([*args, "--judge", f"{fake_judge_scheme}:/some/folder", "--limit", "4"]) == 0
+    m = RunDir.open(out).read_metrics()
+    assert (m["judge_kind"], m["wins"], m["losses"], m["ties"], m["invalid"]) == (
+        "pairwise",
+        1,
+        1,
+        2,
+        0,
+    )  # q1 3 vs 2 words: win; q2 and q4 ties; q3 loss
+    assert m["win_rate"] == pytest.approx((1 + 2 / 2) / 4)
+    assert [r["id"] for r in RunDir.open(out).records()] == [f"{i}-pairwise" for i in ids]
+    # An unknown scheme names the installed pairwise schemes; nothing is written.
+    bad = tmp_path / "bad"
+    rc = main(["evaluate", "--answers", str(mine), "--reference", str(ref), "--out", str(bad),
+               "--judge", "nosuch:/x"])  # fmt: skip
+    assert rc == 2 and not bad.exists()
+
+
+def test_pairwise_table_and_invalid_logits() -> None:
+    from chorus_selfee.judge import aggregate_pairwise, judge_pairwise
+
+    class NaNJudge:
+        def compare(self, prompts, a, b):
+            return [float("nan"), 2.0]
+
+    qs = load_instructions("vicuna80")[:2]
+    recs = judge_pairwise(NaNJudge(), qs, {q["id"]: "m" for q in qs}, {q["id"]: "r" for q in qs})
+    m = aggregate_pairwise(recs)
+    assert (m["invalid"], m["wins"], m["win_rate"]) == (1, 1, 1.0)
+    assert "| all | 100.0% | 1 | 0 | 0 | 1 |" in table(m)

@@ -267,3 +267,99 @@ def test_collection_stats_go_to_wandb_offline(tmp_path, monkeypatch):
     pipeline._wandb_log(recipe, tmp_path, 1, {"attempts": 4, "corrected": 3, "dropped": 1})
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_shipped_recipes_map_onto_training(tmp_path):
+    from pathlib import Path
+
+    import torch
+
+    from chorus_shared.training.recipe import training_arguments
+    from chorus_tripost.recipes import available_recipes
+
+    assert {
+        "arithmetic_offline",
+        "wordsort_offline",
+        "arithmetic_llama7b",
+        "wordsort_llama7b",
+    } <= set(available_recipes())
+    paper = load_recipe("arithmetic_llama7b")
+    tr = pipeline.train_recipe(paper, paper.model, paper.baseline_epochs)
+    assert (tr.learning_rate, tr.num_train_epochs, tr.model) == (
+        1e-6,
+        5.0,
+        "hf:huggyllama/llama-7b",
+    )
+    ds = json.loads(Path(tr.deepspeed).read_text())["zero_optimization"]
+    assert ds["stage"] == 2 and ds["offload_optimizer"]["device"] == "cpu"
+    assert load_recipe("wordsort_llama7b").task == "word_sort"
+    assert pipeline.deepspeed_config("zero3") == "zero3"  # the core's names pass through
+    offline = load_recipe("arithmetic_offline")
+    tr = pipeline.train_recipe(offline, "default", offline.baseline_epochs)
+    assert tr.bf16 is True
+    if not torch.cuda.is_available():
+        assert tr.extra_args == {"use_cpu": True}
+        assert training_arguments(tr, tmp_path).bf16  # accepted on CPU
+    assert load_recipe("wordsort_offline").task == "word_sort"
+
+
+def test_training_and_evaluation_phases_run_as_ray_tasks(tiny, tmp_path):
+    import os
+
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+
+        def pid():
+            return os.getpid()
+
+        call = pipeline.phase_runner(True)
+        assert call(pid) != os.getpid()  # a phase runs in a Ray worker process
+        recipe = _tiny_recipe(tiny)
+        metrics = pipeline.run_training(recipe, tmp_path / "r", num_iterations=1, use_ray=True)
+        assert metrics["iterations_done"] == 1
+        assert (tmp_path / "r" / "iter-1" / "train" / "model" / "config.json").is_file()
+        argv = ["evaluate", "--recipe", "arithmetic_default", "--model", metrics["final_model"],
+                "--eval-limit", "1", "--eval-max-new-tokens", "4", "--ray",
+                "--out", str(tmp_path / "ev")]  # fmt: skip
+        assert main(argv) == 0
+        assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["all"]["n"] == 2
+    finally:
+        ray.shutdown()
+
+
+class SamplingDouble:
+    """Raw-model double for LMSI: per item, two samples with the right answer, one wrong."""
+
+    def __init__(self, by_question):
+        self.by_question = by_question
+        self.seen_params = []
+
+    def complete(self, prompts, params):
+        self.seen_params.append(params)
+        out = []
+        for k, p in enumerate(prompts):
+            right = self.by_question[p[0]]
+            out.append(
+                Completion(text=right if k % 3 else right.replace("answer is", "answer is 9"))
+            )
+        return out
+
+
+def test_collect_window_for_each_method():
+    items = tasks.load_items("multistep_arithmetic", "train")[:3]
+    by_q = {loop.question_text(it): it["rationale"] for it in items}
+    lmsi = load_recipe("arithmetic_default", method="lmsi", lmsi_samples=3, add_gold=False)
+    model = SamplingDouble(by_q)
+    records, stats = pipeline.collect_window(lmsi, model, items)
+    assert model.seen_params[0].temperature == lmsi.lmsi_temperature
+    assert stats["items_kept"] == 3 and stats["samples_kept"] == 3  # duplicates kept once
+    assert all(r["segments"][-1]["text"] in by_q.values() for r in records)
+    demo = load_recipe("arithmetic_default", method="ft_demo")
+    records, stats = pipeline.collect_window(demo, None, items)  # no model: planted errors
+    assert stats["corrected"] == 3 and stats["improvement_samples"] == 3
+    assert len(records) == 3 + 3 and stats["ratio"] is None  # + gold; no plain sample
+    whole = load_recipe("arithmetic_default", method="ft_demo", convert_to_turns=False)
+    records, stats = pipeline.collect_window(whole, None, items)
+    assert stats["samples"] == 3 and sum(r["id"].endswith("-traj") for r in records) == 3

@@ -1,7 +1,13 @@
-"""Command line: ``chorus-blender rank | compare | train | best-of-n | fuse``.
+"""Command line: ``chorus-blender make-candidates | train | rank | compare | best-of-n | fuse``.
+
+chorus-blender make-candidates --recipe candidates_offline --out runs/blender/candidates
 
 chorus-blender train --recipe ranker_minilm_offline --data pairs.jsonl --out runs/blender/ranker
 chorus-blender rank --ranker runs/blender/ranker/model --input items.jsonl --out runs/blender/ranked
+chorus-blender train-fuser --data runs/blender/candidates --out runs/blender/fuser
+chorus-blender evaluate --candidates runs/blender/candidates --ranker runs/blender/ranker/model \
+    --fuser hf:runs/blender/fuser/model --out runs/blender/eval
+chorus-blender report --run runs/blender/eval
 chorus-blender compare --ranker llm-blender/PairRM-hf --source "2+2?" --a "4" --b "5"
 chorus-blender best-of-n --model default --ranker runs/blender/ranker/model --prompts p.jsonl --n 4
 chorus-blender fuse --model default --input runs/blender/ranked/records.jsonl --top-k 3
@@ -112,6 +118,211 @@ def cmd_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_make_candidates(args: argparse.Namespace) -> int:
+    from chorus_blender.candidates import (
+        Generator,
+        generate_window,
+        generator_means,
+        load_candidates_recipe,
+        offline_instructions,
+        recipe_identity,
+        write_splits,
+    )
+    from chorus_blender.metrics import ReferenceScorer
+    from chorus_shared.data import load_dataset_records, track_data_reads
+    from chorus_shared.runs import RunDir, pending, progress
+
+    out = Path(args.out)
+    if args.hub:
+        # The paper's data: MixInstruct's 11 models' candidates, scored by the authors.
+        with track_data_reads() as data:
+            items = []
+            for split in ("train", "test"):
+                rows = load_dataset_records("mixinstruct", split, args.data_dir)
+                limit = args.train_size if split == "train" else args.test_size
+                items += [{**r, "split": split} for r in rows[:limit]]
+        config = {
+            "recipe": {
+                "hub": "mixinstruct",
+                "train_size": args.train_size,
+                "test_size": args.test_size,
+            },
+            "runtime": {},
+            "data": data,
+        }
+        with RunDir.create(out, config, overwrite=args.overwrite) as run:
+            run.append_many(pending(items, run))
+            counts = write_splits(run.records(), out)
+            run.write_metrics({"items": counts})
+        print(f"wrote {counts} MixInstruct records into {out}")
+        return 0
+
+    recipe = load_candidates_recipe(
+        args.recipe, test_size=args.test_size, train_size=args.train_size
+    )
+    generators = [Generator.from_mapping(g) for g in recipe.generators]
+    with track_data_reads() as data:
+        items = offline_instructions(
+            recipe.sources,
+            test_size=recipe.test_size,
+            train_size=recipe.train_size,
+            seed=recipe.seed,
+            data_dir=args.data_dir,
+        )
+    config = {
+        "recipe": recipe_identity(recipe),
+        "runtime": {"window": args.window, "data_dir": args.data_dir},
+        "data": data,
+    }
+    with RunDir.create(out, config, overwrite=args.overwrite) as run:
+        todo = pending(items, run)
+        if todo:
+            from chorus_shared.models import load_chat_model
+
+            models = {spec: load_chat_model(spec) for spec in {g.model for g in generators}}
+            scorer = ReferenceScorer(recipe.bertscore_model, recipe.bertscore_layers)
+            windows = [todo[k : k + args.window] for k in range(0, len(todo), args.window)]
+            for window in progress(windows, desc="candidates"):
+                run.append_many(
+                    generate_window(window, generators, models, scorer, seed=recipe.seed)
+                )
+        read = run.read_records()
+        finished = read.finished
+        counts = write_splits(finished, out)
+        errored = len(items) - len(finished)
+        run.write_metrics(
+            {
+                "items": counts,
+                "errored_items": errored,
+                "generation_errors": sum(len(r.get("generation_errors", [])) for r in finished),
+                "generator_means": {
+                    split: generator_means([r for r in finished if r["split"] == split])
+                    for split in ("train", "test")
+                },
+            }
+        )
+    print(
+        f"{counts['train']} train + {counts['test']} test items with {len(generators)} "
+        f"candidates each in {out} ({errored} items errored)"
+    )
+    return 0
+
+
+def _train_file(path: str) -> str:
+    # A make-candidates run folder stands for its train split.
+    return str(Path(path) / "train.jsonl") if Path(path).is_dir() else path
+
+
+def _candidates_file(path: str) -> str:
+    # A make-candidates run folder stands for its test split.
+    return str(Path(path) / "test.jsonl") if Path(path).is_dir() else path
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from chorus_blender.evaluate import (
+        CosineScorer,
+        evaluate_window,
+        report_markdown,
+        summarise,
+    )
+    from chorus_blender.metrics import ReferenceScorer
+    from chorus_blender.ranker import PairRanker
+    from chorus_shared.runs import RunDir, pending, progress
+
+    if args.fuser and not args.ranker:
+        raise ValueError("--fuser fuses the PairRanker's top K: give --ranker too")
+    source = _candidates_file(args.candidates)
+    objs, skipped = _read_jsonl(source)
+    items = []
+    for n, obj in enumerate(objs):
+        cands = obj.get("candidates")
+        ok = isinstance(cands, list) and len(cands) >= 1 and "id" in obj and "output" in obj
+        if ok and all(isinstance(c, dict) and "text" in c and "scores" in c for c in cands):
+            items.append(obj)
+        else:
+            skipped.append(f"{source} item {n}: needs id, output and scored candidates")
+    items = items[: args.limit] if args.limit else items
+    config = {
+        "recipe": {
+            "candidates": source,
+            "ranker": args.ranker,
+            "fuser": args.fuser,
+            "top_k": args.top_k,
+            "fuse_max_new_tokens": args.max_new_tokens,
+            "fuse_max_words": args.max_words,
+            "pointwise": not args.no_pointwise,
+            "bertscore_model": args.bertscore_model,
+            "limit": args.limit,
+        },
+        "runtime": {"window": args.window},
+    }
+    with RunDir.create(args.out, config, overwrite=args.overwrite) as run:
+        todo = pending(items, run)
+        if todo:
+            from chorus_shared.models import load_chat_model
+
+            ranker = PairRanker.from_pretrained(args.ranker).eval() if args.ranker else None
+            pointwise = None if args.no_pointwise else CosineScorer()
+            fuser = load_chat_model(args.fuser) if args.fuser else None
+            scorer = ReferenceScorer(args.bertscore_model, args.bertscore_layers)
+            windows = [todo[k : k + args.window] for k in range(0, len(todo), args.window)]
+            for window in progress(windows, desc="evaluate"):
+                run.append_many(
+                    evaluate_window(
+                        window,
+                        ranker=ranker,
+                        pointwise=pointwise,
+                        fuser=fuser,
+                        scorer=scorer,
+                        top_k=args.top_k,
+                        fuse_max_new_tokens=args.max_new_tokens,
+                        fuse_max_words=args.max_words,
+                    )
+                )
+        summary = summarise(run.read_records().finished)
+        summary["skipped_inputs"] = skipped
+        run.write_metrics(summary)
+        run.write_report(report_markdown(summary, run.path, title="LLM-Blender evaluation"))
+    for message in skipped:
+        print(f"skipped: {message}", file=sys.stderr)
+    print((Path(args.out) / "report.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def cmd_train_fuser(args: argparse.Namespace) -> int:
+    from chorus_blender.fuser import load_fuser_recipe, train_fuser
+
+    recipe = load_fuser_recipe(args.recipe)
+    if args.max_steps is not None:
+        recipe.train = {**recipe.train, "max_steps": args.max_steps}
+    if args.model:
+        recipe.train = {**recipe.train, "model": args.model}
+    records, skipped_lines = _read_jsonl(_train_file(args.data))
+    result, skipped = train_fuser(recipe, records, args.out)
+    for message in skipped_lines:
+        print(f"skipped: {message}", file=sys.stderr)
+    print(
+        f"fuser trained on {len(records) - len(skipped)} items ({len(skipped)} without a "
+        f"reference or scores); steps {result.metrics.get('global_step')}, loss "
+        f"{result.metrics.get('first_loss')} -> {result.metrics.get('last_loss')}; "
+        f"use it as --fuser hf:{result.model_dir}"
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from chorus_blender.evaluate import report_markdown, summarise
+    from chorus_shared.runs import RunDir
+
+    run = RunDir.open(args.run)
+    summary = summarise(run.read_records().finished)
+    summary["skipped_inputs"] = run.read_metrics().get("skipped_inputs", [])
+    text = report_markdown(summary, run.path, title="LLM-Blender evaluation")
+    (run.path / "report.md").write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from chorus_blender.ranker import PairRanker
     from chorus_blender.ranking import compare
@@ -129,7 +340,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from chorus_shared.runs import RunDir
 
     recipe = load_recipe(args.recipe, backbone=args.backbone, max_steps=args.max_steps)
-    records, skipped = _read_jsonl(args.data)
+    records, skipped = _read_jsonl(_train_file(args.data))
     pairs, stats = sample_pairs(
         records, metric=recipe.metric, pairs_per_record=recipe.pairs_per_record, seed=recipe.seed
     )
@@ -230,6 +441,47 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=64, help="items ranked per batched pass")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_rank)
+
+    p = verbs.add_parser(
+        "make-candidates", help="build a MixInstruct-format set (offline, or the hub's with --hub)"
+    )
+    p.add_argument("--recipe", default="candidates_offline")
+    p.add_argument("--out", required=True, help="run directory (resumable)")
+    p.add_argument("--test-size", type=int, help="override the recipe's test_size")
+    p.add_argument("--train-size", type=int, help="override the recipe's train_size")
+    p.add_argument("--data-dir", help="data folder holding gsm8k/, biography/ (or mixinstruct/)")
+    p.add_argument("--window", type=int, default=16, help="instructions per batched call")
+    p.add_argument("--hub", action="store_true", help="use llm-blender/mix-instruct instead")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_make_candidates)
+
+    p = verbs.add_parser("evaluate", help="the paper's table on a scored MixInstruct test set")
+    p.add_argument("--candidates", required=True, help="test.jsonl or a make-candidates run")
+    p.add_argument("--ranker", help="PairRanker folder or hub id (without: baselines only)")
+    p.add_argument("--fuser", help="GenFuser chat-model spec (e.g. hf:runs/blender/fuser/model)")
+    p.add_argument("--top-k", type=int, default=3, help="candidates given to the fuser")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="fuser's budget (paper: 128)")
+    p.add_argument("--max-words", type=int, default=128, help="each fuser candidate cut to N words")
+    p.add_argument("--no-pointwise", action="store_true", help="skip the MiniLM cosine baseline")
+    p.add_argument("--bertscore-model", default="minilm")
+    p.add_argument("--bertscore-layers", type=int, default=6)
+    p.add_argument("--limit", type=int, help="first N test items only")
+    p.add_argument("--out", required=True, help="run directory (resumable)")
+    p.add_argument("--window", type=int, default=16)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = verbs.add_parser("train-fuser", help="fine-tune a causal LM as GenFuser (training core)")
+    p.add_argument("--recipe", default="fuser_smollm2_offline")
+    p.add_argument("--data", required=True, help="train.jsonl or a make-candidates run")
+    p.add_argument("--out", required=True, help="training run folder (resumes)")
+    p.add_argument("--model", help="override the recipe's model spec")
+    p.add_argument("--max-steps", type=int)
+    p.set_defaults(func=cmd_train_fuser)
+
+    p = verbs.add_parser("report", help="rewrite report.md (table + plot) of an evaluate run")
+    p.add_argument("--run", required=True, help="evaluate run directory")
+    p.set_defaults(func=cmd_report)
 
     p = verbs.add_parser("compare", help="compare two answers to one source (both orders)")
     p.add_argument("--ranker", required=True)

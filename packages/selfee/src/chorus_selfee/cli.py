@@ -12,12 +12,13 @@ from typing import Any
 
 from chorus_selfee.datasets import load_instructions
 from chorus_selfee.enforce import ChatContinuer, Continuer, HFContinuer, enforce_generate
-from chorus_selfee.judge import aggregate, judge_pairs, table
+from chorus_selfee.judge import aggregate, aggregate_pairwise, judge_pairs, judge_pairwise, table
 from chorus_selfee.recipes import SelfeeRecipe, available_recipes, load_recipe, verb_view
 from chorus_selfee.records import training_records
 from chorus_selfee.teacher import generate_feedback_data
 from chorus_shared.config import add_recipe_arguments, cli_overrides
 from chorus_shared.data import load_dataset_records
+from chorus_shared.judges import available_judge_schemes, load_pairwise_judge
 from chorus_shared.models import SamplingParams, load_chat_model, parse_spec
 from chorus_shared.runs import RunDir, pending, progress
 
@@ -211,16 +212,29 @@ def load_answers(source: str, eval_set: str) -> dict[str, str]:
     return {f"{eval_set}-{row['question_id']}": row["text"] for row in rows}
 
 
+def _judge_kind(spec: str) -> str:
+    """Return "pairwise" when an installed package provides the spec's scheme as a pairwise
+    judge (chorus_shared.judges entry points), "chat" when it is a model spec."""
+    if spec.partition(":")[0] in available_judge_schemes():
+        return "pairwise"
+    try:
+        parse_spec(spec)
+    except ValueError as exc:
+        schemes = ", ".join(available_judge_schemes()) or "none installed (e.g. chorus-blender)"
+        raise ValueError(
+            f"{exc}; a pairwise judge spec is '<scheme>:<target>' ({schemes})"
+        ) from exc
+    return "chat"
+
+
 def cmd_evaluate(args: argparse.Namespace) -> dict:
-    """Judge answers against a reference, both orders, into a run dir; return the metrics."""
+    """Judge answers against a reference (chat judge: both orders; pairwise judge: one
+    debiased logit per question) into a run dir; return the metrics."""
     r = _recipe(args)
-    parse_spec(r.judge)
+    kind = _judge_kind(r.judge)
     mine, ref = load_answers(args.answers, r.eval_set), load_answers(args.reference, r.eval_set)
     questions = [q for q in load_instructions(r.eval_set, "test", r.data_dir) if q["id"] in mine]
     questions = questions[: r.limit]
-    prompts = {
-        p["category"]: p for p in load_dataset_records("vicuna80-judge", "test", path=r.data_dir)
-    }
     run = RunDir.create(
         args.out or "runs/selfee/evaluate",
         {
@@ -234,8 +248,19 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         overwrite=args.overwrite,
     )
     done = run.finished_ids()
-    todo = [q for q in questions if f"{q['id']}-reference-first" not in done]
-    if todo:
+    last = "pairwise" if kind == "pairwise" else "reference-first"
+    todo = [q for q in questions if f"{q['id']}-{last}" not in done]
+    if todo and kind == "pairwise":
+        judge = load_pairwise_judge(r.judge)
+        with run:
+            for w in progress(_windows(todo, r.window), desc="judge windows"):
+                for rec in judge_pairwise(judge, w, mine, ref):
+                    run.append(rec)
+    elif todo:
+        prompts = {
+            p["category"]: p
+            for p in load_dataset_records("vicuna80-judge", "test", path=r.data_dir)
+        }
         judge = _model(r.judge, r)
         params = SamplingParams(
             max_new_tokens=r.judge_max_new_tokens, temperature=r.judge_temperature, seed=r.seed
@@ -245,11 +270,12 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
                 for rec in judge_pairs(judge, prompts, w, mine, ref, params):
                     if rec["id"] not in done:
                         run.append(rec)
-    metrics = aggregate(run.records())
+    records = run.records()
+    metrics = aggregate_pairwise(records) if kind == "pairwise" else aggregate(records)
     run.write_metrics(metrics)
     run.write_report(
         f"# SelFee pairwise evaluation\n\nanswers: `{args.answers}`  \n"
-        f"reference: `{args.reference}`  \njudge: `{r.judge}`\n\n{table(metrics)}\n"
+        f"reference: `{args.reference}`  \njudge: `{r.judge}` ({kind})\n\n{table(metrics)}\n"
     )
     return metrics
 

@@ -4,14 +4,21 @@ Every question is judged twice: (model, reference) and (reference, model), so a 
 prefers a position cancels out. Scores are parsed exactly as the paper notes define: the first
 line "a b" (commas read as spaces), else the last "(a, b)" tuple, else unparsed — counted,
 never guessed. Relative score = total(model) / total(reference) over parsed reviews.
+
+Offline, any pairwise scorer that implements ``chorus_shared.judges.PairwiseJudge`` (e.g.
+packages/blender's PairRanker as ``pairrm:<folder>``) can judge instead: it gives one logit
+per question (both orders averaged by the protocol's contract), read as a win, loss or tie;
+the result is a win rate, not a 1-10 relative score, and is reported as such.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
 
+from chorus_shared.judges import PairwiseJudge
 from chorus_shared.models import ChatModel, SamplingParams
 
 _NUM = r"(-?\d+(?:\.\d+)?)"
@@ -56,13 +63,7 @@ def judge_pairs(
     ``order`` "model-first" puts the model as Assistant 1. A question missing either answer
     raises, naming it: a silent gap would change the relative score.
     """
-    missing = [
-        q["id"]
-        for q in questions
-        if q["id"] not in model_answers or q["id"] not in reference_answers
-    ]
-    if missing:
-        raise ValueError(f"answers missing for {len(missing)} question(s): {missing[:5]}")
+    _check_answers(questions, model_answers, reference_answers)
     convs, meta = [], []
     for q in questions:
         m, r = model_answers[q["id"]], reference_answers[q["id"]]
@@ -91,6 +92,79 @@ def judge_pairs(
             }
         )
     return records
+
+
+def _check_answers(questions: Sequence[dict], mine: dict[str, str], ref: dict[str, str]) -> None:
+    missing = [q["id"] for q in questions if q["id"] not in mine or q["id"] not in ref]
+    if missing:
+        raise ValueError(f"answers missing for {len(missing)} question(s): {missing[:5]}")
+
+
+def judge_pairwise(
+    judge: PairwiseJudge,
+    questions: Sequence[dict],
+    model_answers: dict[str, str],
+    reference_answers: dict[str, str],
+) -> list[dict]:
+    """Return one record per question from one batched ``compare`` call of a pairwise judge.
+
+    ``logit > 0`` is a model win, ``< 0`` a reference win, ``0`` a tie; a non-finite logit is
+    counted as invalid, never read as a result.
+    """
+    _check_answers(questions, model_answers, reference_answers)
+    prompts = [
+        q["instruction"] + (f"\n\n{q['input']}" if q.get("input") else "") for q in questions
+    ]
+    logits = judge.compare(
+        prompts,
+        [model_answers[q["id"]] for q in questions],
+        [reference_answers[q["id"]] for q in questions],
+    )
+    if len(logits) != len(questions):
+        raise ValueError(f"pairwise judge returned {len(logits)} logits for {len(questions)} pairs")
+    records = []
+    for q, logit in zip(questions, logits, strict=True):
+        x = float(logit)
+        valid = math.isfinite(x)
+        records.append(
+            {
+                "id": f"{q['id']}-pairwise",
+                "question": q["id"],
+                "category": q["category"],
+                "order": "both",
+                "logit": x if valid else None,
+                "winner": None
+                if not valid
+                else ("model" if x > 0 else "reference" if x < 0 else "tie"),
+            }
+        )
+    return records
+
+
+def aggregate_pairwise(records: Sequence[dict]) -> dict:
+    """Return ``{judge_kind, win_rate, wins, losses, ties, invalid, per_category}``.
+
+    ``win_rate`` = (wins + ties / 2) / valid comparisons; None when none is valid.
+    """
+    tot: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    slot = {"model": 0, "reference": 1, "tie": 2, None: 3}
+    for r in records:
+        for key in (r["category"], "all"):
+            tot[key][slot[r["winner"]]] += 1
+
+    def summary(t: list[int]) -> dict:
+        n = t[0] + t[1] + t[2]
+        return {
+            "wins": t[0],
+            "losses": t[1],
+            "ties": t[2],
+            "invalid": t[3],
+            "win_rate": (t[0] + t[2] / 2) / n if n else None,
+        }
+
+    result = {"judge_kind": "pairwise", **summary(tot.pop("all", [0, 0, 0, 0]))}
+    result["per_category"] = {k: summary(v) for k, v in sorted(tot.items())}
+    return result
 
 
 def aggregate(reviews: Sequence[dict]) -> dict:
@@ -124,11 +198,25 @@ def aggregate(reviews: Sequence[dict]) -> dict:
     return result
 
 
-def table(metrics: dict) -> str:
-    """Return a markdown table of the relative score, overall and per category."""
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
 
-    def pct(x: float | None) -> str:
-        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+def table(metrics: dict) -> str:
+    """Return a markdown table of the relative score (or, for a pairwise judge, the win
+    rate), overall and per category."""
+    pct = _pct
+    if metrics.get("judge_kind") == "pairwise":
+        rows = [
+            "| category | win rate | wins | losses | ties | invalid |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, m in [*metrics["per_category"].items(), ("all", metrics)]:
+            rows.append(
+                f"| {name} | {pct(m['win_rate'])} | {m['wins']} | {m['losses']} | "
+                f"{m['ties']} | {m['invalid']} |"
+            )
+        return "\n".join(rows)
 
     rows = [
         "| category | relative | model | reference | parsed | unparsed |",

@@ -43,10 +43,12 @@ def _parser() -> argparse.ArgumentParser:
 
     col = _with_recipe(verbs.add_parser("collect", help="one loop window -> training records"))
     col.add_argument("--run-dir", type=Path, required=True)
+    col.add_argument("--ray", action="store_true", help="run the collection as a Ray task")
 
     tr = _with_recipe(verbs.add_parser("train", help="baseline SFT + loop iterations (resumable)"))
     tr.add_argument("--num-iterations", type=int, default=1, help="loop iterations after the SFT")
     tr.add_argument("--run-dir", type=Path, required=True)
+    tr.add_argument("--ray", action="store_true", help="each collect / train phase a Ray task")
 
     ev = _with_recipe(verbs.add_parser("evaluate", help="seen / unseen accuracy of one model"))
     ev.add_argument(
@@ -58,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--label", default=None, help="row name in the report table")
     ev.add_argument("--out", type=Path, required=True, help="evaluation run folder")
+    ev.add_argument("--ray", action="store_true", help="run the evaluation as a Ray task")
 
     rep = verbs.add_parser("report", help="one markdown table from evaluation folders")
     rep.add_argument("eval_dirs", type=Path, nargs="+")
@@ -97,6 +100,9 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
+    if getattr(args, "ray", False):
+        args.ray = False
+        return pipeline.phase_runner(True)(_collect, args)
     recipe = load_recipe(args.recipe, **cli_overrides(args, Recipe))
     parse_spec(recipe.model)  # a typo fails before a run folder exists
     run = RunDir.create(args.run_dir, {"recipe": asdict(recipe), "runtime": {}})
@@ -150,15 +156,23 @@ def _collect(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, **cli_overrides(args, Recipe))
-    metrics = pipeline.run_training(recipe, args.run_dir, num_iterations=args.num_iterations)
+    metrics = pipeline.run_training(
+        recipe, args.run_dir, num_iterations=args.num_iterations, use_ray=args.ray
+    )
     print(json.dumps({k: metrics[k] for k in ("method", "iterations_done", "final_model")}))
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, **cli_overrides(args, Recipe))
-    summary = pipeline.run_evaluation(
-        recipe, recipe.model, args.out, method=args.eval_method, label=args.label
+    call = pipeline.phase_runner(args.ray)
+    summary = call(
+        pipeline.run_evaluation,
+        recipe,
+        recipe.model,
+        args.out,
+        method=args.eval_method,
+        label=args.label,
     )
     print(json.dumps(summary))
     return 0

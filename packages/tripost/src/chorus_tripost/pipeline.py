@@ -40,11 +40,30 @@ logger = logging.getLogger(__name__)
 Log = Callable[[str], None]
 
 
+# DeepSpeed configs shipped with this package (the core ships zero2 / zero3 / zero3_offload).
+PACKAGE_DEEPSPEED = {"zero2_offload": "ds_zero2_offload.json"}
+
+
+def deepspeed_config(value: str | None) -> str | None:
+    """Return the DeepSpeed config for the recipe: this package's ``zero2_offload`` (ZeRO-2 with
+    the optimizer on CPU, the original's setting) as a file path, anything else unchanged."""
+    if value in PACKAGE_DEEPSPEED:
+        from importlib import resources
+
+        return str(resources.files("chorus_tripost") / "configs" / PACKAGE_DEEPSPEED[value])
+    return value
+
+
 def train_recipe(recipe: Recipe, model: str, epochs: float) -> Any:
     """Return the ``chorus_shared.training.TrainRecipe`` of one SFT step of the run."""
+    import torch
+
     from chorus_shared.training import load_train_recipe
 
     bf16 = {"auto": "auto", "true": True, "false": False}[recipe.bf16]
+    # transformers refuses bf16 without a GPU unless told the run is on CPU on purpose (CPUs
+    # with AMX / AVX-512 BF16 train several times faster in bf16 than in fp32).
+    extra = {"use_cpu": True} if bf16 is True and not torch.cuda.is_available() else {}
     return load_train_recipe(
         {
             "model": model,
@@ -59,11 +78,12 @@ def train_recipe(recipe: Recipe, model: str, epochs: float) -> Any:
             "seed": recipe.seed,
             "bf16": bf16,
             "gradient_checkpointing": recipe.gradient_checkpointing,
-            "deepspeed": recipe.deepspeed,
+            "deepspeed": deepspeed_config(recipe.deepspeed),
             "report_to": recipe.report_to,
             "logging_steps": 1,
             "save_steps": recipe.save_steps,
             "save_total_limit": 1,
+            "extra_args": extra,
         }
     )
 
@@ -153,9 +173,31 @@ def collect_window(
         records += loop.build_records([], [], gold, **weights)
         samples = len(kept)
     # improvement : non-improvement samples actually kept (the paper's improve_data_ratio)
-    stats["ratio"] = stats.get("improvement_samples", 0) / max(1, stats.get("plain_samples", 0))
+    plain_n = stats.get("plain_samples", 0)
+    stats["ratio"] = stats.get("improvement_samples", 0) / plain_n if plain_n else None
     stats.update(samples=samples, records=len(records))
     return records, stats
+
+
+def phase_runner(use_ray: bool) -> Callable[..., Any]:
+    """Return ``call(fn, *args, **kwargs)``: a direct call, or (``use_ray``) one Ray task per
+    phase holding a GPU when the cluster has one, as the original ran collect / train / test.
+
+    Ray joins the cluster at ``$RAY_ADDRESS`` when set, else starts a local one. The task's
+    result comes back to the caller; the run folder must be on storage the workers share.
+    """
+    if not use_ray:
+        return lambda fn, *args, **kwargs: fn(*args, **kwargs)
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+
+    def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return ray.get(ray.remote(num_gpus=gpus, max_retries=0)(fn).remote(*args, **kwargs))
+
+    return call
 
 
 def _done(folder: Path) -> bool:
@@ -183,9 +225,15 @@ def _wandb_log(recipe: Recipe, run_dir: Path, step: int, stats: dict) -> None:
 
 
 def run_training(
-    recipe: Recipe, run_dir: str | Path, *, num_iterations: int, log: Log = print
+    recipe: Recipe,
+    run_dir: str | Path,
+    *,
+    num_iterations: int,
+    log: Log = print,
+    use_ray: bool = False,
 ) -> dict:
-    """Run (or resume) baseline SFT and ``num_iterations`` loop iterations in ``run_dir``.
+    """Run (or resume) baseline SFT and ``num_iterations`` loop iterations in ``run_dir``;
+    with ``use_ray`` every collection and training phase is a Ray task.
 
     Returns the run's metrics: per-iteration statistics, ``final_model`` (a folder loadable as
     ``hf:<folder>``) and ``stopped`` (a message when min_data_length ended the loop early).
@@ -196,6 +244,8 @@ def run_training(
         raise ValueError(f"--num-iterations must be >= 0, got {num_iterations}")
     parse_spec(recipe.model)  # a typo fails before a run folder exists
     run_dir = Path(run_dir)
+    call = phase_runner(use_ray)
+    remote_log = print if use_ray else log  # a worker prints; the driver's callback stays here
     config = {
         "kind": "tripost-train",
         "recipe": asdict(recipe),
@@ -214,7 +264,7 @@ def run_training(
                 [], [], base_items,
                 mask_before_att_start_text=recipe.mask_before_att_start_text,
             )  # fmt: skip
-            train(train_recipe(recipe, recipe.model, recipe.baseline_epochs), gold, baseline)
+            call(train, train_recipe(recipe, recipe.model, recipe.baseline_epochs), gold, baseline)
         current, history, stopped, trained = baseline, [], None, 0
         for k in range(1, num_iterations + 1 if recipe.method != "sft" else 1):
             it_dir = run_dir / f"iter-{k}"
@@ -227,7 +277,9 @@ def run_training(
                 history.append(json.loads((it_dir / "collect" / "metrics.json").read_text()))
                 current, trained = it_dir / "train", trained + 1
                 continue
-            records, stats = _collect_step(recipe, current, items, k, it_dir / "collect", log)
+            records, stats = call(
+                _collect_step, recipe, current, items, k, it_dir / "collect", remote_log
+            )
             history.append(stats)
             _wandb_log(recipe, run_dir, k, stats)
             if stats["samples"] < recipe.min_data_length:
@@ -241,7 +293,12 @@ def run_training(
                 break
             log(f"iteration {k}: weighted SFT on {len(records)} records from {current}")
             model = f"hf:{current / 'model'}"
-            train(train_recipe(recipe, model, recipe.iteration_epochs), records, it_dir / "train")
+            call(
+                train,
+                train_recipe(recipe, model, recipe.iteration_epochs),
+                records,
+                it_dir / "train",
+            )
             current, trained = it_dir / "train", trained + 1
         metrics = {
             "method": recipe.method,

@@ -99,7 +99,8 @@ class Recipe:
         default=False, metadata={"help": "trade compute for memory"}
     )
     deepspeed: str | None = field(
-        default=None, metadata={"help": "zero2 | zero3 | zero3_offload | a DeepSpeed JSON path"}
+        default=None,
+        metadata={"help": "zero2 | zero2_offload | zero3 | zero3_offload | a JSON path"},
     )
     report_to: str = field(
         default="wandb",

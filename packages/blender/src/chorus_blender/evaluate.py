@@ -1,0 +1,272 @@
+"""The paper's comparison table on a MixInstruct-format test set.
+
+Each method picks (or writes) one answer per instruction, and the answer is scored against the
+reference with :class:`chorus_blender.metrics.ReferenceScorer`:
+
+- ``random``: the expected score of a uniformly random pick, i.e. the mean over the item's
+  candidates (deterministic, lower variance than one draw);
+- ``oracle (<metric>)``: the candidate with the best score on that metric (an upper bound of
+  any selector on that metric);
+- ``best single``: the one generator (model + decoding setting) with the highest mean
+  BERTScore on this test set, as the paper's "best single model" row (chosen on the test set,
+  as the paper's is);
+- ``pointwise (MiniLM cosine)``: an untrained pointwise scorer, the cosine between the
+  all-MiniLM-L6-v2 sentence embeddings (mean pooling) of the instruction and the candidate;
+- ``PairRanker``: rank 1 of the PairRanker (``full`` aggregation, ``max_logits``);
+- ``PairRanker + GenFuser``: a fuser model writes one answer from the PairRanker's top K.
+
+Per-item scores go to a chorus run folder window by window (resumable); ``summarise`` gives
+mean and standard error (sample std, ddof=1, over sqrt(n)) per method and metric.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from chorus_blender.metrics import TABLE_METRICS
+from chorus_shared.grading import mean_stderr
+
+RANDOM = "random"
+BEST_SINGLE = "best single"
+POINTWISE = "pointwise (MiniLM cosine)"
+PAIRRANKER = "PairRanker"
+FUSED = "PairRanker + GenFuser"
+
+
+def oracle_name(metric: str) -> str:
+    """Return the method name of the oracle on ``metric``."""
+    return f"oracle ({metric})"
+
+
+class CosineScorer:
+    """Pointwise baseline: cosine of mean-pooled encoder embeddings of source and candidate."""
+
+    def __init__(self, model: str = "minilm", *, batch_size: int = 32, max_length: int = 256):
+        from transformers import AutoModel, AutoTokenizer
+
+        from chorus_blender.recipes import resolve_backbone
+
+        path = resolve_backbone(model)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval()
+        self.batch_size = batch_size
+        self.max_length = max_length
+
+    def _embed(self, texts: Sequence[str]) -> Any:
+        import torch
+
+        out = []
+        with torch.no_grad():
+            for k in range(0, len(texts), self.batch_size):
+                batch = self.tokenizer(
+                    list(texts[k : k + self.batch_size]),
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                )
+                hidden = self.model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+                out.append(torch.nn.functional.normalize(pooled, dim=-1))
+        return torch.cat(out)
+
+    def scores(
+        self, sources: Sequence[str], candidates: Sequence[Sequence[str]]
+    ) -> list[list[float]]:
+        """Return, per source, the cosine of each of its candidates to it."""
+        flat = [c for cands in candidates for c in cands]
+        src = self._embed(sources)
+        cand = self._embed(flat)
+        out, k = [], 0
+        for i, cands in enumerate(candidates):
+            out.append([float(src[i] @ cand[k + j]) for j in range(len(cands))])
+            k += len(cands)
+        return out
+
+
+def _argmax(values: Sequence[float]) -> int:
+    # First maximum: ties go to the earlier candidate, deterministically.
+    return max(range(len(values)), key=lambda j: (values[j], -j))
+
+
+def evaluate_window(
+    items: Sequence[Mapping[str, Any]],
+    *,
+    ranker: Any,
+    pointwise: Any | None,
+    fuser: Any | None,
+    scorer: Any,
+    top_k: int = 3,
+    fuse_max_new_tokens: int = 128,
+    fuse_max_words: int = 128,
+    metrics: Sequence[str] = TABLE_METRICS,
+) -> list[dict[str, Any]]:
+    """Return one record per item with every method's choice and its scores.
+
+    One batched ranking pass, one batched pointwise pass, one batched ``chat`` call for the
+    fuser and one batched scoring pass for the fused answers. An item whose fused answer
+    failed gets score 0 for the fuser on every metric and its ``fuse_error`` set (counted).
+    """
+    from chorus_blender.fuser import fuse
+    from chorus_blender.ranking import get_topk_candidates_from_ranks, rank
+    from chorus_blender.training import record_source
+    from chorus_shared.models import SamplingParams
+
+    sources = [record_source(it) for it in items]
+    texts = [[c["text"] for c in it["candidates"]] for it in items]
+    ranks = rank(ranker, sources, texts) if ranker is not None else None
+    cosine = pointwise.scores(sources, texts) if pointwise is not None else None
+    fused: list[str] | None = None
+    fused_scores: list[dict[str, float]] = []
+    if fuser is not None and ranks is not None:
+        topk = get_topk_candidates_from_ranks(ranks, texts, top_k)
+        fused = fuse(
+            fuser,
+            [str(it["instruction"]) for it in items],
+            topk,
+            SamplingParams(max_new_tokens=fuse_max_new_tokens),
+            inputs=[str(it.get("input") or "") for it in items],
+            max_words=fuse_max_words,
+        )
+        fused_scores = scorer.score(fused, [str(it["output"]) for it in items])
+    records = []
+    for k, it in enumerate(items):
+        cands = it["candidates"]
+        table = [{m: float(c["scores"][m]) for m in metrics} for c in cands]
+        scores: dict[str, dict[str, float]] = {
+            RANDOM: {m: math.fsum(t[m] for t in table) / len(table) for m in metrics}
+        }
+        for m in metrics:
+            scores[oracle_name(m)] = table[_argmax([t[m] for t in table])]
+        for c, t in zip(cands, table, strict=True):
+            scores[f"generator:{c.get('generator') or c.get('model')}"] = t
+        choices: dict[str, int] = {}
+        if cosine is not None:
+            choices[POINTWISE] = _argmax(cosine[k])
+            scores[POINTWISE] = table[choices[POINTWISE]]
+        if ranks is not None:
+            choices[PAIRRANKER] = ranks[k].index(1)
+            scores[PAIRRANKER] = table[choices[PAIRRANKER]]
+        record: dict[str, Any] = {"id": it["id"], "scores": scores, "choices": choices}
+        if ranks is not None:
+            record["ranks"] = ranks[k]
+        if fused is not None:
+            record["fused"] = fused[k]
+            if not fused[k].strip():
+                record["fuse_error"] = "empty or failed generation"
+            scores[FUSED] = {m: float(fused_scores[k][m]) for m in metrics}
+        records.append(record)
+    return records
+
+
+def summarise(
+    records: Sequence[Mapping[str, Any]], metrics: Sequence[str] = TABLE_METRICS
+) -> dict[str, Any]:
+    """Return mean and s.e. per method and metric, and which generator is the best single.
+
+    The best single generator is the one with the highest mean BERTScore (the first metric)
+    over the items; items lacking its candidate (a failed generation) count as 0.
+    """
+    if not records:
+        raise ValueError("no evaluated items to summarise")
+    generators = sorted({k for r in records for k in r["scores"] if k.startswith("generator:")})
+    zero = dict.fromkeys(metrics, 0.0)
+
+    def column(method: str, metric: str) -> list[float]:
+        return [float(r["scores"].get(method, zero)[metric]) for r in records]
+
+    best = max(generators, key=lambda g: math.fsum(column(g, metrics[0]))) if generators else None
+    methods = [RANDOM, *(oracle_name(m) for m in metrics)]
+    methods += [m for m in (POINTWISE, PAIRRANKER, FUSED) if all(m in r["scores"] for r in records)]
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for method in methods:
+        table[method] = {}
+        for metric in metrics:
+            mean, se = mean_stderr(column(method, metric))
+            table[method][metric] = {"mean": mean, "se": se}
+    if best is not None:
+        table[BEST_SINGLE] = {}
+        for metric in metrics:
+            mean, se = mean_stderr(column(best, metric))
+            table[BEST_SINGLE][metric] = {"mean": mean, "se": se}
+    per_generator = {
+        g.removeprefix("generator:"): {m: mean_stderr(column(g, m))[0] for m in metrics}
+        for g in generators
+    }
+    return {
+        "items": len(records),
+        "metrics": list(metrics),
+        "best_single": best.removeprefix("generator:") if best else None,
+        "table": table,
+        "per_generator": per_generator,
+        "fuse_errors": sum(1 for r in records if r.get("fuse_error")),
+    }
+
+
+# The paper's rows in the order of its Table 2, then ours.
+ROW_ORDER = (RANDOM, BEST_SINGLE, POINTWISE, PAIRRANKER, FUSED)
+
+
+def report_markdown(summary: Mapping[str, Any], run_dir: Path, *, title: str) -> str:
+    """Return report.md: the table (mean ± s.e.) and a bar plot of it, saved next to it."""
+    from chorus_shared.report import image_link, markdown_table
+
+    metrics = summary["metrics"]
+    table = summary["table"]
+    order = [m for m in ROW_ORDER if m in table]
+    order += [m for m in table if m.startswith("oracle")]
+    rows = []
+    for method in order:
+        label = method
+        if method == BEST_SINGLE:
+            label = f"best single ({summary['best_single']})"
+        cells = [f"{table[method][m]['mean']:.2f} ± {table[method][m]['se']:.2f}" for m in metrics]
+        rows.append([label, *cells])
+    png = bar_plot(run_dir / "table.png", summary, order)
+    lines = [
+        f"# {title}",
+        "",
+        f"{summary['items']} test items; mean ± s.e. (sample std over sqrt(n)); all metrics x100.",
+        "",
+        markdown_table(["method", *metrics], rows),
+        "",
+        image_link(png, run_dir, alt="mean score per method, with s.e. bars"),
+        "",
+        "Per generator (mean): "
+        + "; ".join(
+            f"{g}: " + ", ".join(f"{m} {v:.2f}" for m, v in s.items())
+            for g, s in summary["per_generator"].items()
+        ),
+    ]
+    if summary.get("fuse_errors"):
+        lines += ["", f"Fused answers that failed (scored 0): {summary['fuse_errors']}."]
+    return "\n".join(lines) + "\n"
+
+
+def bar_plot(path: Path, summary: Mapping[str, Any], order: Sequence[str]) -> Path:
+    """Draw grouped bars (one group per metric, one bar per method, s.e. as error bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = summary["metrics"]
+    width = 0.8 / max(1, len(order))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for k, method in enumerate(order):
+        means = [summary["table"][method][m]["mean"] for m in metrics]
+        errs = [summary["table"][method][m]["se"] for m in metrics]
+        xs = [i + k * width for i in range(len(metrics))]
+        ax.bar(xs, means, width, yerr=errs, capsize=2, label=method)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(metrics))], metrics)
+    ax.set_ylabel("score (x100)")
+    ax.set_title("LLM-Blender methods on the test set")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

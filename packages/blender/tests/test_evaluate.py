@@ -1,0 +1,145 @@
+"""evaluate / report: each method's pick and score on hand-built items; the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chorus_blender.cli import main
+from chorus_blender.evaluate import (
+    BEST_SINGLE,
+    FUSED,
+    PAIRRANKER,
+    POINTWISE,
+    RANDOM,
+    evaluate_window,
+    oracle_name,
+    summarise,
+)
+from chorus_blender.ranker import PairRanker
+from chorus_shared.models import Completion
+
+
+def _cand(gen, text, bert, bleu, rouge):
+    return {
+        "generator": gen,
+        "text": text,
+        "scores": {"bertscore": bert, "bleu": bleu, "rougeL": rouge},
+    }
+
+
+ITEMS = [
+    {
+        "id": "a",
+        "instruction": "q1",
+        "output": "ref one",
+        "candidates": [_cand("g1", "a-low", 10, 30, 5), _cand("g2", "a-high", 40, 0, 20)],
+    },
+    {
+        "id": "b",
+        "instruction": "q2",
+        "output": "ref two",
+        "candidates": [_cand("g1", "b-mid", 20, 10, 10), _cand("g2", "b-top", 30, 20, 0)],
+    },
+]
+
+
+class _Cosine:
+    def scores(self, sources, candidates):
+        # Prefers the first candidate always.
+        return [[1.0] + [0.0] * (len(c) - 1) for c in candidates]
+
+
+class _Fuser:
+    spec = "fake"
+
+    def __init__(self):
+        self.calls = []
+
+    def chat(self, conversations, params):
+        self.calls.append(len(conversations))
+        return [
+            Completion(text="fused") if k == 0 else Completion(text="", error="boom")
+            for k in range(len(conversations))
+        ]
+
+
+class _Scorer:
+    def score(self, cands, refs):
+        return [{"bertscore": 50.0 if c else 0.0, "bleu": 5.0, "rougeL": 7.0} for c in cands]
+
+
+def test_methods_pick_and_score_as_defined(order_scorer):
+    ranker = order_scorer({"a-low": 2.0, "a-high": 1.0, "b-mid": 0.0, "b-top": 3.0})
+    fuser = _Fuser()
+    records = evaluate_window(
+        ITEMS, ranker=ranker, pointwise=_Cosine(), fuser=fuser, scorer=_Scorer(), top_k=2
+    )
+    a, b = records
+    assert a["scores"][RANDOM] == {"bertscore": 25.0, "bleu": 15.0, "rougeL": 12.5}
+    assert (
+        a["scores"][oracle_name("bleu")]["bleu"] == 30
+        and a["scores"][oracle_name("bertscore")]["bertscore"] == 40
+    )
+    assert a["choices"][PAIRRANKER] == 0 and b["choices"][PAIRRANKER] == 1
+    assert a["scores"][PAIRRANKER]["bertscore"] == 10 and b["scores"][PAIRRANKER]["bertscore"] == 30
+    assert a["choices"][POINTWISE] == 0 and b["scores"][POINTWISE]["bertscore"] == 20
+    assert fuser.calls == [2]  # one batched fuser call for the window
+    assert a["fused"] == "fused" and a["scores"][FUSED]["bertscore"] == 50.0
+    assert b["fuse_error"] and b["scores"][FUSED]["bertscore"] == 0.0
+
+    summary = summarise(records)
+    table = summary["table"]
+    assert summary["best_single"] == "g2"  # mean BERTScore 35 vs 15
+    assert table[BEST_SINGLE]["bertscore"]["mean"] == 35.0
+    assert table[BEST_SINGLE]["bertscore"]["se"] == pytest.approx(5.0)  # std(40, 30) / sqrt(2)
+    assert table[PAIRRANKER]["bertscore"]["mean"] == 20.0
+    assert table[oracle_name("bertscore")]["bertscore"]["mean"] == 35.0
+    assert summary["fuse_errors"] == 1
+
+
+def test_evaluate_cli_end_to_end(tiny_bert, tmp_path, capsys):
+    from chorus_shared.testing import build_tiny_chat_model
+
+    chat = build_tiny_chat_model(tmp_path / "chat")
+    ranker = PairRanker.from_backbone(tiny_bert).save_pretrained(tmp_path / "ranker")
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(it) + "\n" for it in ITEMS) + "{broken\n")
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--candidates", str(data), "--ranker", str(ranker), "--fuser", f"hf:{chat}"]
+    argv += [
+        "--max-new-tokens",
+        "4",
+        "--bertscore-model",
+        str(tiny_bert),
+        "--bertscore-layers",
+        "2",
+    ]
+    argv += ["--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    assert "not JSON" in printed.err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["items"] == 2
+    assert {RANDOM, BEST_SINGLE, POINTWISE, PAIRRANKER, FUSED} <= set(metrics["table"])
+    report = (out / "report.md").read_text()
+    assert "best single (g2)" in report and "table.png" in report and (out / "table.png").is_file()
+    lines = (out / "records.jsonl").read_text()
+    assert main(argv) == 0  # resume: nothing evaluated twice
+    assert (out / "records.jsonl").read_text() == lines
+    assert main(["report", "--run", str(out)]) == 0
+    assert "PairRanker + GenFuser" in capsys.readouterr().out
+
+
+def test_evaluate_without_a_ranker_gives_the_baseline_rows(tmp_path, capsys):
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(it) + "\n" for it in ITEMS))
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--candidates", str(data), "--no-pointwise", "--out", str(out)]
+    assert main(argv) == 0
+    table = json.loads((out / "metrics.json").read_text())["table"]
+    assert {RANDOM, BEST_SINGLE, oracle_name("bleu")} <= set(table)
+    assert PAIRRANKER not in table and FUSED not in table
+    assert main(["evaluate", "--candidates", str(data), "--fuser", "default", "--out", "x"]) == 2
+    assert "give --ranker too" in capsys.readouterr().err
