@@ -223,19 +223,23 @@ docker-blender: docker-base  ## build the chorus/blender image (entry point chor
 
 # Offline end to end on 2 CPU cores, budgets in the recipes (candidates_offline: 12 test + 16
 # train GSM8K/biography instructions x 4 SmolLM2 decoding settings, 48 new tokens;
-# ranker_minilm_reproduce: 16 steps of 8 pairs; fuser_smollm2_offline: 4 steps of 2). Sized
-# for a machine shared with many other jobs; raise the recipes' sizes on a free machine. `evaluate` ranks all
+# ranker_minilm_reproduce: 16 steps of 8 pairs). Sized for a machine shared with many other
+# jobs; raise the recipes' sizes on a free machine. The fuser is the embedded model zero-shot
+# with the paper's fuser prompt; BLENDER_TRAIN_FUSER=1 first fine-tunes it on the train split
+# (fuser_smollm2_offline: 4 steps of 2, through chorus_shared.training). `evaluate` ranks all
 # pairs, fuses the PairRanker's top 3 and scores every method in the same batched passes.
 # Every step writes a resumable run folder: re-running the target continues where it stopped.
 BLENDER := $(VENV)/bin/chorus-blender
 BLENDER_RUNS = $(RUNS)/blender/offline
+BLENDER_TRAIN_FUSER ?=
+BLENDER_FUSER = $(if $(BLENDER_TRAIN_FUSER),hf:$(BLENDER_RUNS)/fuser/model,default)
 
-reproduce-blender: $(STAMP)  ## LLM-Blender offline: candidates, ranker, fuser, the paper's table
+reproduce-blender: $(STAMP)  ## LLM-Blender offline: candidates, ranker, fuse, the paper's table (BLENDER_TRAIN_FUSER=1)
 	$(BLENDER) make-candidates --recipe candidates_offline --window 14 --out $(BLENDER_RUNS)/candidates
 	$(BLENDER) train --recipe ranker_minilm_reproduce --data $(BLENDER_RUNS)/candidates --out $(BLENDER_RUNS)/ranker
-	$(BLENDER) train-fuser --recipe fuser_smollm2_offline --data $(BLENDER_RUNS)/candidates --out $(BLENDER_RUNS)/fuser
+	$(if $(BLENDER_TRAIN_FUSER),$(BLENDER) train-fuser --recipe fuser_smollm2_offline --data $(BLENDER_RUNS)/candidates --out $(BLENDER_RUNS)/fuser,@echo "fuser: the embedded model zero-shot")
 	$(BLENDER) evaluate --candidates $(BLENDER_RUNS)/candidates --ranker $(BLENDER_RUNS)/ranker/model \
-		--fuser hf:$(BLENDER_RUNS)/fuser/model --max-words 48 --max-new-tokens 64 --out $(BLENDER_RUNS)/eval
+		--fuser $(BLENDER_FUSER) --max-words 48 --max-new-tokens 64 --out $(BLENDER_RUNS)/eval$(if $(BLENDER_TRAIN_FUSER),-trained-fuser,)
 
 bench-blender:  ## PairRanker full ranking: batched all pairs vs one forward per pair
 	$(PY) benchmarks/ranker_full.py

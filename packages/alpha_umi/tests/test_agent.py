@@ -161,3 +161,64 @@ def test_cli_run_episodes_with_tiny_model(tmp_path: Path, tiny_model_dir: Path) 
     assert sum(metrics["status"].values()) == 3
     assert main(argv) == 0  # resumes: nothing left to do, same records
     assert len((out / "records.jsonl").read_text().splitlines()) == 3
+
+
+def test_tool_timeout_and_tool_crash_become_counted_error_observations(fake_chat_model) -> None:
+    import time
+
+    def slow(args: dict) -> dict:
+        time.sleep(1.0)
+        return {"sum": 0}
+
+    def broken(args: dict) -> dict:
+        raise RuntimeError("backend down")
+
+    tools = [
+        {**TOOLS[0], "name": "slow"},
+        {**TOOLS[0], "name": "broken"},
+    ]
+    toy = ToyTools({"slow": slow, "broken": broken}, timeout_s=0.05)
+    replies = iter(
+        [
+            'Action: slow\nAction Input: {"a": 1, "b": 2}',
+            'Action: broken\nAction Input: {"a": 1, "b": 2}',
+        ]
+    )
+    caller = fake_chat_model(lambda c: next(replies))
+    planner = fake_chat_model(lambda c: "Next: caller.")
+    models = {"planner": planner, "caller": caller, "summarizer": planner}
+    (episode,) = run_episodes(
+        [new_episode("e", tools, "q")], models.__getitem__, toy, PARAMS, max_turns=2
+    )
+    observations = [
+        json.loads(t["value"]) for t in episode["conversations"] if t["from"] == "observation"
+    ]
+    assert "timed out after 0.05 s" in observations[0]["error"]
+    assert "failed: RuntimeError: backend down" in observations[1]["error"]
+    assert episode["tool_errors"] == 2 and toy.errors == 2
+    assert episode["bad_calls"] == 0 and episode["status"] == "max_turns"
+
+
+def test_simulator_failure_is_an_error_observation_and_not_cached(tmp_path: Path) -> None:
+    from chorus_shared.models import Completion
+
+    class Failing:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def chat(self, conversations, params):
+            self.calls += 1
+            return [
+                Completion(text="", finish_reason="error", error="request timed out")
+                for _ in conversations
+            ]
+
+    model = Failing()
+    cache = tmp_path / "cache.jsonl"
+    sim = SimulatedTools(model, cache)
+    (out,) = sim.call_many([(TOOLS, "add", {"a": 1, "b": 2})])
+    assert "simulator failed: request timed out" in json.loads(out)["error"]
+    assert sim.errors == 1 and not sim.cache
+    assert not cache.exists() or cache.read_text() == ""
+    sim.call_many([(TOOLS, "add", {"a": 1, "b": 2})])
+    assert model.calls == 2  # asked again: failures are not remembered

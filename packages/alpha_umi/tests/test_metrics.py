@@ -112,3 +112,27 @@ def test_no_division_by_zero_when_a_split_is_empty() -> None:
     assert m["arg_f1_easy"] is None and m["rouge_l"] is None
     assert m["arg_f1_hard"] == 0.0 and m["unparseable_calls"] == 1
     assert aggregate([])["plan_acc"] is None
+
+
+def test_malformed_arguments_and_unknown_tool_are_counted_as_wrong() -> None:
+    steps = [
+        # right API, malformed JSON arguments: Act EM counts the name, Arg F1 is 0, counted.
+        _step(
+            "caller",
+            "Next: caller.",
+            gold_call='Action: f\nAction Input: {"a": "1"}',
+            caller='Action: f\nAction Input: {"a": "1"',
+        ),
+        # a tool that is not in the list: hallucinated, wrong API, Arg F1 0.
+        _step(
+            "caller",
+            "Next: caller.",
+            gold_call="Action: g\nAction Input: {}",
+            caller="Action: made_up\nAction Input: {}",
+        ),
+    ]
+    m = aggregate([score_step(s) for s in steps])
+    assert m["act_em"] == pytest.approx(50.0)
+    assert m["arg_f1"] == pytest.approx(0.0)
+    assert m["hallucination"] == pytest.approx(50.0)
+    assert m["unparseable_calls"] == 1

@@ -112,7 +112,8 @@ def test_cli_evaluate_with_tiny_model(tmp_path: Path, tiny_model_dir: Path, caps
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 4 and metrics["dialogs_without_steps"] == 1
     assert 0.0 <= metrics["plan_acc"] <= 100.0
-    assert "Plan ACC" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Plan ACC" in report and "Dialogs: part `all` of the file. Roles:" in report
     assert main(["report", str(out)]) == 0
     assert "| static |" in capsys.readouterr().out
 
@@ -122,3 +123,23 @@ def test_cli_bad_spec_fails_before_run_dir(tmp_path: Path, capsys) -> None:
     assert main(["evaluate", "--planner", "nonsense:x", "--out", str(out)]) == 2
     assert not out.exists()
     assert "error:" in capsys.readouterr().err
+
+
+def test_non_json_observation_in_the_gold_history_is_kept_as_text() -> None:
+    from chorus_alpha_umi.dialog import role_prompt
+
+    dialog = {
+        "id": "d",
+        "tools": [{"name": "f", "description": "x", "parameters": {}}],
+        "conversations": [
+            {"from": "user", "value": "q"},
+            {"from": "assistant", "value": "call. Next: caller."},
+            {"from": "caller", "value": "Action: f\nAction Input: {}"},
+            {"from": "observation", "value": "<html>503 Service Unavailable</html>"},
+            {"from": "assistant", "value": "failed. Next: give up."},
+        ],
+    }
+    steps = gold_steps(dialog)
+    assert [s["gold_route"] for s in steps] == ["caller", "give up"]
+    prompt = role_prompt("planner", dialog["tools"], steps[1]["history"])
+    assert "Observation: <html>503 Service Unavailable</html>" in prompt[1]["content"]

@@ -130,3 +130,16 @@ def test_evaluate_cli_end_to_end(tiny_bert, tmp_path, capsys):
     assert (out / "records.jsonl").read_text() == lines
     assert main(["report", "--run", str(out)]) == 0
     assert "PairRanker + GenFuser" in capsys.readouterr().out
+
+
+def test_evaluate_without_a_ranker_gives_the_baseline_rows(tmp_path, capsys):
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(it) + "\n" for it in ITEMS))
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--candidates", str(data), "--no-pointwise", "--out", str(out)]
+    assert main(argv) == 0
+    table = json.loads((out / "metrics.json").read_text())["table"]
+    assert {RANDOM, BEST_SINGLE, oracle_name("bleu")} <= set(table)
+    assert PAIRRANKER not in table and FUSED not in table
+    assert main(["evaluate", "--candidates", str(data), "--fuser", "default", "--out", "x"]) == 2
+    assert "give --ranker too" in capsys.readouterr().err

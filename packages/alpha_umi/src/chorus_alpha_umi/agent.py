@@ -7,12 +7,22 @@ An episode stops on give up, on a conclusion, or after ``max_turns`` planner tur
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 from chorus_alpha_umi.dialog import parse_call, parse_route, role_prompt, strip_route
 from chorus_alpha_umi.tools import ToolEnvironment
 from chorus_shared.models import ChatModel, SamplingParams
+
+
+def _is_error(observation: str) -> bool:
+    """Return whether an observation is the environment's ``{"error": ...}`` answer."""
+    try:
+        value = json.loads(observation)
+    except json.JSONDecodeError:
+        return False  # a non-JSON observation is data for the planner, not an error
+    return isinstance(value, dict) and set(value) == {"error"}
 
 
 def new_episode(episode_id: str, tools: list[dict[str, Any]], query: str) -> dict[str, Any]:
@@ -26,6 +36,7 @@ def new_episode(episode_id: str, tools: list[dict[str, Any]], query: str) -> dic
         "planner_turns": 0,
         "unmarked_plans": 0,
         "bad_calls": 0,
+        "tool_errors": 0,
     }
 
 
@@ -78,6 +89,7 @@ def run_episodes(
                 to_call, calls, parsed, observations, strict=True
             ):
                 episode["bad_calls"] += call.error is not None
+                episode["tool_errors"] += _is_error(observation)
                 episode["conversations"].append({"from": "caller", "value": completion.text})
                 episode["conversations"].append({"from": "observation", "value": observation})
                 if episode["planner_turns"] >= max_turns:

@@ -130,7 +130,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         run.write_metrics(metrics)
         run.write_report(
             f"# alpha-UMi static evaluation ({recipe.split}, {len(dialogs)} dialogs)\n\n"
-            + "Roles: "
+            + f"Dialogs: part `{recipe.part}` of the file"
+            + ("" if recipe.limit is None else f", first {recipe.limit}")
+            + ". Roles: "
             + ", ".join(f"{r} = `{recipe.spec(r)}`" for r in ROLES)
             + "\n\n"
             + metrics_table([(out.name, describe_roles(config), metrics)])
@@ -174,8 +176,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 sum(r["planner_turns"] for r in records) / len(records) if records else None
             ),
             "bad_calls": sum(r["bad_calls"] for r in records),
+            "tool_errors": sum(r.get("tool_errors", 0) for r in records),
             "unmarked_plans": sum(r["unmarked_plans"] for r in records),
             "simulator_non_json_this_session": env.non_json,
+            "simulator_errors_this_session": env.errors,
             "judge": recipe.judge,
             **pass_rate(records),
         }

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -79,11 +81,34 @@ def _check(tools: list[dict[str, Any]], api: str | None, arguments: Any) -> str 
 
 
 class ToyTools:
-    """Deterministic tools for tests: ``functions[name](arguments) -> JSON-able result``."""
+    """Deterministic tools for tests: ``functions[name](arguments) -> JSON-able result``.
 
-    def __init__(self, functions: dict[str, Callable[[dict[str, Any]], Any]]) -> None:
+    A function that raises, returns something that is not JSON-serialisable, or runs longer
+    than ``timeout_s`` gives an ``{"error": ...}`` observation instead of ending the episode.
+    (A timed-out call's thread cannot be stopped; it is abandoned, its result ignored.)
+    """
+
+    def __init__(
+        self,
+        functions: dict[str, Callable[[dict[str, Any]], Any]],
+        *,
+        timeout_s: float | None = None,
+    ) -> None:
         self.functions = functions
+        self.timeout_s = timeout_s
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.errors = 0
+
+    def _invoke(self, api: str, arguments: dict[str, Any]) -> str:
+        if self.timeout_s is None:
+            result = self.functions[api](arguments)
+        else:
+            pool = ThreadPoolExecutor(max_workers=1)
+            try:
+                result = pool.submit(self.functions[api], arguments).result(self.timeout_s)
+            finally:
+                pool.shutdown(wait=False)
+        return json.dumps(result, sort_keys=True)
 
     def call_many(self, calls: list[tuple[list[dict[str, Any]], str | None, Any]]) -> list[str]:
         """Return the observation of every call (an ``{"error": ...}`` JSON for a bad one)."""
@@ -96,7 +121,14 @@ class ToyTools:
                 out.append(_error(problem))
                 continue
             self.calls.append((api, arguments))
-            out.append(json.dumps(self.functions[api](arguments), sort_keys=True))
+            try:
+                out.append(self._invoke(api, arguments))
+            except FutureTimeout:
+                self.errors += 1
+                out.append(_error(f"tool {api!r} timed out after {self.timeout_s} s"))
+            except Exception as err:  # a broken tool is an observation, not a crash
+                self.errors += 1
+                out.append(_error(f"tool {api!r} failed: {type(err).__name__}: {err}"))
         return out
 
 
@@ -112,7 +144,9 @@ class SimulatedTools:
 
     The cache is a JSONL file of ``{"key", "response"}`` lines, appended as answers come.
     A model answer that is not JSON is wrapped as ``{"response": text}`` so the caller side
-    always sees JSON, and counted in ``non_json``.
+    always sees JSON, and counted in ``non_json``. A model call that failed (a timeout or an
+    error completion of the backend) gives an ``{"error": ...}`` observation, is counted in
+    ``errors`` and is not cached, so a later run asks again.
     """
 
     def __init__(
@@ -123,6 +157,7 @@ class SimulatedTools:
         self.cache_path = Path(cache_path)
         self.cache: dict[str, str] = {}
         self.non_json = 0
+        self.errors = 0
         if self.cache_path.is_file():
             for line in self.cache_path.read_text(encoding="utf-8").splitlines():
                 if line.strip():
@@ -149,6 +184,7 @@ class SimulatedTools:
             else:
                 doc = next(cut_tool(t) for t in tools if cut_tool(t)["name"] == api)
                 misses[key] = (doc, arguments)
+        failed: dict[str, str] = {}
         if misses:
             prompts = [
                 [
@@ -166,6 +202,10 @@ class SimulatedTools:
                 for key, completion in zip(
                     misses, self.model.chat(prompts, self.params), strict=True
                 ):
+                    if completion.error is not None or completion.finish_reason == "error":
+                        self.errors += 1
+                        failed[key] = _error(f"the API simulator failed: {completion.error}")
+                        continue
                     text = completion.text.strip()
                     try:
                         json.loads(text)
@@ -176,5 +216,6 @@ class SimulatedTools:
                     handle.write(json.dumps({"key": key, "response": text}) + "\n")
         for k, (_, api, arguments) in enumerate(calls):
             if out[k] is None:
-                out[k] = self.cache[self.key(api, arguments)]
+                key = self.key(api, arguments)
+                out[k] = failed[key] if key in failed else self.cache[key]
         return [o for o in out if o is not None]

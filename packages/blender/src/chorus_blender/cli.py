@@ -229,6 +229,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from chorus_blender.ranker import PairRanker
     from chorus_shared.runs import RunDir, pending, progress
 
+    if args.fuser and not args.ranker:
+        raise ValueError("--fuser fuses the PairRanker's top K: give --ranker too")
     source = _candidates_file(args.candidates)
     objs, skipped = _read_jsonl(source)
     items = []
@@ -243,7 +245,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = {
         "recipe": {
             "candidates": source,
-            "ranker": str(args.ranker),
+            "ranker": args.ranker,
             "fuser": args.fuser,
             "top_k": args.top_k,
             "fuse_max_new_tokens": args.max_new_tokens,
@@ -259,7 +261,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if todo:
             from chorus_shared.models import load_chat_model
 
-            ranker = PairRanker.from_pretrained(args.ranker).eval()
+            ranker = PairRanker.from_pretrained(args.ranker).eval() if args.ranker else None
             pointwise = None if args.no_pointwise else CosineScorer()
             fuser = load_chat_model(args.fuser) if args.fuser else None
             scorer = ReferenceScorer(args.bertscore_model, args.bertscore_layers)
@@ -455,7 +457,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("evaluate", help="the paper's table on a scored MixInstruct test set")
     p.add_argument("--candidates", required=True, help="test.jsonl or a make-candidates run")
-    p.add_argument("--ranker", required=True, help="PairRanker folder or hub id")
+    p.add_argument("--ranker", help="PairRanker folder or hub id (without: baselines only)")
     p.add_argument("--fuser", help="GenFuser chat-model spec (e.g. hf:runs/blender/fuser/model)")
     p.add_argument("--top-k", type=int, default=3, help="candidates given to the fuser")
     p.add_argument("--max-new-tokens", type=int, default=128, help="fuser's budget (paper: 128)")
