@@ -17,26 +17,11 @@ import resource
 import time
 
 import torch
+from machine_load import machine_busy_seconds, own_cpu_seconds
 
 from chorus_blender.ranker import PairRanker, RankerConfig
 from chorus_blender.ranking import compare_matrix
 from chorus_blender.recipes import resolve_backbone
-
-
-def _machine_busy_cpu_s() -> float | None:
-    """Return the busy CPU-seconds of the whole machine since boot; None without /proc."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:8]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq = ticks
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 class Watch:
@@ -48,18 +33,18 @@ class Watch:
 
     def __enter__(self) -> Watch:
         self.machine, self.own, self.start = (
-            _machine_busy_cpu_s(),
-            _own_cpu_s(),
+            machine_busy_seconds(),
+            own_cpu_seconds(),
             time.perf_counter(),
         )
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
-        after = _machine_busy_cpu_s()
+        after = machine_busy_seconds()
         self.others = None
         if self.machine is not None and after is not None:
-            others_s = (after - self.machine) - (_own_cpu_s() - self.own)
+            others_s = (after - self.machine) - (own_cpu_seconds() - self.own)
             self.others = max(0.0, others_s) / (self.seconds * (os.cpu_count() or 1))
 
 

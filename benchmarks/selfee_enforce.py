@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from machine_load import machine_busy_seconds, own_cpu_seconds
+
 TARGET_RATIO = 5.0
 
 
@@ -74,28 +76,12 @@ def naive(
     return texts, total
 
 
-def _machine_busy_seconds() -> float | None:
-    """Return the busy CPU-seconds of the whole machine since boot; None without /proc."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:8]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq = ticks
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def timed(run: Callable[[], Any]) -> tuple[Any, float, float | None]:
     """Return ``(result, wall seconds, CPU seconds other processes used meanwhile)``."""
-    busy0, own0, t0 = _machine_busy_seconds(), _own_cpu_seconds(), time.perf_counter()
+    busy0, own0, t0 = machine_busy_seconds(), own_cpu_seconds(), time.perf_counter()
     result = run()
     wall = time.perf_counter() - t0
-    busy1, own1 = _machine_busy_seconds(), _own_cpu_seconds()
+    busy1, own1 = machine_busy_seconds(), own_cpu_seconds()
     others = None
     if busy0 is not None and busy1 is not None:
         others = round(max(0.0, (busy1 - busy0) - (own1 - own0)), 1)

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from machine_load import machine_busy_seconds, own_cpu_seconds
+
 
 def _records(n: int, words: int) -> list[dict]:
     text = "Compute 3+4*5-2 step by step and give the final answer. " * (words // 10 + 1)
@@ -31,22 +33,6 @@ def _records(n: int, words: int) -> list[dict]:
                                     {"text": f"The answer is {i}.", "weight": 1}]}
         for i in range(n)
     ]  # fmt: skip
-
-
-def _machine_busy_seconds() -> float | None:
-    """Returns busy CPU-seconds of the whole machine since boot (None without /proc)."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:8]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq = ticks
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 @dataclass
@@ -83,8 +69,8 @@ def measure(bf16: bool, steps: int, seq: int, batch: int) -> Result:
             marks.append(
                 Mark(
                     time.perf_counter(),
-                    _own_cpu_seconds(),
-                    _machine_busy_seconds(),
+                    own_cpu_seconds(),
+                    machine_busy_seconds(),
                     state.num_input_tokens_seen,
                 )
             )
