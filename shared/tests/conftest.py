@@ -1,17 +1,8 @@
-from pathlib import Path
+"""Fixtures of the shared tests: the tiny real chat models from chorus_shared.testing.plugin."""
 
-import pytest
+from __future__ import annotations
 
-from chorus_shared.testing import build_tiny_chat_model
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="session")
-def tiny_nosys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_chat_model(
-        tmp_path_factory.mktemp("tiny_nosys") / "model", allow_system=False
-    )
+from chorus_shared.testing.plugin import (  # noqa: F401 - pytest finds fixtures by name
+    tiny_model_dir,
+    tiny_nosys_dir,
+)
