@@ -255,6 +255,19 @@ def test_invalid_sampling_value_leaves_no_run_folder(generate, tmp_path, capsys)
     assert generate(out, "--temperature", "0.5", limit=1) == 0
 
 
+def test_repetition_penalty_is_validated_and_recorded(generate, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert generate(out, "--repetition-penalty", "0", limit=1) == 2
+    assert "repetition_penalty must be > 0" in capsys.readouterr().err
+    assert not (out / "config.json").exists()
+    assert generate(out, "--repetition-penalty", "1.3", limit=1) == 0
+    assert json.loads((out / "config.json").read_text())["recipe"]["repetition_penalty"] == 1.3
+    # Off (1.0) it is left out of the identity, so runs made before the field existed resume.
+    plain = tmp_path / "plain"
+    assert generate(plain, limit=1) == 0
+    assert "repetition_penalty" not in json.loads((plain / "config.json").read_text())["recipe"]
+
+
 def test_out_that_is_a_file_is_a_clean_error(generate, tmp_path, capsys) -> None:
     out = tmp_path / "not_a_dir"
     out.write_text("x")
@@ -337,7 +350,8 @@ def test_recipe_fields_are_overridden_by_flags(generate, tmp_path) -> None:
     out = tmp_path / "run"
     assert generate(out, "--recipe", "math_default", "--rounds", "1", limit=2) == 0
     recipe = json.loads((out / "config.json").read_text())["recipe"]
-    assert recipe["temperature"] == 0.7  # from the recipe
+    runtime = json.loads((out / "config.json").read_text())["runtime"]
+    assert runtime["batch_size"] == 48  # from the recipe (gsm_default, through base)
     assert recipe["rounds"] == 1 and recipe["limit"] == 2 and recipe["max_new_tokens"] == 8
     assert all(len(r["finish_reasons"]) == 1 for r in _records(out))
 

@@ -142,6 +142,7 @@ def generate(
             max_new_tokens=recipe.max_new_tokens,
             temperature=recipe.temperature,
             top_p=recipe.top_p,
+            repetition_penalty=recipe.repetition_penalty,
             seed=recipe.seed,
         ),
         judge_params=SamplingParams(max_new_tokens=recipe.judge_max_new_tokens),

@@ -67,6 +67,13 @@ class DebateRecipe:
     max_new_tokens: int = field(default=256, metadata=_h("tokens per agent reply"))
     temperature: float = field(default=1.0, metadata=_h("sampling temperature (0 = greedy)"))
     top_p: float = field(default=1.0, metadata=_h("nucleus sampling mass"))
+    repetition_penalty: float = field(
+        default=1.0,
+        metadata=_h(
+            "CTRL-style penalty on tokens already in the prompt or reply (1.0 = off, the "
+            "paper's); sent to every backend"
+        ),
+    )
     judge_max_new_tokens: int = field(default=8, metadata=_h("tokens per fact-check verdict"))
     # Runtime knobs: they change speed and memory, never the results' meaning.
     batch_size: int = field(
@@ -110,6 +117,10 @@ class DebateRecipe:
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(
+                f"repetition_penalty must be > 0 (1.0 = off), got {self.repetition_penalty}"
+            )
         if not self.request_timeout > 0:
             raise ValueError(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
         if self.limit is not None and self.limit < 1:
@@ -117,7 +128,11 @@ class DebateRecipe:
 
     def identity(self) -> dict[str, Any]:
         """Return the fields that decide what a run generates (everything but runtime knobs)."""
-        return {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
+        identity = {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
+        # Added after runs existed: left out when off, so those runs still resume.
+        if identity["repetition_penalty"] == 1.0:
+            del identity["repetition_penalty"]
+        return identity
 
     def runtime(self) -> dict[str, Any]:
         """Return the speed/memory knobs."""
