@@ -126,7 +126,10 @@ class HFChatModel:
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.dedupe_greedy = dedupe_greedy
-        if getattr(tokenizer, "chat_template", None) is None:
+        # Encoder-decoder models (T5, BART) read the conversation as plain text: they have no
+        # chat template, the encoder takes the prompt and the decoder writes the reply.
+        self.encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+        if not self.encoder_decoder and getattr(tokenizer, "chat_template", None) is None:
             raise ChatTemplateError(
                 f"{spec} has no chat template; use an instruction-tuned model whose tokenizer "
                 "defines one (tokenizer_config.json or chat_template.jinja)"
@@ -152,8 +155,17 @@ class HFChatModel:
         attn_implementation: str | None = None,
         **kwargs: Any,
     ) -> HFChatModel:
-        """Return a model loaded from a hub id or a local folder (hub token from ``$HF_TOKEN``)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        """Return a model loaded from a hub id or a local folder (hub token from ``$HF_TOKEN``).
+
+        An encoder-decoder checkpoint (``is_encoder_decoder`` in its config: T5, BART) loads
+        with ``AutoModelForSeq2SeqLM``; everything else as a causal LM.
+        """
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForSeq2SeqLM,
+            AutoTokenizer,
+        )
 
         device = _pick_device(device)
         source = str(name_or_path)
@@ -162,7 +174,12 @@ class HFChatModel:
             load_kw["gguf_file"] = gguf_file
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **load_kw)
-            model = AutoModelForCausalLM.from_pretrained(
+            auto: Any = AutoModelForCausalLM
+            if not gguf_file:  # GGUF files hold decoder-only models
+                config = AutoConfig.from_pretrained(source, **load_kw)
+                if getattr(config, "is_encoder_decoder", False):
+                    auto = AutoModelForSeq2SeqLM
+            model = auto.from_pretrained(
                 source,
                 dtype=_pick_dtype(dtype, device),
                 attn_implementation=attn_implementation,
@@ -175,8 +192,7 @@ class HFChatModel:
                 "or a hub id reachable from this machine (set HF_TOKEN for gated models); "
                 "offline, use the embedded model with --model default."
             ) from exc
-        # transformers wraps PreTrainedModel.to in a decorator whose stub drops `self`.
-        model.to(device)  # type: ignore[arg-type]
+        model.to(device)
         return cls(model, tokenizer, spec=spec or f"hf:{source}", **kwargs)
 
     @classmethod
@@ -201,6 +217,11 @@ class HFChatModel:
 
     def render(self, conversation: list[Message]) -> list[int]:
         """Return the prompt token ids of one conversation, ready for the assistant's turn."""
+        if self.encoder_decoder:
+            # The messages' contents in order, with the tokenizer's own special tokens (T5's
+            # trailing </s>), as the training core's seq2seq path builds the source.
+            text = "\n\n".join(m["content"] for m in conversation)
+            return self.tokenizer(text)["input_ids"]
         try:
             text = self.tokenizer.apply_chat_template(
                 conversation, add_generation_prompt=True, tokenize=False
@@ -272,8 +293,10 @@ class HFChatModel:
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
         attention = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, ids in enumerate(prompts):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
+            # An encoder reads its whole input at once: pad on the right, as in training.
+            at = 0 if self.encoder_decoder else width - len(ids)
+            input_ids[row, at : at + len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention[row, at : at + len(ids)] = 1
         # A fresh config: decoding is exactly what the recipe says, not a checkpoint's defaults.
         config = GenerationConfig(
             max_new_tokens=params.max_new_tokens,
@@ -289,6 +312,12 @@ class HFChatModel:
             stop_strings=list(params.stop) or None,
             cache_implementation="static" if self.kv_cache == "static" else None,
         )
+        if self.encoder_decoder:
+            config.decoder_start_token_id = (
+                self.model.generation_config.decoder_start_token_id
+                if self.model.generation_config.decoder_start_token_id is not None
+                else self.model.config.decoder_start_token_id
+            )
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=input_ids.to(device),
@@ -296,7 +325,9 @@ class HFChatModel:
                 generation_config=config,
                 tokenizer=self.tokenizer if params.stop else None,
             )
-        generated = out[:, width:].tolist()
+        # A decoder-only output repeats the prompt; an encoder-decoder's starts with the
+        # decoder start token.
+        generated = (out[:, 1:] if self.encoder_decoder else out[:, width:]).tolist()
         return [
             self._completion(tokens, len(prompt), params)
             for tokens, prompt in zip(generated, prompts, strict=True)
