@@ -107,6 +107,16 @@ def _full_attention_only(config: Any) -> bool:
     return not types or all(t == "full_attention" for t in types)
 
 
+def _is_encoder_decoder(auto_config: Any, source: str, load_kw: dict[str, Any]) -> bool:
+    """Return whether ``source`` holds an encoder-decoder model (False when its config is not
+    a model's: a PEFT adapter folder loads through the causal class, which reads the adapter)."""
+    try:
+        config = auto_config.from_pretrained(source, **load_kw)
+    except ValueError:
+        return False
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
 class HFChatModel:
     """A chat model run locally through transformers ``generate``.
 
@@ -201,10 +211,8 @@ class HFChatModel:
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **load_kw)
             auto: Any = AutoModelForCausalLM
-            if not gguf_file:  # GGUF files hold decoder-only models
-                config = AutoConfig.from_pretrained(source, **load_kw)
-                if getattr(config, "is_encoder_decoder", False):
-                    auto = AutoModelForSeq2SeqLM
+            if not gguf_file and _is_encoder_decoder(AutoConfig, source, load_kw):
+                auto = AutoModelForSeq2SeqLM
             model = auto.from_pretrained(
                 source,
                 dtype=_pick_dtype(dtype, device),

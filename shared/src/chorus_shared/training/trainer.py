@@ -127,7 +127,10 @@ def resolve_architecture(recipe: TrainRecipe) -> str:
         return recipe.architecture
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(resolve_model_path(recipe.model))
+    try:
+        config = AutoConfig.from_pretrained(resolve_model_path(recipe.model))
+    except ValueError:  # not a model's config (a PEFT adapter folder): the causal path
+        return "causal"
     return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
 
 
