@@ -249,9 +249,12 @@ class PairRanker(nn.Module):
                     "does not match the ranker's marker tokens"
                 )
             picked.append(hidden[rows, hits.int().argmax(dim=1)])
-        source, cand1, cand2 = picked
-        scores1 = self.head_layer(torch.cat([source, cand1], dim=-1))
-        scores2 = self.head_layer(torch.cat([source, cand2], dim=-1))
+        # The head runs in fp32 even under bf16 autocast: the logit is a difference of two
+        # scores, and rounding each to bf16 would swamp small gaps.
+        source, cand1, cand2 = (h.float() for h in picked)
+        with torch.autocast(hidden.device.type, enabled=False):
+            scores1 = self.head_layer(torch.cat([source, cand1], dim=-1))
+            scores2 = self.head_layer(torch.cat([source, cand2], dim=-1))
         return {"logits": (scores1 - scores2).mean(dim=-1), "scores1": scores1, "scores2": scores2}
 
     def collate(self, encoded: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
@@ -281,9 +284,10 @@ class PairRanker(nn.Module):
         All triples go through the encoder together (sorted by length so padding stays small;
         each distinct text tokenized once), never one pair at a time; results come back in
         input order. ``precision``: ``fp32``, ``bf16`` (autocast: matmuls in bf16, norms and
-        softmax in fp32) or ``auto`` = bf16 where the hardware runs it natively (a CUDA GPU
-        with bf16, a CPU with AMX / AVX-512 BF16), else fp32. bf16 moves logits by about
-        1e-2 (measured on MiniLM), which can swap near-tied candidates.
+        softmax in fp32; the head always in fp32) or ``auto`` = bf16 where the hardware runs
+        it natively (a CUDA GPU with bf16, a CPU with AMX / AVX-512 BF16), else fp32. bf16
+        moves logits by a few 1e-3 (untrained MiniLM head), which can swap near-tied
+        candidates; pass ``fp32`` for the exact ranking.
         """
         if not len(sources) == len(cands1) == len(cands2):
             raise ValueError("sources, cands1 and cands2 must have the same length")
