@@ -148,7 +148,7 @@ reproduce-selfee: $(STAMP)  ## SelFee paper (see packages/selfee/README.md)
 	$(SELFEE) infer --recipe $(SELFEE_RECIPE) --model hf:$(SELFEE_RUNS)/train/model --max-num-revision 2 --out $(SELFEE_RUNS)/infer-k2
 	$(SELFEE) evaluate --recipe $(SELFEE_RECIPE) --answers $(SELFEE_RUNS)/infer-k0 --reference $(SELFEE_RUNS)/infer-base --out $(SELFEE_RUNS)/eval-k0
 	$(SELFEE) evaluate --recipe $(SELFEE_RECIPE) --answers $(SELFEE_RUNS)/infer-k2 --reference $(SELFEE_RUNS)/infer-base --out $(SELFEE_RUNS)/eval-k2
-	$(SELFEE) report $(SELFEE_RUNS)/eval-k0 $(SELFEE_RUNS)/eval-k2
+	$(SELFEE) report $(SELFEE_RUNS)/eval-k0 $(SELFEE_RUNS)/eval-k2 --out $(SELFEE_RUNS)/report
 
 docker-selfee: docker-base  ## build the SelFee image
 	docker build -f docker/selfee.Dockerfile -t chorus/selfee .
@@ -227,7 +227,8 @@ docker-blender: docker-base  ## build the chorus/blender image (entry point chor
 # jobs; raise the recipes' sizes on a free machine. The fuser is the embedded model zero-shot
 # with the paper's fuser prompt; BLENDER_TRAIN_FUSER=1 first fine-tunes it on the train split
 # (fuser_smollm2_offline: 4 steps of 2, through chorus_shared.training). `evaluate` ranks all
-# pairs, fuses the PairRanker's top 3 and scores every method in the same batched passes.
+# pairs, fuses the PairRanker's top 3 and scores every method in the same batched passes;
+# GPT-Rank is judged by the embedded model (all pairs of candidates + fused answer, both orders).
 # Every step writes a resumable run folder: re-running the target continues where it stopped.
 BLENDER := $(VENV)/bin/chorus-blender
 BLENDER_RUNS = $(RUNS)/blender/offline
@@ -239,7 +240,7 @@ reproduce-blender: $(STAMP)  ## LLM-Blender offline: candidates, ranker, fuse, t
 	$(BLENDER) train --recipe ranker_minilm_reproduce --data $(BLENDER_RUNS)/candidates --out $(BLENDER_RUNS)/ranker
 	$(if $(BLENDER_TRAIN_FUSER),$(BLENDER) train-fuser --recipe fuser_smollm2_offline --data $(BLENDER_RUNS)/candidates --out $(BLENDER_RUNS)/fuser,@echo "fuser: the embedded model zero-shot")
 	$(BLENDER) evaluate --candidates $(BLENDER_RUNS)/candidates --ranker $(BLENDER_RUNS)/ranker/model \
-		--fuser $(BLENDER_FUSER) --max-words 48 --max-new-tokens 64 --out $(BLENDER_RUNS)/eval$(if $(BLENDER_TRAIN_FUSER),-trained-fuser,)
+		--fuser $(BLENDER_FUSER) --max-words 48 --max-new-tokens 64 --judge default --judge-max-words 64 --out $(BLENDER_RUNS)/eval$(if $(BLENDER_TRAIN_FUSER),-trained-fuser,)
 
 bench-blender:  ## PairRanker full ranking: batched all pairs vs one forward per pair
 	$(PY) benchmarks/ranker_full.py

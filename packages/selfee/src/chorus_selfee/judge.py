@@ -17,16 +17,26 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from chorus_shared.judges import PairwiseJudge
-from chorus_shared.models import ChatModel, SamplingParams
+from chorus_shared.models import ChatModel, Completion, SamplingParams
 
 _NUM = r"(-?\d+(?:\.\d+)?)"
 _TUPLE = re.compile(rf"\(\s*{_NUM}\s*,\s*{_NUM}\s*\)")
 _FIRST_LINE = re.compile(rf"^\s*{_NUM}\s+{_NUM}\s*$")
 
-# Vicuna-80 categories -> the reviewer prompt used for them.
+# Vicuna-80 categories -> the reviewer prompt used for them (the paper's three groups).
 PROMPT_FOR = {"coding": "coding", "math": "math"}
+GROUPS = ("general", "coding", "math")
+JUDGE_SCORE_MODES = ("review", "constrained")
+# Constrained judge: the review's first line, "a b" with both scores in 1..10.
+SCORE_LINES: tuple[str, ...] = tuple(f"{a} {b}\n" for a in range(1, 11) for b in range(1, 11))
+
+
+def group_of(category: str) -> str:
+    """Return the judge prompt group (general, coding, math) of a Vicuna-80 category."""
+    return PROMPT_FOR.get(category, "general")
 
 
 def parse_scores(review: str) -> tuple[float, float] | None:
@@ -57,11 +67,14 @@ def judge_pairs(
     model_answers: dict[str, str],
     reference_answers: dict[str, str],
     params: SamplingParams,
+    chooser: Any = None,
 ) -> list[dict]:
     """Return one review record per (question, order), from one batched ``chat`` call.
 
     ``order`` "model-first" puts the model as Assistant 1. A question missing either answer
-    raises, naming it: a silent gap would change the relative score.
+    raises, naming it: a silent gap would change the relative score. With a ``chooser``
+    (``chorus_selfee.constrained``), the judge does not write free text: its review is the
+    first line "a b" it picks among ``SCORE_LINES``, then parsed like any review.
     """
     _check_answers(questions, model_answers, reference_answers)
     convs, meta = [], []
@@ -70,7 +83,11 @@ def judge_pairs(
         for order, a1, a2 in (("model-first", m, r), ("reference-first", r, m)):
             convs.append(judge_prompt(prompts, q["category"], q["instruction"], a1, a2))
             meta.append((q, order))
-    out = judge.chat(convs, params)
+    if chooser is None:
+        out = judge.chat(convs, params)
+    else:
+        picks = chooser.choose(convs, [""] * len(convs), SCORE_LINES)
+        out = [Completion(text=SCORE_LINES[k], finish_reason="stop") for k in picks]
     records = []
     for (q, order), c in zip(meta, out, strict=True):
         s = parse_scores(c.text) if c.finish_reason != "error" else None
@@ -85,6 +102,7 @@ def judge_pairs(
                 "id": f"{q['id']}-{order}",
                 "question": q["id"],
                 "category": q["category"],
+                "group": group_of(q["category"]),
                 "order": order,
                 "review": c.text,
                 "model_score": model_score,
@@ -168,15 +186,18 @@ def aggregate_pairwise(records: Sequence[dict]) -> dict:
 
 
 def aggregate(reviews: Sequence[dict]) -> dict:
-    """Return ``{relative, model_total, reference_total, parsed, unparsed, per_category}``.
+    """Return ``{relative, model_total, reference_total, parsed, unparsed, parse_rate,
+    per_group, per_category}``.
 
-    Unparsed reviews are left out of both totals and counted. ``relative`` is None when no
-    review parsed (or the reference total is 0).
+    ``per_group`` uses the paper's three judge prompts (general, coding, math), ``per_category``
+    the Vicuna-80 categories. Unparsed reviews are left out of both totals and counted.
+    ``relative`` = total(model) / total(reference) over both orders; None when no review
+    parsed (or the reference total is 0).
     """
     tot: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0, 0])
+    groups: dict[str, list[float]] = {g: [0.0, 0.0, 0, 0] for g in GROUPS}
     for r in reviews:
-        for key in (r["category"], "all"):
-            t = tot[key]
+        for t in (tot[r["category"]], tot["all"], groups[group_of(r["category"])]):
             if r["model_score"] is None:
                 t[3] += 1
             else:
@@ -185,27 +206,31 @@ def aggregate(reviews: Sequence[dict]) -> dict:
                 t[2] += 1
 
     def summary(t: list[float]) -> dict:
+        n = int(t[2] + t[3])
         return {
             "model_total": t[0],
             "reference_total": t[1],
             "parsed": int(t[2]),
             "unparsed": int(t[3]),
+            "parse_rate": t[2] / n if n else None,
             "relative": t[0] / t[1] if t[1] else None,
         }
 
     result = summary(tot.pop("all", [0.0, 0.0, 0, 0]))
+    result["per_group"] = {g: summary(v) for g, v in groups.items() if v[2] + v[3]}
     result["per_category"] = {k: summary(v) for k, v in sorted(tot.items())}
     return result
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
+    """Return a ratio as a percentage with one decimal, or n/a."""
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def table(metrics: dict) -> str:
     """Return a markdown table of the relative score (or, for a pairwise judge, the win
     rate), overall and per category."""
-    pct = _pct
+
     if metrics.get("judge_kind") == "pairwise":
         rows = [
             "| category | win rate | wins | losses | ties | invalid |",
@@ -222,7 +247,8 @@ def table(metrics: dict) -> str:
         "| category | relative | model | reference | parsed | unparsed |",
         "|---|---|---|---|---|---|",
     ]
-    for name, m in [*metrics["per_category"].items(), ("all", metrics)]:
+    groups = [(f"**{g}** (prompt)", m) for g, m in metrics.get("per_group", {}).items()]
+    for name, m in [*metrics["per_category"].items(), *groups, ("all", metrics)]:
         rows.append(
             f"| {name} | {pct(m['relative'])} | {m['model_total']:g} | "
             f"{m['reference_total']:g} | {m['parsed']} | {m['unparsed']} |"

@@ -17,6 +17,7 @@ from chorus_shared.models.base import (
     SamplingParams,
     validate_conversations,
 )
+from chorus_shared.models.prefix_cache import PrefixCache, PrefixEntry
 
 
 def _pick_device(device: str | None) -> str:
@@ -93,6 +94,19 @@ def _pick_dtype(dtype: str, device: str) -> Any:
         ) from None
 
 
+def _full_attention_only(config: Any) -> bool:
+    """Return True when every layer attends to the whole past (no sliding window, no state).
+
+    Stored prefixes are re-inserted as plain per-layer keys/values, which is exact only for
+    full-attention layers; other models keep prefilling every prompt.
+    """
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    if getattr(text, "sliding_window", None):
+        return False
+    types = getattr(text, "layer_types", None)
+    return not types or all(t == "full_attention" for t in types)
+
+
 class HFChatModel:
     """A chat model run locally through transformers ``generate``.
 
@@ -112,6 +126,8 @@ class HFChatModel:
         max_batch_tokens: int = 65536,
         dedupe_greedy: bool = True,
         kv_cache: str = "dynamic",
+        prefix_cache_mb: float = 0,
+        prefix_min_tokens: int = 16,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -121,6 +137,16 @@ class HFChatModel:
         # of growing it every decoding step (the growth re-allocates and page-faults on CPU).
         self.kv_cache = kv_cache
         self.model = model.eval()
+        # Prefix reuse between calls (off at 0): a bounded LRU of finished sequences' KV, so a
+        # prompt that extends an earlier prompt + reply prefills only its new suffix. Prefixes
+        # shorter than prefix_min_tokens (e.g. only the chat template's header) are not worth
+        # the extra cache copy and are prefilled as usual.
+        if prefix_cache_mb < 0:
+            raise ValueError(f"prefix_cache_mb must be >= 0, got {prefix_cache_mb}")
+        self.prefix_cache: PrefixCache | None = None
+        if prefix_cache_mb > 0 and _full_attention_only(model.config):
+            self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20))
+        self.prefix_min_tokens = max(1, prefix_min_tokens)
         self.tokenizer = tokenizer
         self.spec = spec
         self.batch_size = batch_size
@@ -263,19 +289,13 @@ class HFChatModel:
         if batch:
             yield batch
 
-    def _generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
-        import torch
+    def _generation_config(
+        self, params: SamplingParams, static: bool, return_cache: bool = False
+    ) -> Any:
         from transformers import GenerationConfig
 
-        device = self.model.device
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
         # A fresh config: decoding is exactly what the recipe says, not a checkpoint's defaults.
-        config = GenerationConfig(
+        return GenerationConfig(
             max_new_tokens=params.max_new_tokens,
             do_sample=not params.greedy,
             temperature=None if params.greedy else params.temperature,
@@ -287,8 +307,24 @@ class HFChatModel:
             pad_token_id=self.pad_token_id,
             eos_token_id=self.eos_token_ids,
             stop_strings=list(params.stop) or None,
-            cache_implementation="static" if self.kv_cache == "static" else None,
+            cache_implementation="static" if static else None,
+            # The prefix cache reads the KV of the finished batch from generate's output.
+            return_dict_in_generate=return_cache,
         )
+
+    def _generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+        if self.prefix_cache is not None:
+            return self._generate_reusing(prompts, params, self.prefix_cache)
+        import torch
+
+        device = self.model.device
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
+        config = self._generation_config(params, static=self.kv_cache == "static")
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=input_ids.to(device),
@@ -301,6 +337,136 @@ class HFChatModel:
             self._completion(tokens, len(prompt), params)
             for tokens, prompt in zip(generated, prompts, strict=True)
         ]
+
+    def _generate_reusing(
+        self, prompts: list[list[int]], params: SamplingParams, store: PrefixCache
+    ) -> list[Completion]:
+        """``_generate`` that starts each row from its longest stored KV prefix.
+
+        Layout of the batch (``P`` = longest reused prefix, ``S`` = longest suffix): row ``r``
+        holds its ``m_r`` reused tokens right-aligned in columns ``[P - m_r, P)`` (their KV goes
+        in as ``past_key_values``) and its ``s_r`` new tokens right-aligned in ``[P + S - s_r,
+        P + S)``; the columns between are padding with attention mask 0. ``generate`` derives
+        position ids from the mask's cumulative sum, so every real token keeps the position it
+        has in the unpadded prompt, and it prefills only the last ``S`` columns.
+        """
+        import torch
+        from transformers import DynamicCache, StaticCache
+
+        device = self.model.device
+        ids = [torch.tensor(p, dtype=torch.long) for p in prompts]
+        hits: list[tuple[PrefixEntry | None, int]] = []
+        for row in ids:
+            key, m = store.lookup(row)
+            m = min(m, len(row) - 1)  # at least one new token: its logits start the reply
+            if key is None or m < self.prefix_min_tokens:
+                hits.append((None, 0))
+            else:
+                hits.append((store.get(key), m))
+        P = max(m for _, m in hits)
+        S = max(len(r) - m for r, (_, m) in zip(ids, hits, strict=True))
+        store.hit_tokens += sum(m for _, m in hits)
+        store.miss_tokens += sum(len(r) - m for r, (_, m) in zip(ids, hits, strict=True))
+        width = P + S
+        input_ids = torch.full((len(ids), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        for r, (row, (_, m)) in enumerate(zip(ids, hits, strict=True)):
+            s = len(row) - m
+            input_ids[r, P - m : P] = row[:m]
+            attention[r, P - m : P] = 1
+            input_ids[r, width - s :] = row[m:]
+            attention[r, width - s :] = 1
+
+        static = self.kv_cache == "static"
+        kwargs: dict[str, Any] = {}
+        if P > 0:
+            past = self._stacked_prefix(hits, P)
+            n_layers = past.shape[0]
+            cache: Any = (
+                StaticCache(config=self.model.config, max_cache_len=width + params.max_new_tokens)
+                if static
+                else DynamicCache(config=self.model.config)
+            )
+            for layer in range(n_layers):
+                cache.update(past[layer, 0].to(device), past[layer, 1].to(device), layer)
+            del past
+            kwargs["past_key_values"] = cache
+            static = False  # the cache object above is already the one to fill
+        config = self._generation_config(params, static=static, return_cache=True)
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                generation_config=config,
+                tokenizer=self.tokenizer if params.stop else None,
+                **kwargs,
+            )
+        sequences = out.sequences.cpu()
+        generated = sequences[:, width:].tolist()
+        completions = [
+            self._completion(tokens, len(prompt), params)
+            for tokens, prompt in zip(generated, prompts, strict=True)
+        ]
+        self._store_prefixes(store, out.past_key_values, sequences, ids, hits, P, completions)
+        return completions
+
+    def _stacked_prefix(self, hits: list[tuple[PrefixEntry | None, int]], width: int) -> Any:
+        """Return each row's reused KV right-aligned: ``[layers, 2, batch, heads, width, dim]``."""
+        import torch
+
+        sample = next(e.kv for e, _ in hits if e is not None)
+        n_layers, _, heads, _, dim = sample.shape
+        past = torch.zeros(
+            (n_layers, 2, len(hits), heads, width, dim), dtype=sample.dtype, device=sample.device
+        )
+        for r, (entry, m) in enumerate(hits):
+            if entry is not None:
+                past[:, :, r, :, width - m :] = entry.kv[:, :, :, :m]
+        return past
+
+    def _store_prefixes(
+        self,
+        store: PrefixCache,
+        cache: Any,
+        sequences: Any,
+        ids: list[Any],
+        hits: list[tuple[PrefixEntry | None, int]],
+        P: int,
+        completions: list[Completion],
+    ) -> None:
+        """Store each row's prompt + reply tokens whose KV the cache holds."""
+        import torch
+
+        if cache is None or not getattr(cache, "layers", None):
+            return
+        filled = int(cache.get_seq_length())  # the last sampled token was never fed back
+        S = max(len(row) - m for row, (_, m) in zip(ids, hits, strict=True))
+        start = P + S  # first generated column
+        for r, (row, (_, m)) in enumerate(zip(ids, hits, strict=True)):
+            n_gen = max(0, min(filled - start, completions[r].completion_tokens))
+            s = len(row) - m
+            cols = torch.cat(
+                [
+                    torch.arange(P - m, P),
+                    torch.arange(start - s, start),
+                    torch.arange(start, start + n_gen),
+                ]
+            )
+            # KV of a token is correct for any prefix of the stored ids (attention is causal),
+            # so tokens after an end-of-sequence or a stop string do no harm: they only match
+            # a later prompt that really contains them.
+            seq_ids = torch.cat([row, sequences[r, start : start + n_gen]])
+            first = cache.layers[0].keys
+            kv = torch.empty(
+                (len(cache.layers), 2, first.shape[1], len(cols), first.shape[3]),
+                dtype=first.dtype,
+                device=first.device,
+            )
+            index = cols.to(first.device)
+            for layer, lay in enumerate(cache.layers):
+                kv[layer, 0] = lay.keys[r].index_select(1, index)
+                kv[layer, 1] = lay.values[r].index_select(1, index)
+            store.insert(PrefixEntry(ids=seq_ids, kv=kv))
 
     def _completion(self, tokens: list[int], n_prompt: int, params: SamplingParams) -> Completion:
         finish: FinishReason = "length"
