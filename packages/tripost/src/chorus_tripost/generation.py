@@ -45,6 +45,8 @@ class RawTextModel(HFChatModel):
         # Not HFChatModel.__init__: that one refuses tokenizers without a chat template, and
         # a base model (LLaMA-7B in the paper) has none. The attributes are the same.
         self.kv_cache = "dynamic"
+        self.prefix_cache = None  # no prefix reuse between calls (HFChatModel's option)
+        self.prefix_min_tokens = 16
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.spec = spec
