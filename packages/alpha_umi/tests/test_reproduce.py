@@ -79,3 +79,30 @@ def test_reproduce_sequence_with_tiny_model(tmp_path: Path, tiny_model_dir: Path
     for run in (single, multi):
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["steps"] == 4 and metrics["dialogs"] == 3
+
+    # Real-time part: both agents in whole episodes on one shared simulator cache, then pass
+    # rate of each and win rate of multi over single (the tiny model plays API and judge here;
+    # the shipped recipes use the embedded model for both).
+    tiny = f"hf:{tiny_model_dir}"
+    cache = tmp_path / "simulator_cache.jsonl"
+    common = ["--data-dir", str(FIXTURES), "--part", "all", *short, "--simulator", tiny]
+    common += ["--summarizer-max-new-tokens", "4", "--simulator-cache", str(cache)]
+    episodes = {}
+    for side, extra in (("single", ["--model", backbone]), ("multi", roles)):
+        episodes[side] = tmp_path / f"episodes-{side}"
+        argv = ["run", "--recipe", f"realtime_{side}", *common, *extra]
+        assert main([*argv, "--out", str(episodes[side])]) == 0
+        config = json.loads((episodes[side] / "config.json").read_text())
+        assert config["recipe"]["max_turns"] == 3 and config["recipe"]["simulator"] == tiny
+    realtime = tmp_path / "realtime"
+    argv = ["evaluate", "--episodes", str(episodes["multi"]), "--reference"]
+    argv += [str(episodes["single"]), "--judge", tiny, "--out", str(realtime)]
+    assert main(argv) == 0
+    metrics = json.loads((realtime / "metrics.json").read_text())
+    assert metrics["queries"] == metrics["pairs"] == 3
+    assert sum(metrics["outcomes"].values()) == 3
+    capsys.readouterr()
+    assert main(["report", str(single), str(multi), str(realtime)]) == 0
+    text = capsys.readouterr().out
+    assert "| static-multi |" in text
+    assert "| realtime | `episodes-multi` vs `episodes-single` |" in text
