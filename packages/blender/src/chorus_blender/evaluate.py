@@ -230,6 +230,8 @@ def summarise(
     if not records:
         raise ValueError("no evaluated items to summarise")
     judged = all(GPT_RANK in r for r in records)
+    # Oracles pick by a reference metric; GPT-Rank is then one more column of every row.
+    oracles = [oracle_name(m) for m in metrics]
     if judged:
         metrics = [*metrics, GPT_RANK]
     generators = sorted({k for r in records for k in r["scores"] if k.startswith("generator:")})
@@ -244,7 +246,7 @@ def summarise(
         return [value(r, method, metric) for r in records]
 
     best = max(generators, key=lambda g: math.fsum(column(g, metrics[0]))) if generators else None
-    methods = [RANDOM, *(oracle_name(m) for m in metrics)]
+    methods = [RANDOM, *oracles]
     methods += [m for m in (POINTWISE, PAIRRANKER, FUSED) if all(m in r["scores"] for r in records)]
     table: dict[str, dict[str, dict[str, float]]] = {}
     for method in methods:

@@ -23,6 +23,7 @@ from chorus_shared.models import SamplingParams, parse_spec
 from chorus_shared.runs import RunDir
 from chorus_tripost import loop, pipeline, tasks
 from chorus_tripost.generation import load_raw_model
+from chorus_tripost.helpers import make_helpers
 from chorus_tripost.recipes import Recipe, available_recipes, load_recipe
 
 __all__ = ["main"]
@@ -81,7 +82,7 @@ def _generate(args: argparse.Namespace) -> int:
         if args.task != "multistep_arithmetic":
             raise SystemExit(
                 "error: --split generated is for multistep_arithmetic; "
-                "word_sort reads the local data"
+                "the other tasks read the local data"
             )
         items = tasks.generate_arithmetic(
             args.n, length=args.length, depth=args.depth, seed=args.seed
@@ -114,9 +115,12 @@ def _collect(args: argparse.Namespace) -> int:
     random.Random(args.seed).shuffle(items)
     window = items[: args.collect_train_data_window]
     model = load_raw_model(args.model)
+    verify, improve = make_helpers(args, items)
     kept, stats = loop.collect(
         model,
         window,
+        verify=verify,
+        improve=improve,
         max_improvements=args.max_improvements,
         params=SamplingParams(
             max_new_tokens=args.max_new_tokens, temperature=0.0, stop=(loop.FEEDBACK,)

@@ -32,6 +32,7 @@ from chorus_shared.runs import RunDir
 from chorus_tripost import evaluate as ev
 from chorus_tripost import loop, tasks
 from chorus_tripost.generation import load_raw_model
+from chorus_tripost.helpers import make_helpers
 from chorus_tripost.recipes import Recipe
 
 __all__ = ["collect_window", "run_evaluation", "run_training", "train_recipe", "window_items"]
@@ -95,25 +96,20 @@ def window_items(items: list[dict], size: int, iteration: int) -> list[dict]:
     return [items[(start + k) % len(items)] for k in range(min(size, len(items)))]
 
 
-def _helpers(recipe: Recipe) -> tuple[loop.Verifier, loop.Improver]:
-    if recipe.verifier_use_scripted:
-        return loop.scripted_verifier, loop.scripted_improver
-    from chorus_tripost.improver import LLMImprover
-    from chorus_tripost.verifier import LLMVerifier
-
-    return (
-        LLMVerifier(load_chat_model(recipe.verifier_model)),
-        LLMImprover(load_chat_model(recipe.improver_model)),
-    )
-
-
 def collect_window(
-    recipe: Recipe, model: loop.RawModel | None, window: list[dict]
+    recipe: Recipe,
+    model: loop.RawModel | None,
+    window: list[dict],
+    *,
+    train_items: list[dict] | None = None,
+    helpers: tuple[loop.Verifier, loop.Improver] | None = None,
 ) -> tuple[list[dict], dict]:
     """Return (training records, statistics) of one window for ``recipe.method``.
 
     tripost: the model's own attempts repaired by the verifier / improver; ft_demo: planted
     errors (not the model's) repaired the same way; lmsi: self-consistent samples of the model.
+    ``helpers``: (verifier, improver); by default the recipe's (LLM demonstrations drawn from
+    ``train_items``, else from the window).
     """
     weights = {
         "self_improve_section_weight": recipe.self_improve_section_weight,
@@ -131,14 +127,16 @@ def collect_window(
         outs = [loop.first_answer(c.text) for c in model.complete(prompts, params)]
         k = recipe.lmsi_samples
         samples = [outs[i * k : (i + 1) * k] for i in range(len(window))]
-        kept, stats = loop.lmsi_select(window, samples, ev.final_answer)
+        # One task per window: a multiple-choice answer is any option letter.
+        probe = {"task": recipe.task, "choices": "ABCDEFG"}
+        kept, stats = loop.lmsi_select(window, samples, lambda r: tasks.answer_of(probe, r))
         kept = kept[: recipe.max_data_length] if recipe.max_data_length else kept
         records = loop.plain_records(
             kept, mask_before_att_start_text=recipe.mask_before_att_start_text
         )
         records += loop.build_records([], [], gold, **weights)
         return records, {**stats, "samples": len(kept), "records": len(records)}
-    verify, improve = _helpers(recipe)
+    verify, improve = helpers or make_helpers(recipe, train_items or window)
     if recipe.method == "ft_demo":
         rng = random.Random(recipe.seed)
         attempts = [loop.plant_error(it, rng) for it in window]
@@ -156,6 +154,8 @@ def collect_window(
         )  # fmt: skip
     stats = cstats.to_dict()
     del stats["rounds_used"]
+    if hasattr(verify, "overruled"):  # LLM "correct" verdicts on a wrong answer
+        stats["llm_accepted_wrong_answer"] = verify.overruled
     if recipe.convert_to_turns:
         improving, plain = loop.split_turns(kept)
         improving, plain = loop.rebalance(
@@ -325,7 +325,7 @@ def _collect_step(
         if recipe.method != "ft_demo":
             model = load_raw_model(f"hf:{current / 'model'}")
         log(f"iteration {k}: collecting on {len(window)} training items ({recipe.method})")
-        records, stats = collect_window(recipe, model, window)
+        records, stats = collect_window(recipe, model, window, train_items=items)
         del model
         gc.collect()
         done = run.finished_ids()
