@@ -14,11 +14,16 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def test_reproduce_recipe_budget_and_paper_learning_rates() -> None:
     backbone = stage_recipe("glpft_reproduce", "backbone")
-    assert backbone["model"] == "default" and backbone["learning_rate"] == 5e-5
+    assert backbone["model"] == "default" and backbone["learning_rate"] == 2e-4
     assert backbone["truncation"] == "left" and backbone["bf16"] is True
+    assert backbone["extra_args"]["save_strategy"] == "no"
     for role in ("planner", "caller", "summarizer"):
         stage = stage_recipe("glpft_reproduce", role, model="hf:x")
-        assert stage["learning_rate"] == 1e-5 and stage["max_steps"] >= 1
+        # The budget run's scaled-up rate is below the backbone's, as in the paper.
+        assert stage["learning_rate"] == 1e-4 and stage["max_steps"] >= 1
+        # The paper's rates stay in the full-schedule recipe.
+        assert stage_recipe("glpft_offline", role, model="hf:x")["learning_rate"] == 1e-5
+    assert stage_recipe("glpft_offline", "backbone")["learning_rate"] == 5e-5
 
 
 def test_reproduce_sequence_with_tiny_model(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
