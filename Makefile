@@ -183,14 +183,18 @@ docker-selfee: docker-base  ## build the SelFee image
 # is not available offline, so GLPFT trains on the `train` part of the out-of-domain test file
 # (4 of every 5 dialogs) and the static evaluation runs on the first dialogs of the `heldout`
 # part (every 5th dialog): backbone (stage 1), then planner / caller / summarizer from it
-# (stage 2), then the backbone playing all roles (single-LLM) vs the three roles (alpha-UMi).
-# Budget (steps, max length, eval dialogs): recipes glpft_reproduce and reproduce_single.
+# (stage 2), then the backbone playing all roles (single-LLM) vs the three roles (alpha-UMi):
+# static step-level evaluation, then whole episodes on the same dialogs' queries against the
+# offline API simulator (one shared cache; the embedded model plays the API on misses), judged
+# by the embedded model for pass rate and for the win rate of multi over single (both orders).
+# Budget (steps, max length, dialogs, turns): recipes glpft_reproduce, reproduce_single and
+# realtime_single.
 ALPHA_UMI := $(VENV)/bin/chorus-alpha-umi
 ALPHA_UMI_TRAIN ?= glpft_reproduce
 ALPHA_UMI_DIR = $(RUNS)/alpha_umi/reproduce
 ALPHA_UMI_STAGE2 := planner caller summarizer
 
-reproduce-alpha-umi: $(STAMP)  ## alpha-UMi: GLPFT backbone + 3 roles, single vs multi static table (see packages/alpha_umi/README.md)
+reproduce-alpha-umi: $(STAMP)  ## alpha-UMi: GLPFT backbone + 3 roles, single vs multi: static table, real-time pass / win rate (see packages/alpha_umi/README.md)
 	$(ALPHA_UMI) preprocess --split out_of_domain --part train --out $(ALPHA_UMI_DIR)/data
 	$(ALPHA_UMI) train --stage backbone --recipe $(ALPHA_UMI_TRAIN) --data $(ALPHA_UMI_DIR)/data \
 		--out $(ALPHA_UMI_DIR)/train/backbone
@@ -202,8 +206,15 @@ reproduce-alpha-umi: $(STAMP)  ## alpha-UMi: GLPFT backbone + 3 roles, single vs
 		--out $(ALPHA_UMI_DIR)/static-single
 	$(ALPHA_UMI) evaluate --recipe reproduce_multi $(foreach r,$(ALPHA_UMI_STAGE2),--$(r) hf:$(ALPHA_UMI_DIR)/train/$(r)/model) \
 		--model hf:$(ALPHA_UMI_DIR)/train/backbone/model --out $(ALPHA_UMI_DIR)/static-multi
+	$(ALPHA_UMI) run --recipe realtime_single --model hf:$(ALPHA_UMI_DIR)/train/backbone/model \
+		--simulator-cache $(ALPHA_UMI_DIR)/simulator_cache.jsonl --out $(ALPHA_UMI_DIR)/episodes-single
+	$(ALPHA_UMI) run --recipe realtime_multi $(foreach r,$(ALPHA_UMI_STAGE2),--$(r) hf:$(ALPHA_UMI_DIR)/train/$(r)/model) \
+		--model hf:$(ALPHA_UMI_DIR)/train/backbone/model \
+		--simulator-cache $(ALPHA_UMI_DIR)/simulator_cache.jsonl --out $(ALPHA_UMI_DIR)/episodes-multi
+	$(ALPHA_UMI) evaluate --episodes $(ALPHA_UMI_DIR)/episodes-multi --reference $(ALPHA_UMI_DIR)/episodes-single \
+		--judge default --out $(ALPHA_UMI_DIR)/realtime
 	$(ALPHA_UMI) report $(ALPHA_UMI_DIR)/static-single $(ALPHA_UMI_DIR)/static-multi \
-		--out $(ALPHA_UMI_DIR)/report.md
+		$(ALPHA_UMI_DIR)/realtime --out $(ALPHA_UMI_DIR)/report.md
 
 docker-alpha_umi: docker-base  ## build the alpha-UMi image
 	docker build -f docker/alpha_umi.Dockerfile -t chorus/alpha_umi .

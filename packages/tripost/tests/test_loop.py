@@ -111,3 +111,12 @@ def test_collect_with_a_tiny_random_model(tmp_path):
     kept, stats = loop.collect(model, items, params=SamplingParams(max_new_tokens=8))
     # Random weights never solve it; the scripted improver repairs each from the start.
     assert stats.correct_first == 0 and stats.corrected == 3 and len(kept) == 3
+
+
+def test_raw_text_model_sets_every_attribute_of_the_hf_backend(tiny_model_dir):
+    from chorus_shared.models import load_chat_model
+    from chorus_tripost.generation import load_raw_model
+
+    hf = load_chat_model(f"hf:{tiny_model_dir}")
+    raw = load_raw_model(f"hf:{tiny_model_dir}")
+    assert set(vars(hf)) <= set(vars(raw))

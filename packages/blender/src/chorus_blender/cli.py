@@ -422,6 +422,8 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         [o["source"] for o in usable],
         topk,
         SamplingParams(max_new_tokens=args.max_new_tokens),
+        max_words=args.max_words,
+        candidate_max_tokens=args.candidate_max_tokens,
     )
     for obj, text in zip(usable, fused, strict=True):
         print(json.dumps({"id": obj.get("id"), "fused": text}))
@@ -532,6 +534,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="records.jsonl written by `rank`")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-words", type=int, default=128, help="each candidate cut to N words")
+    p.add_argument(
+        "--candidate-max-tokens",
+        type=int,
+        help="cut each candidate to N tokens of the fuser's tokenizer instead (paper: 128)",
+    )
     p.set_defaults(func=cmd_fuse)
     return parser
 

@@ -213,6 +213,7 @@ def _add_gpt_rank(
             "n_entries": len(ranks),
             "judged": result.judged,
             "unparseable": result.unparseable,
+            "verdicts": result.verdict_counts(),
         }
 
 
@@ -230,6 +231,8 @@ def summarise(
     if not records:
         raise ValueError("no evaluated items to summarise")
     judged = all(GPT_RANK in r for r in records)
+    # Oracles pick by a reference metric; GPT-Rank is then one more column of every row.
+    oracles = [oracle_name(m) for m in metrics]
     if judged:
         metrics = [*metrics, GPT_RANK]
     generators = sorted({k for r in records for k in r["scores"] if k.startswith("generator:")})
@@ -244,7 +247,7 @@ def summarise(
         return [value(r, method, metric) for r in records]
 
     best = max(generators, key=lambda g: math.fsum(column(g, metrics[0]))) if generators else None
-    methods = [RANDOM, *(oracle_name(m) for m in metrics)]
+    methods = [RANDOM, *oracles]
     methods += [m for m in (POINTWISE, PAIRRANKER, FUSED) if all(m in r["scores"] for r in records)]
     table: dict[str, dict[str, dict[str, float]]] = {}
     for method in methods:
@@ -270,6 +273,13 @@ def summarise(
         "fuse_errors": sum(1 for r in records if r.get("fuse_error")),
         "judge_verdicts": sum(int(r[GPT_RANK]["judged"]) for r in records) if judged else 0,
         "judge_unparseable": sum(int(r[GPT_RANK]["unparseable"]) for r in records) if judged else 0,
+        # Position bias: the judge's answers by the position it named (A = shown first).
+        "judge_verdict_counts": {
+            k: sum(int(r[GPT_RANK].get("verdicts", {}).get(k, 0)) for r in records)
+            for k in ("A", "B", "tie", "unparseable")
+        }
+        if judged
+        else {},
     }
 
 
@@ -302,6 +312,13 @@ def report_markdown(summary: Mapping[str, Any], run_dir: Path, *, title: str) ->
             f"{summary['judge_unparseable']} of {summary['judge_verdicts']} verdicts unparseable, "
             "counted as no win)"
         )
+        counts = summary.get("judge_verdict_counts") or {}
+        if counts.get("A", 0) + counts.get("B", 0):
+            note += (
+                f"; the judge named the first-shown answer {counts['A']} times and the second "
+                f"{counts['B']} times (ties {counts['tie']}): a large gap is position bias, "
+                "which the two orders cancel"
+            )
     lines = [
         f"# {title}",
         "",

@@ -43,9 +43,14 @@ class RawTextModel(HFChatModel):
         max_batch_tokens: int = 32768,
     ) -> None:
         # Not HFChatModel.__init__: that one refuses tokenizers without a chat template, and
-        # a base model (LLaMA-7B in the paper) has none. The attributes are the same.
+        # a base model (LLaMA-7B in the paper) has none. The attributes are the same (a test
+        # compares them, so a new one in HFChatModel is not missed here).
         self.kv_cache = "dynamic"
+        self.prefix_cache = None  # no prefix reuse between calls (HFChatModel's option)
+        self.prefix_min_tokens = 16
         self.model = model.eval()
+        # TriPosT trains decoder-only LMs (raw-text continuation).
+        self.encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
         self.tokenizer = tokenizer
         self.spec = spec
         self.batch_size = batch_size

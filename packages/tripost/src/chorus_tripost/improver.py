@@ -10,7 +10,13 @@ __all__ = ["LLMImprover", "ground_truth", "improve"]
 
 
 def ground_truth(item: dict) -> tuple[list[tuple[str, str]], str]:
-    """Return the ground-truth ``(label, text)`` steps and final response of an item."""
+    """Return the ground-truth ``(label, text)`` steps and final response of an item (the
+    scripted tasks only; a multiple-choice task is a ValueError: its improver is an LLM)."""
+    if item["task"] not in tasks.SCRIPTED_TASKS:
+        raise ValueError(
+            f"task {item['task']!r} has no scripted improver (the paper uses an LLM): set "
+            "verifier_use_scripted: false and give verifier_model / improver_model specs"
+        )
     if item["task"] == "multistep_arithmetic":
         steps, answer = tasks.arithmetic_rationale(item["question"])
         return [(str(i), s) for i, s in enumerate(steps, 1)], f"So the answer is {answer}."

@@ -107,6 +107,16 @@ def _full_attention_only(config: Any) -> bool:
     return not types or all(t == "full_attention" for t in types)
 
 
+def _is_encoder_decoder(auto_config: Any, source: str, load_kw: dict[str, Any]) -> bool:
+    """Return whether ``source`` holds an encoder-decoder model (False when its config is not
+    a model's: a PEFT adapter folder loads through the causal class, which reads the adapter)."""
+    try:
+        config = auto_config.from_pretrained(source, **load_kw)
+    except ValueError:
+        return False
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
 class HFChatModel:
     """A chat model run locally through transformers ``generate``.
 
@@ -138,6 +148,9 @@ class HFChatModel:
         # of growing it every decoding step (the growth re-allocates and page-faults on CPU).
         self.kv_cache = kv_cache
         self.model = model.eval()
+        # Encoder-decoder models (T5, BART) read the conversation as plain text: they have no
+        # chat template, the encoder takes the prompt and the decoder writes the reply.
+        self.encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
         # Prefix reuse between calls (off at 0): a bounded LRU of finished sequences' KV, so a
         # prompt that extends an earlier prompt + reply prefills only its new suffix. Prefixes
         # shorter than prefix_min_tokens (e.g. only the chat template's header) are not worth
@@ -145,7 +158,7 @@ class HFChatModel:
         if prefix_cache_mb < 0:
             raise ValueError(f"prefix_cache_mb must be >= 0, got {prefix_cache_mb}")
         self.prefix_cache: PrefixCache | None = None
-        if prefix_cache_mb > 0 and _full_attention_only(model.config):
+        if prefix_cache_mb > 0 and not self.encoder_decoder and _full_attention_only(model.config):
             self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20))
         self.prefix_min_tokens = max(1, prefix_min_tokens)
         if prefix_layout not in ("max", "fit"):
@@ -156,7 +169,7 @@ class HFChatModel:
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.dedupe_greedy = dedupe_greedy
-        if getattr(tokenizer, "chat_template", None) is None:
+        if not self.encoder_decoder and getattr(tokenizer, "chat_template", None) is None:
             raise ChatTemplateError(
                 f"{spec} has no chat template; use an instruction-tuned model whose tokenizer "
                 "defines one (tokenizer_config.json or chat_template.jinja)"
@@ -182,8 +195,17 @@ class HFChatModel:
         attn_implementation: str | None = None,
         **kwargs: Any,
     ) -> HFChatModel:
-        """Return a model loaded from a hub id or a local folder (hub token from ``$HF_TOKEN``)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        """Return a model loaded from a hub id or a local folder (hub token from ``$HF_TOKEN``).
+
+        An encoder-decoder checkpoint (``is_encoder_decoder`` in its config: T5, BART) loads
+        with ``AutoModelForSeq2SeqLM``; everything else as a causal LM.
+        """
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForSeq2SeqLM,
+            AutoTokenizer,
+        )
 
         device = _pick_device(device)
         source = str(name_or_path)
@@ -192,7 +214,10 @@ class HFChatModel:
             load_kw["gguf_file"] = gguf_file
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **load_kw)
-            model = AutoModelForCausalLM.from_pretrained(
+            auto: Any = AutoModelForCausalLM
+            if not gguf_file and _is_encoder_decoder(AutoConfig, source, load_kw):
+                auto = AutoModelForSeq2SeqLM
+            model = auto.from_pretrained(
                 source,
                 dtype=_pick_dtype(dtype, device),
                 attn_implementation=attn_implementation,
@@ -205,8 +230,7 @@ class HFChatModel:
                 "or a hub id reachable from this machine (set HF_TOKEN for gated models); "
                 "offline, use the embedded model with --model default."
             ) from exc
-        # transformers wraps PreTrainedModel.to in a decorator whose stub drops `self`.
-        model.to(device)  # type: ignore[arg-type]
+        model.to(device)
         return cls(model, tokenizer, spec=spec or f"hf:{source}", **kwargs)
 
     @classmethod
@@ -231,6 +255,11 @@ class HFChatModel:
 
     def render(self, conversation: list[Message]) -> list[int]:
         """Return the prompt token ids of one conversation, ready for the assistant's turn."""
+        if self.encoder_decoder:
+            # The messages' contents in order, with the tokenizer's own special tokens (T5's
+            # trailing </s>), as the training core's seq2seq path builds the source.
+            text = "\n\n".join(m["content"] for m in conversation)
+            return self.tokenizer(text)["input_ids"]
         try:
             text = self.tokenizer.apply_chat_template(
                 conversation, add_generation_prompt=True, tokenize=False
@@ -299,7 +328,7 @@ class HFChatModel:
         from transformers import GenerationConfig
 
         # A fresh config: decoding is exactly what the recipe says, not a checkpoint's defaults.
-        return GenerationConfig(
+        config = GenerationConfig(
             max_new_tokens=params.max_new_tokens,
             do_sample=not params.greedy,
             temperature=None if params.greedy else params.temperature,
@@ -315,6 +344,12 @@ class HFChatModel:
             # The prefix cache reads the KV of the finished batch from generate's output.
             return_dict_in_generate=return_cache,
         )
+        if self.encoder_decoder:
+            start = self.model.generation_config.decoder_start_token_id
+            config.decoder_start_token_id = (
+                start if start is not None else self.model.config.decoder_start_token_id
+            )
+        return config
 
     def _generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
         if self.prefix_cache is not None:
@@ -326,8 +361,10 @@ class HFChatModel:
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
         attention = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, ids in enumerate(prompts):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
+            # An encoder reads its whole input at once: pad on the right, as in training.
+            at = 0 if self.encoder_decoder else width - len(ids)
+            input_ids[row, at : at + len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention[row, at : at + len(ids)] = 1
         config = self._generation_config(params, static=self.kv_cache == "static")
         with torch.inference_mode():
             out = self.model.generate(
@@ -336,7 +373,9 @@ class HFChatModel:
                 generation_config=config,
                 tokenizer=self.tokenizer if params.stop else None,
             )
-        generated = out[:, width:].tolist()
+        # A decoder-only output repeats the prompt; an encoder-decoder's starts with the
+        # decoder start token.
+        generated = (out[:, 1:] if self.encoder_decoder else out[:, width:]).tolist()
         return [
             self._completion(tokens, len(prompt), params)
             for tokens, prompt in zip(generated, prompts, strict=True)
