@@ -173,7 +173,9 @@ reproduce-selfee: $(STAMP)  ## SelFee paper (see packages/selfee/README.md)
 	$(SELFEE) infer --recipe $(SELFEE_RECIPE) --model hf:$(SELFEE_RUNS)/train/model --max-num-revision 2 --out $(SELFEE_RUNS)/infer-k2
 	$(SELFEE) evaluate --recipe $(SELFEE_RECIPE) --answers $(SELFEE_RUNS)/infer-k0 --reference $(SELFEE_RUNS)/infer-base --out $(SELFEE_RUNS)/eval-k0
 	$(SELFEE) evaluate --recipe $(SELFEE_RECIPE) --answers $(SELFEE_RUNS)/infer-k2 --reference $(SELFEE_RUNS)/infer-base --out $(SELFEE_RUNS)/eval-k2
-	$(SELFEE) report $(SELFEE_RUNS)/eval-k0 $(SELFEE_RUNS)/eval-k2 --out $(SELFEE_RUNS)/report
+	$(SELFEE) evaluate --recipe $(SELFEE_RECIPE) --judge-scores likelihood --answers $(SELFEE_RUNS)/infer-k0 --reference $(SELFEE_RUNS)/infer-base --out $(SELFEE_RUNS)/eval-k0-lik
+	$(SELFEE) evaluate --recipe $(SELFEE_RECIPE) --judge-scores likelihood --answers $(SELFEE_RUNS)/infer-k2 --reference $(SELFEE_RUNS)/infer-base --out $(SELFEE_RUNS)/eval-k2-lik
+	$(SELFEE) report $(SELFEE_RUNS)/eval-k0 $(SELFEE_RUNS)/eval-k2 $(SELFEE_RUNS)/eval-k0-lik $(SELFEE_RUNS)/eval-k2-lik --out $(SELFEE_RUNS)/report
 
 docker-selfee: docker-base  ## build the SelFee image
 	docker build -f docker/selfee.Dockerfile -t chorus/selfee .
