@@ -48,6 +48,7 @@ class RawTextModel(HFChatModel):
         self.kv_cache = "dynamic"
         self.prefix_cache = None  # no prefix reuse between calls (HFChatModel's option)
         self.prefix_min_tokens = 16
+        self.prefix_layout = "max"
         self.model = model.eval()
         # TriPosT trains decoder-only LMs (raw-text continuation).
         self.encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
