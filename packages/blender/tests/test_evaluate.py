@@ -144,6 +144,8 @@ def test_gpt_rank_column_on_hand_computed_ranks(order_scorer, fake_chat_model):
     assert table[FUSED][GPT_RANK]["mean"] == 2.5
     assert table[BEST_SINGLE][GPT_RANK]["mean"] == 1.0  # g2: a-high and b-top
     assert (summary["judge_verdicts"], summary["judge_unparseable"]) == (8, 0)
+    # The judge prefers by quality, so it names A and B equally often over both orders.
+    assert summary["judge_verdict_counts"] == {"A": 4, "B": 4, "tie": 0, "unparseable": 0}
     assert oracle_name(GPT_RANK) not in table  # oracles pick by reference metrics only
     # Without a judge the column is absent.
     plain = evaluate_window(ITEMS, ranker=ranker, pointwise=None, fuser=None, scorer=_Scorer())

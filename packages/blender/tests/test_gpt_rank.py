@@ -94,6 +94,8 @@ def test_ranks_from_pairwise_wins_in_one_batched_call(fake_chat_model):
     # p: 1; q: 0.5; r: 1 + 1 + 0.5 + 1 = 3.5; one verdict unparseable.
     assert script.points == [1.0, 0.5, 3.5] and script.ranks == [2.0, 3.0, 1.0]
     assert (script.judged, script.unparseable) == (6, 1)
+    assert script.verdict_counts() == {"A": 3, "B": 1, "tie": 1, "unparseable": 1}
+    assert biased.verdict_counts() == {"A": 6, "B": 0, "tie": 0, "unparseable": 0}
     assert dup.judged == 2 and dup.unparseable == 2 and dup.ranks == [2.0, 2.0, 2.0]
     assert empty.judged == 0 and empty.ranks == [1.0, 2.0]
     assert errors.unparseable == 2 and errors.ranks == [1.5, 1.5]

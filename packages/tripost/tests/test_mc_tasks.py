@@ -196,3 +196,41 @@ def test_fewshot_self_improvement_on_a_multiple_choice_task():
     states = ev.fewshot_generate(FakeChatModel(reply), items, demos, max_new_tokens=8, rounds=1)
     r = ev.grade(items[0], states[0], "seen")
     assert r["correct_first"] is False and r["correct_final"] is True
+
+
+def test_check_helper_measures_a_perfect_scripted_helper(tmp_path, monkeypatch, capsys):
+    from chorus_tripost.cli import main
+
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    train = tasks.load_items("logical_deduction", "train")
+    gold = {loop.question_text(it): it["rationale"] for it in train}
+
+    def respond(body):  # judges against the ground truth; repairs to it
+        question, _, rest = body["messages"][-1]["content"].partition(
+            "\nAnswer: Let's think step by step.\n"
+        )
+        if body["messages"][0]["content"].startswith("You check"):
+            return diff_feedback(rest.strip(), gold[question]).feedback
+        return gold[question]
+
+    with FakeOpenAIServer(respond) as server:
+        spec = f"openai:fake-model@{server.base_url}"
+        argv = ["check-helper", "--recipe", "logical_default", "--verifier-model", spec,
+                "--improver-model", spec, "--n", "3", "--out", str(tmp_path / "c")]  # fmt: skip
+        assert main(argv) == 0
+        assert len(server.requests) == 3 * 2 + 3
+    m = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert m["n"] == 3 and m["right_accepted"] == m["wrong_rejected"] == 1.0
+    assert m["wrong_located"] == m["repair_right"] == 1.0 and m["repair_unreadable"] == 0.0
+    assert main(argv) == 0 and "checked earlier" in capsys.readouterr().out
+
+
+def test_llm_improver_output_ends_at_the_answer():
+    from chorus_tripost.improver import LLMImprover
+
+    item = tasks.load_items("date_understanding", "train")[0]
+    text = item["rationale"] + "\nFeedback: Step (1) is correct."
+    llm = FakeChatModel(lambda conv: text)
+    verdict = diff_feedback(item["rationale"], item["rationale"])
+    assert LLMImprover(llm)([item], ["x"], [verdict]) == [item["rationale"]]
+    assert llm.params[0].stop == ("\nFeedback:",)

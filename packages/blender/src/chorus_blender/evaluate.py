@@ -213,6 +213,7 @@ def _add_gpt_rank(
             "n_entries": len(ranks),
             "judged": result.judged,
             "unparseable": result.unparseable,
+            "verdicts": result.verdict_counts(),
         }
 
 
@@ -272,6 +273,13 @@ def summarise(
         "fuse_errors": sum(1 for r in records if r.get("fuse_error")),
         "judge_verdicts": sum(int(r[GPT_RANK]["judged"]) for r in records) if judged else 0,
         "judge_unparseable": sum(int(r[GPT_RANK]["unparseable"]) for r in records) if judged else 0,
+        # Position bias: the judge's answers by the position it named (A = shown first).
+        "judge_verdict_counts": {
+            k: sum(int(r[GPT_RANK].get("verdicts", {}).get(k, 0)) for r in records)
+            for k in ("A", "B", "tie", "unparseable")
+        }
+        if judged
+        else {},
     }
 
 
@@ -304,6 +312,13 @@ def report_markdown(summary: Mapping[str, Any], run_dir: Path, *, title: str) ->
             f"{summary['judge_unparseable']} of {summary['judge_verdicts']} verdicts unparseable, "
             "counted as no win)"
         )
+        counts = summary.get("judge_verdict_counts") or {}
+        if counts.get("A", 0) + counts.get("B", 0):
+            note += (
+                f"; the judge named the first-shown answer {counts['A']} times and the second "
+                f"{counts['B']} times (ties {counts['tie']}): a large gap is position bias, "
+                "which the two orders cancel"
+            )
     lines = [
         f"# {title}",
         "",

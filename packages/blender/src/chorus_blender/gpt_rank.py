@@ -102,6 +102,17 @@ class ItemRanks:
     unparseable: int = 0
     verdicts: list[dict] = field(default_factory=list)
 
+    def verdict_counts(self) -> dict[str, int]:
+        """Return how often the judge answered A (the first shown), B, tie, or unparseably.
+
+        A judge that mostly answers A (or B) whatever the order is position-biased: its
+        two orders cancel and the ranks carry little information.
+        """
+        counts = {"A": 0, "B": 0, "tie": 0, "unparseable": 0}
+        for v in self.verdicts:
+            counts[v["verdict"] or "unparseable"] += 1
+        return counts
+
 
 def gpt_rank(
     judge: ChatModel,

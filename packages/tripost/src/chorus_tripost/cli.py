@@ -5,7 +5,8 @@ the interactive loop: attempts of a model -> feedback -> improvements -> weighte
 records in a resumable run folder), ``train`` (baseline SFT, then TriPosT / LMSI / FT-from-
 demonstrations iterations, each a resumable step), ``evaluate`` (seen / unseen accuracy with
 and without test-time self-improvement; few-shot baselines for any ChatModel spec) and
-``report`` (one table from several evaluation folders).
+``report`` (one table from several evaluation folders) and ``check-helper`` (how often the
+LLM verifier / improver of a recipe judge and repair known errors correctly).
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--label", default=None, help="row name in the report table")
     ev.add_argument("--out", type=Path, required=True, help="evaluation run folder")
     ev.add_argument("--ray", action="store_true", help="run the evaluation as a Ray task")
+
+    chk = _with_recipe(
+        verbs.add_parser("check-helper", help="measure the LLM verifier / improver on known errors")
+    )
+    chk.add_argument("--n", type=int, default=20, help="training items to check")
+    chk.add_argument("--out", type=Path, required=True, help="check run folder")
 
     rep = verbs.add_parser("report", help="one markdown table from evaluation folders")
     rep.add_argument("eval_dirs", type=Path, nargs="+")
@@ -182,6 +189,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_helper(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe, **cli_overrides(args, Recipe))
+    pipeline.check_helper(recipe, args.out, n=args.n)
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from chorus_shared.report import markdown_table
     from chorus_tripost.evaluate import accuracy_table
@@ -208,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": _train,
         "evaluate": _evaluate,
         "report": _report,
+        "check-helper": _check_helper,
     }
     return verbs[args.verb](args)
 

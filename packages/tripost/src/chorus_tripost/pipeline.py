@@ -425,3 +425,91 @@ def run_evaluation(
             f"# {config['label']} on {recipe.task}\n\n{markdown_table(headers, rows)}\n"
         )
     return summary
+
+
+# ------------------------------------------------------------------------------ helper check
+def _planted_label(wrong: str, right: str) -> str:
+    """Return where ``wrong`` first differs from ``right``: ``step (k)`` or ``final response``."""
+    for a, b in zip(wrong.splitlines(), right.splitlines(), strict=False):
+        if a != b:
+            label = a.split(")", 1)[0].lstrip("(")
+            return "final response" if label == "Final response" else f"step ({label})"
+    raise ValueError("the planted rationale does not differ from the ground truth")
+
+
+def check_helper(recipe: Recipe, out_dir: str | Path, *, n: int = 20, log: Log = print) -> dict:
+    """Measure the recipe's LLM verifier and improver before a loop relies on them.
+
+    On ``n`` training items (not the demonstrations) whose ground truth reads as right: the
+    verifier judges the ground truth and a copy with one planted error (one batched call); the
+    improver repairs each planted copy given the ideal feedback (one batched call). Returns
+    (and writes to ``out_dir/metrics.json``) the fractions: right rationales accepted, planted
+    ones rejected, rejected at the planted step, repairs with the gold answer, and repairs with
+    no readable answer. A finished check is not redone.
+    """
+    from chorus_tripost.helpers import llm_helpers, pick_demos
+    from chorus_tripost.verifier import diff_feedback
+
+    if recipe.verifier_use_scripted:
+        raise ValueError("check-helper measures LLM helpers: set verifier_use_scripted false")
+    config = {"kind": "tripost-check-helper", "recipe": asdict(recipe), "n": n}
+    with RunDir.create(out_dir, config) as run:
+        if _done(Path(out_dir)):
+            log(f"{out_dir}: checked earlier; metrics.json kept")
+            return run.read_metrics()
+        train = tasks.load_items(recipe.task, "train")
+        demos = pick_demos(train, 2, seed=recipe.seed)
+        ids = {d["id"] for d in demos}
+        pool = [it for it in train if it["id"] not in ids and ev.is_correct(it, it["rationale"])]
+        items = random.Random(recipe.seed + 1).sample(pool, min(n, len(pool)))
+        rng = random.Random(recipe.seed)
+        wrong = [loop.plant_error(it, rng) for it in items]
+        vmodel = load_chat_model(recipe.verifier_model)
+        imodel = (
+            vmodel
+            if recipe.improver_model == recipe.verifier_model
+            else load_chat_model(recipe.improver_model)
+        )
+        verify, improve = llm_helpers(
+            vmodel, imodel, demos, seed=recipe.seed, check_answers=False,
+            max_new_tokens=recipe.helper_max_new_tokens,
+        )  # fmt: skip
+        log(f"verifier: {2 * len(items)} rationales ({recipe.verifier_model})")
+        verdicts = verify(items + items, [it["rationale"] for it in items] + wrong)
+        ideal = [diff_feedback(w, it["rationale"]) for it, w in zip(items, wrong, strict=True)]
+        log(f"improver: {len(items)} repairs ({recipe.improver_model})")
+        repairs = improve(items, wrong, ideal)
+        rows = []
+        for k, it in enumerate(items):
+            on_right, on_wrong = verdicts[k], verdicts[len(items) + k]
+            where = _planted_label(wrong[k], it["rationale"])
+            got = tasks.answer_of(it, repairs[k])
+            rows.append(
+                {
+                    "id": it["id"],
+                    "right_accepted": on_right.correct,
+                    "wrong_rejected": not on_wrong.correct,
+                    "wrong_located": not on_wrong.correct and where in on_wrong.feedback,
+                    "planted_at": where,
+                    "repair_answer": got,
+                    "repair_right": got is not None and got == it["answer"],
+                    "feedback_on_right": on_right.feedback,
+                    "feedback_on_wrong": on_wrong.feedback,
+                    "repair": repairs[k],
+                }
+            )
+        run.append_many(rows)
+        m = len(rows)
+        metrics = {
+            "n": m,
+            **{
+                key: sum(bool(r[key]) for r in rows) / m
+                for key in ("right_accepted", "wrong_rejected", "wrong_located", "repair_right")
+            },
+            "repair_unreadable": sum(r["repair_answer"] is None for r in rows) / m,
+            "verifier": recipe.verifier_model,
+            "improver": recipe.improver_model,
+        }
+        run.write_metrics(metrics)
+    log(json.dumps(metrics))
+    return metrics
