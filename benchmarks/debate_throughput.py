@@ -418,6 +418,10 @@ def run_backend(name: str, args: argparse.Namespace) -> BackendRun:
         if not args.vllm_python.exists():
             return BackendRun(name, skipped=f"no {args.vllm_python}: run `make setup-vllm`")
         python = str(args.vllm_python)
+        # That environment's editable installs may point at another checkout: import this
+        # checkout's code first, so every backend runs the same version of the engine.
+        ours = [str(ROOT / "shared" / "src"), str(ROOT / "packages" / "debate" / "src")]
+        env["PYTHONPATH"] = os.pathsep.join([*ours, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         # A modest KV-cache pool on CPU (GiB); the debate's prompts need far less.
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     with tempfile.TemporaryDirectory() as tmp:

@@ -68,10 +68,11 @@ def test_reuse_gives_the_plain_paths_greedy_output(tiny_model_dir: Path, kv_cach
     assert store.hit_tokens - reusing.hits_before_round2 >= reusing.round1_prompt_tokens
 
 
-def test_mixed_hit_and_miss_rows_in_one_batch(tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("layout", ["max", "fit"])
+def test_mixed_hit_and_miss_rows_in_one_batch(tiny_model_dir: Path, layout: str) -> None:
     params = SamplingParams(max_new_tokens=10)
     plain = load(tiny_model_dir)
-    reusing = load(tiny_model_dir, prefix_cache_mb=64, prefix_min_tokens=4)
+    reusing = load(tiny_model_dir, prefix_cache_mb=64, prefix_min_tokens=4, prefix_layout=layout)
     seen = QUESTIONS[:2]
     replies = [c.text for c in reusing.chat([opening(q) for q in seen], params)]
     # One batch: two long hits, a fresh short prompt and a fresh long one (holes of every size).
@@ -87,7 +88,8 @@ def test_mixed_hit_and_miss_rows_in_one_batch(tiny_model_dir: Path) -> None:
     assert [c.text for c in got] == [c.text for c in want]
     assert [c.prompt_tokens for c in got] == [c.prompt_tokens for c in want]
     assert [c.completion_tokens for c in got] == [c.completion_tokens for c in want]
-    assert reusing.prefix_cache.hit_tokens > before
+    if layout == "max":
+        assert reusing.prefix_cache.hit_tokens > before
 
 
 def test_sampling_with_reuse_is_seeded(tiny_model_dir: Path) -> None:
@@ -136,6 +138,8 @@ def test_prefix_cache_lookup_insert_and_bounds() -> None:
 def test_bad_size_is_one_clear_error(tiny_model_dir: Path) -> None:
     with pytest.raises(ValueError, match="prefix_cache_mb"):
         load(tiny_model_dir, prefix_cache_mb=-1)
+    with pytest.raises(ValueError, match="prefix_layout"):
+        load(tiny_model_dir, prefix_cache_mb=1, prefix_layout="tight")
 
 
 def test_only_full_attention_models_reuse_prefixes() -> None:
@@ -147,3 +151,17 @@ def test_only_full_attention_models_reuse_prefixes() -> None:
     # A sliding window forgets old keys: re-inserted full prefixes would change the attention.
     assert not _full_attention_only(MistralConfig(sliding_window=4096))
     assert _full_attention_only(MistralConfig(sliding_window=None))
+
+
+def test_fit_layout_never_widens_the_batch(tiny_model_dir: Path) -> None:
+    model = load(tiny_model_dir, prefix_cache_mb=64)
+    model.prefix_layout = "fit"
+    lengths, reused = [100, 80, 120], [60, 10, 50]
+    width = model._prefix_width(lengths, reused)
+    # Every row keeps min(m, P) reused tokens; prefix + longest suffix fits in max(lengths).
+    assert width + max(n - min(m, width) for n, m in zip(lengths, reused, strict=True)) <= max(
+        lengths
+    )
+    assert width == 50  # row 2 (120 tokens, 50 reused) is the binding one
+    model.prefix_layout = "max"
+    assert model._prefix_width(lengths, reused) == 60

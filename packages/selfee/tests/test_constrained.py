@@ -143,3 +143,67 @@ def test_report_compares_runs_by_group_and_plots(tmp_path) -> None:
     assert "| eval-k2 | 2 | 6 | 110.0% | 110.0% | n/a | 110.0% | 4/4 |" in text
     assert (tmp_path / "report" / "relative_by_group.png").stat().st_size > 0
     assert "relative_by_group.png" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_token_logprobs_match_a_direct_forward(tiny_chat) -> None:
+    import torch
+
+    tok = tiny_chat.tokenizer
+    choices = [c for c in ("1", "2") if len(tok(c, add_special_tokens=False)["input_ids"]) == 1]
+    assert len(choices) == 2
+    convs = [[{"role": "user", "content": "short"}], [{"role": "user", "content": "a longer one"}]]
+    chooser = ConstrainedChooser(tiny_chat)
+    got = chooser.token_logprobs(convs, ["Assistant "] * 2, choices)  # padded batch of 2
+    ids = [tok(c, add_special_tokens=False)["input_ids"][0] for c in choices]
+    for conv, row in zip(convs, got, strict=True):
+        prompt = tiny_chat.render(conv) + tok("Assistant ", add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logits = tiny_chat.model(input_ids=torch.tensor([prompt])).logits[0, -1]
+        want = torch.log_softmax(logits.float(), -1)[ids].tolist()
+        assert row == pytest.approx(want, abs=1e-4)
+    with pytest.raises(ValueError, match="single tokens"):
+        chooser.token_logprobs(convs, ["", ""], ["1 1", "2"])
+
+
+class FixedLogprobs:
+    def __init__(self, rows):
+        self.rows = rows
+        self.prefixes = []
+
+    def token_logprobs(self, conversations, prefixes, choices):
+        assert list(choices) == ["1", "2"] and len(conversations) == len(self.rows)
+        self.prefixes = list(prefixes)
+        return self.rows
+
+
+def test_judge_likelihood_cancels_position_bias() -> None:
+    from chorus_selfee.datasets import load_instructions
+    from chorus_selfee.judge import aggregate_pairwise, judge_likelihood
+    from chorus_shared.data import load_dataset_records
+
+    prompts = {p["category"]: p for p in load_dataset_records("vicuna80-judge", "test")}
+    qs = load_instructions("vicuna80")
+    qs = [next(q for q in qs if q["category"] == c) for c in ("generic", "coding", "math")]
+    mine = {q["id"]: "mine" for q in qs}
+    ref = {q["id"]: "ref" for q in qs}
+    # Each question: (model-first [lp1, lp2]), (reference-first [lp1, lp2]).
+    rows = [
+        [-0.1, -2.0],  # generic: "1" preferred in both orders (pure position bias) ...
+        [-0.2, -1.9],  # ... margins +1.9 and -1.7: model wins by 0.1
+        [-1.0, -0.5],  # coding: model-first margin -0.5
+        [-0.5, -1.0],  # reference-first margin -0.5: reference wins
+        [-0.7, -0.7],  # math: no preference either way: a tie
+        [-0.7, -0.7],
+    ]
+    judge = FixedLogprobs(rows)
+    recs = judge_likelihood(judge, prompts, qs, mine, ref)
+    assert judge.prefixes == ["Assistant "] * 6
+    assert [r["winner"] for r in recs] == ["model", "reference", "tie"]
+    assert recs[0]["logit"] == pytest.approx(0.1)
+    m = aggregate_pairwise(recs)
+    assert m["win_rate"] == pytest.approx(1.5 / 3)
+    assert {g: v["win_rate"] for g, v in m["per_group"].items()} == {
+        "general": 1.0,
+        "coding": 0.0,
+        "math": 0.5,
+    }

@@ -18,6 +18,7 @@ from chorus_selfee.judge import (
     GROUPS,
     aggregate,
     aggregate_pairwise,
+    judge_likelihood,
     judge_pairs,
     judge_pairwise,
     pct,
@@ -279,7 +280,10 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     """Judge answers against a reference (chat judge: both orders; pairwise judge: one
     debiased logit per question) into a run dir; return the metrics."""
     r = _recipe(args)
-    kind = _judge_kind(r.judge)
+    plugin = _judge_kind(r.judge) == "pairwise"
+    likelihood = not plugin and r.judge_scores == "likelihood"
+    # A local model's "1" vs "2" preference (both orders) is reported like a pairwise judge.
+    kind = "pairwise" if plugin or likelihood else "chat"
     mine, ref = load_answers(args.answers, r.eval_set), load_answers(args.reference, r.eval_set)
     questions = [q for q in _questions(r) if q["id"] in mine]
     run = RunDir.create(
@@ -297,11 +301,21 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     done = run.finished_ids()
     last = "pairwise" if kind == "pairwise" else "reference-first"
     todo = [q for q in questions if f"{q['id']}-{last}" not in done]
-    if todo and kind == "pairwise":
+    if todo and plugin:
         judge = load_pairwise_judge(r.judge)
         with run:
             for w in progress(_windows(todo, r.window), desc="judge windows"):
                 for rec in judge_pairwise(judge, w, mine, ref):
+                    run.append(rec)
+    elif todo and likelihood:
+        prompts = {
+            p["category"]: p
+            for p in load_dataset_records("vicuna80-judge", "test", path=r.data_dir)
+        }
+        chooser = ConstrainedChooser(_model(r.judge, r), batch_size=r.batch_size)
+        with run:
+            for w in progress(_windows(todo, r.window), desc="judge windows"):
+                for rec in judge_likelihood(chooser, prompts, w, mine, ref):
                     run.append(rec)
     elif todo:
         prompts = {
@@ -326,7 +340,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     metrics = aggregate_pairwise(records) if kind == "pairwise" else aggregate(records)
     metrics.update(_answers_info(args.answers))
     metrics["judge"] = r.judge
-    metrics["judge_scores"] = r.judge_scores if kind == "chat" else "pairwise"
+    metrics["judge_scores"] = "pairwise" if plugin else r.judge_scores
     run.write_metrics(metrics)
     run.write_report(
         f"# SelFee pairwise evaluation\n\nanswers: `{args.answers}`  \n"
@@ -375,6 +389,27 @@ def cmd_report(run_dirs: Sequence[str], out: str | None) -> str:
             "Relative score = total(model) / total(reference) over both orders, by judge "
             "prompt (general / coding / math); K = forced revisions.\n\n"
             + markdown_table(header, rows)
+        )
+    pair_runs = [(d, m) for d, m in runs if m.get("judge_kind") == "pairwise"]
+    if pair_runs:
+        header = ["run", "K", "forced", "general", "coding", "math", "all", "valid"]
+        rows = []
+        for d, m in pair_runs:
+            groups = m.get("per_group", {})
+            valid = m["wins"] + m["losses"] + m["ties"]
+            rows.append(
+                [
+                    Path(d).name,
+                    m.get("answers_k", ""),
+                    m.get("answers_forced", ""),
+                    *(pct(groups.get(g, {}).get("win_rate")) for g in GROUPS),
+                    pct(m["win_rate"]),
+                    f"{valid}/{valid + m['invalid']}",
+                ]
+            )
+        parts.append(
+            "\nPairwise judges: win rate of the model vs the reference ((wins + ties/2) / "
+            "valid), both orders averaged, by judge prompt.\n\n" + markdown_table(header, rows)
         )
     for d, m in runs:
         parts.append(f"## {d}\n\n{table(m)}\n")

@@ -64,6 +64,46 @@ class ConstrainedChooser:
             out.extend(self._choose_batch(prompts[k : k + self.batch_size], seqs))
         return out
 
+    def token_logprobs(
+        self,
+        conversations: Sequence[list[Message]],
+        assistant_prefixes: Sequence[str],
+        choices: Sequence[str],
+    ) -> list[list[float]]:
+        """Return, per conversation, the model's log-probability of each single-token choice
+        as the next token after ``assistant_prefix`` (one batched forward pass, no decoding)."""
+        import torch
+
+        tok = self.chat.tokenizer
+        ids = [tok(c, add_special_tokens=False)["input_ids"] for c in choices]
+        if any(len(x) != 1 for x in ids) or len({x[0] for x in ids}) != len(ids):
+            raise ValueError(f"choices must be distinct single tokens, got {list(choices)!r}")
+        prompts = [
+            self.chat.render(conv) + tok(prefix, add_special_tokens=False)["input_ids"]
+            for conv, prefix in zip(conversations, assistant_prefixes, strict=True)
+        ]
+        pad = self.chat.pad_token_id if hasattr(self.chat, "pad_token_id") else 0
+        model = self.chat.model
+        out: list[list[float]] = []
+        for k in range(0, len(prompts), self.batch_size):
+            batch = prompts[k : k + self.batch_size]
+            width = max(len(p) for p in batch)
+            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, p in enumerate(batch):
+                input_ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+                attention[row, width - len(p) :] = 1
+            self.calls += 1
+            with torch.inference_mode():
+                logits = model(
+                    input_ids=input_ids.to(model.device),
+                    attention_mask=attention.to(model.device),
+                    logits_to_keep=1,
+                ).logits[:, -1]
+            logp = torch.log_softmax(logits.float(), dim=-1)[:, [x[0] for x in ids]]
+            out.extend(logp.tolist())
+        return out
+
     def _choose_batch(self, prompts: list[list[int]], seqs: list[tuple[int, ...]]) -> list[int]:
         import torch
         from transformers import GenerationConfig

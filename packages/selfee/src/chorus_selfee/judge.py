@@ -29,7 +29,13 @@ _FIRST_LINE = re.compile(rf"^\s*{_NUM}\s+{_NUM}\s*$")
 # Vicuna-80 categories -> the reviewer prompt used for them (the paper's three groups).
 PROMPT_FOR = {"coding": "coding", "math": "math"}
 GROUPS = ("general", "coding", "math")
-JUDGE_SCORE_MODES = ("review", "constrained")
+JUDGE_SCORE_MODES = ("review", "constrained", "likelihood")
+# Likelihood judge: the reviewer prompt with this request in place of the scoring one; the
+# judge's next token after "Assistant " is read as its preference between "1" and "2".
+PAIRWISE_REQUEST = (
+    "Which of the two AI assistants answered the user question above better (helpfulness, "
+    "relevance, accuracy, level of detail)? Reply with the number of that assistant only: 1 or 2."
+)
 # Constrained judge: the review's first line, "a b" with both scores in 1..10.
 SCORE_LINES: tuple[str, ...] = tuple(f"{a} {b}\n" for a in range(1, 11) for b in range(1, 11))
 
@@ -112,6 +118,50 @@ def judge_pairs(
     return records
 
 
+def judge_likelihood(
+    chooser: Any,
+    prompts: dict[str, dict],
+    questions: Sequence[dict],
+    model_answers: dict[str, str],
+    reference_answers: dict[str, str],
+) -> list[dict]:
+    """Return one record per question, like ``judge_pairwise``: the judge reads the category's
+    reviewer prompt asking which assistant is better, in both orders; per order the margin is
+    log P(model's number) - log P(reference's number) of its next token after "Assistant ",
+    and ``logit`` is the mean of the two margins (position bias cancels). > 0: model wins."""
+    _check_answers(questions, model_answers, reference_answers)
+    convs = []
+    for q in questions:
+        m, r = model_answers[q["id"]], reference_answers[q["id"]]
+        for a1, a2 in ((m, r), (r, m)):
+            p = dict(prompts[group_of(q["category"])], prompt=PAIRWISE_REQUEST)
+            convs.append(
+                judge_prompt({group_of(q["category"]): p}, q["category"], q["instruction"], a1, a2)
+            )
+    lps = chooser.token_logprobs(convs, ["Assistant "] * len(convs), ["1", "2"])
+    records = []
+    for n, q in enumerate(questions):
+        (mf1, mf2), (rf1, rf2) = lps[2 * n], lps[2 * n + 1]
+        margins = (mf1 - mf2, rf2 - rf1)  # model is Assistant 1, then Assistant 2
+        x = sum(margins) / 2
+        valid = math.isfinite(x)
+        records.append(
+            {
+                "id": f"{q['id']}-pairwise",
+                "question": q["id"],
+                "category": q["category"],
+                "group": group_of(q["category"]),
+                "order": "both",
+                "margins": list(margins) if valid else None,
+                "logit": x if valid else None,
+                "winner": None
+                if not valid
+                else ("model" if x > 0 else "reference" if x < 0 else "tie"),
+            }
+        )
+    return records
+
+
 def _check_answers(questions: Sequence[dict], mine: dict[str, str], ref: dict[str, str]) -> None:
     missing = [q["id"] for q in questions if q["id"] not in mine or q["id"] not in ref]
     if missing:
@@ -165,10 +215,11 @@ def aggregate_pairwise(records: Sequence[dict]) -> dict:
     ``win_rate`` = (wins + ties / 2) / valid comparisons; None when none is valid.
     """
     tot: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    groups: dict[str, list[int]] = {g: [0, 0, 0, 0] for g in GROUPS}
     slot = {"model": 0, "reference": 1, "tie": 2, None: 3}
     for r in records:
-        for key in (r["category"], "all"):
-            tot[key][slot[r["winner"]]] += 1
+        for t in (tot[r["category"]], tot["all"], groups[group_of(r["category"])]):
+            t[slot[r["winner"]]] += 1
 
     def summary(t: list[int]) -> dict:
         n = t[0] + t[1] + t[2]
@@ -181,6 +232,7 @@ def aggregate_pairwise(records: Sequence[dict]) -> dict:
         }
 
     result = {"judge_kind": "pairwise", **summary(tot.pop("all", [0, 0, 0, 0]))}
+    result["per_group"] = {g: summary(v) for g, v in groups.items() if sum(v)}
     result["per_category"] = {k: summary(v) for k, v in sorted(tot.items())}
     return result
 
@@ -236,7 +288,8 @@ def table(metrics: dict) -> str:
             "| category | win rate | wins | losses | ties | invalid |",
             "|---|---|---|---|---|---|",
         ]
-        for name, m in [*metrics["per_category"].items(), ("all", metrics)]:
+        groups = [(f"**{g}** (prompt)", m) for g, m in metrics.get("per_group", {}).items()]
+        for name, m in [*metrics["per_category"].items(), *groups, ("all", metrics)]:
             rows.append(
                 f"| {name} | {pct(m['win_rate'])} | {m['wins']} | {m['losses']} | "
                 f"{m['ties']} | {m['invalid']} |"

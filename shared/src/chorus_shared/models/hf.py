@@ -138,6 +138,7 @@ class HFChatModel:
         kv_cache: str = "dynamic",
         prefix_cache_mb: float = 0,
         prefix_min_tokens: int = 16,
+        prefix_layout: str = "max",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -160,6 +161,9 @@ class HFChatModel:
         if prefix_cache_mb > 0 and not self.encoder_decoder and _full_attention_only(model.config):
             self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20))
         self.prefix_min_tokens = max(1, prefix_min_tokens)
+        if prefix_layout not in ("max", "fit"):
+            raise ValueError(f"prefix_layout must be 'max' or 'fit', got {prefix_layout!r}")
+        self.prefix_layout = prefix_layout  # see _prefix_width
         self.tokenizer = tokenizer
         self.spec = spec
         self.batch_size = batch_size
@@ -402,7 +406,8 @@ class HFChatModel:
                 hits.append((None, 0))
             else:
                 hits.append((store.get(key), m))
-        P = max(m for _, m in hits)
+        P = self._prefix_width([len(r) for r in ids], [m for _, m in hits])
+        hits = [(e, min(m, P)) if min(m, P) > 0 else (None, 0) for e, m in hits]
         S = max(len(r) - m for r, (_, m) in zip(ids, hits, strict=True))
         store.hit_tokens += sum(m for _, m in hits)
         store.miss_tokens += sum(len(r) - m for r, (_, m) in zip(ids, hits, strict=True))
@@ -448,6 +453,22 @@ class HFChatModel:
         ]
         self._store_prefixes(store, out.past_key_values, sequences, ids, hits, P, completions)
         return completions
+
+    def _prefix_width(self, lengths: list[int], reused: list[int]) -> int:
+        """Return ``P``, the reused columns of the batch; a row reuses ``min(m_r, P)`` tokens.
+
+        "max" reuses every row's whole stored prefix; the batch is then ``max(m) +
+        max(len - m)`` wide, wider than the plain batch when the rows' splits differ, and
+        every decoding step attends over that width. "fit" takes the largest ``P`` that keeps
+        the batch exactly as wide as the plain one (``max(len)``), so no step does more work
+        than without reuse, at the price of reusing less in rows with a short prefix.
+        """
+        if self.prefix_layout == "max" or not any(reused):
+            return max(reused)
+        longest = max(lengths)
+        return max(
+            0, min(min(m + longest - n for n, m in zip(lengths, reused, strict=True)), max(reused))
+        )
 
     def _stacked_prefix(self, hits: list[tuple[PrefixEntry | None, int]], width: int) -> Any:
         """Return each row's reused KV right-aligned: ``[layers, 2, batch, heads, width, dim]``."""
