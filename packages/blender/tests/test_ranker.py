@@ -43,11 +43,29 @@ def test_markers_and_budgets(tiny_bert):
 
 def test_batched_logits_equal_one_at_a_time(tiny_bert):
     ranker = PairRanker.from_backbone(tiny_bert).eval()
-    batched = ranker.pair_logits(SOURCES, A, B, batch_size=8)
-    single = [ranker.pair_logits([s], [a], [b])[0] for s, a, b in zip(SOURCES, A, B, strict=True)]
-    tiny_batches = ranker.pair_logits(SOURCES, A, B, batch_size=1)
+    batched = ranker.pair_logits(SOURCES, A, B, batch_size=8, precision="fp32")
+    single = [
+        ranker.pair_logits([s], [a], [b], precision="fp32")[0]
+        for s, a, b in zip(SOURCES, A, B, strict=True)
+    ]
+    tiny_batches = ranker.pair_logits(SOURCES, A, B, batch_size=1, precision="fp32")
     assert batched == pytest.approx(single, abs=1e-5)
     assert tiny_batches == pytest.approx(single, abs=1e-5)
+    # bf16 autocast stays close to fp32 (it rounds the matmuls' inputs to 8 mantissa bits).
+    bf16 = ranker.pair_logits(SOURCES, A, B, batch_size=8, precision="bf16")
+    assert bf16 == pytest.approx(single, abs=5e-2) and bf16 != single
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    import chorus_shared.models.hf as hf
+    from chorus_blender.ranker import use_bf16
+
+    monkeypatch.setattr(hf, "cpu_has_native_bf16", lambda: True)
+    assert use_bf16("auto", "cpu") and not use_bf16("fp32", "cpu")
+    monkeypatch.setattr(hf, "cpu_has_native_bf16", lambda: False)
+    assert not use_bf16("auto", "cpu") and use_bf16("bf16", "cpu")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        use_bf16("fp16", "cpu")
 
 
 def test_save_and_load_round_trip(tiny_bert, tmp_path):
@@ -110,7 +128,8 @@ def test_loads_a_pairrm_layout_checkpoint(tiny_deberta, tmp_path):
             return head["head_layer.4.weight"] @ x + head["head_layer.4.bias"]
 
         expected = float((score(1) - score(2)).mean())
-    assert ranker.pair_logits(SOURCES[:1], A[:1], B[:1])[0] == pytest.approx(expected, abs=1e-4)
+    fp32 = ranker.pair_logits(SOURCES[:1], A[:1], B[:1], precision="fp32")[0]
+    assert fp32 == pytest.approx(expected, abs=1e-4)
     # and it saves back in the same layout and loads again with the same logits
     again = PairRanker.from_pretrained(ranker.save_pretrained(tmp_path / "again"))
     assert again.pair_logits(SOURCES, A, B) == pytest.approx(ranker.pair_logits(SOURCES, A, B))

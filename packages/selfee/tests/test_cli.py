@@ -147,6 +147,21 @@ def test_pipeline_end_to_end_tiny(tmp_path, tiny_model_dir, capsys) -> None:
     assert m["parsed"] + m["unparsed"] == 6  # 3 questions x 2 orders, each counted
     assert "| all |" in capsys.readouterr().out
     assert main(["report", str(ev)]) == 0
+    # Constrained judge scores: every review is a parseable "a b" line (both orders).
+    ev_c = tmp_path / "eval-constrained"
+    base = ["evaluate", "--answers", str(infer), "--reference", str(ref), "--judge", spec]
+    assert main([*base, "--judge-scores", "constrained", "--out", str(ev_c)]) == 0
+    mc = RunDir.open(ev_c).read_metrics()
+    assert (mc["parsed"], mc["unparsed"], mc["answers_k"]) == (6, 0, 2)
+    assert mc["per_group"]["general"]["parsed"] == 6
+    # Likelihood judge: "1" vs "2" preference, both orders, reported as a win rate.
+    ev_l = tmp_path / "eval-likelihood"
+    assert main([*base, "--judge-scores", "likelihood", "--out", str(ev_l)]) == 0
+    ml = RunDir.open(ev_l).read_metrics()
+    assert ml["judge_kind"] == "pairwise" and ml["wins"] + ml["losses"] + ml["ties"] == 3
+    rep = tmp_path / "rep"
+    assert main(["report", str(ev), str(ev_c), str(ev_l), "--out", str(rep)]) == 0
+    assert "Pairwise judges" in (rep / "report.md").read_text()
 
 
 def test_bad_spec_fails_before_run_dir(tmp_path) -> None:

@@ -41,6 +41,20 @@ def test_verdict_replaced_exactly_until_k_revisions(k: int) -> None:
     assert fake.calls == [2] * (k + 1)  # one batched call per round for both rows
 
 
+class NoRevisionHeaders:
+    """Writes feedback sections but never a revision body: its chain never parses any
+    revision, so only the forced count can end the enforcing."""
+
+    def continue_batch(self, prefixes, max_new_tokens, stop, seed):
+        return [("\n\n### Feedback 9:\nbad. ", 5, "stop") for _ in prefixes]
+
+
+def test_a_chain_that_never_parses_is_forced_at_most_k_times() -> None:
+    res = enforce_generate(NoRevisionHeaders(), [("q", "")], max_num_revision=2, max_new_tokens=99)
+    assert res[0].forced == 2 and res[0].rounds == 3
+    assert res[0].text.endswith("Revision is not needed.")  # never a dangling header
+
+
 def test_budget_bounds_a_model_that_never_stops() -> None:
     fake = SelfeeLike()
     res = enforce_generate(fake, [("q", "")], max_num_revision=10, max_new_tokens=12)

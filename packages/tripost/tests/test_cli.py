@@ -72,3 +72,22 @@ def test_recipes_load_and_inherit():
     assert load_recipe("arithmetic_default", improve_data_ratio=2.0).improve_data_ratio == 2.0
     with pytest.raises(ValueError, match="improve_data_ratio"):
         load_recipe(None, improve_data_ratio=0.0)
+
+
+def test_multiple_choice_tasks_through_the_cli(tmp_path, tiny_model_dir):
+    out = tmp_path / "ld.jsonl"
+    argv = ["generate", "--task", "logical_deduction", "--split", "test", "--out", str(out)]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 752 and sum(r["eval_split"] == "unseen" for r in rows) == 700
+    assert all("\nOptions:\n(A) " in r["question"] for r in rows)
+    # a random model writes no readable option letter: wrong, and counted as unreadable
+    ev_dir = tmp_path / "ev"
+    argv = ["evaluate", "--recipe", "date_default", "--model", f"hf:{tiny_model_dir}",
+            "--eval-limit", "1", "--eval-max-new-tokens", "4", "--out", str(ev_dir)]  # fmt: skip
+    assert main(argv) == 0
+    metrics = json.loads((ev_dir / "metrics.json").read_text())
+    assert metrics["all"]["n"] == 2 and metrics["all"]["no_si"]["mean"] == 0.0
+    assert metrics["all"]["unreadable_first"] == 2
+    assert main(["report", str(ev_dir), "--out", str(tmp_path / "t.md")]) == 0
+    assert "| 1/1 |" in (tmp_path / "t.md").read_text()

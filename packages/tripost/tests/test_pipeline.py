@@ -114,7 +114,7 @@ def test_window_items_wrap_around():
     assert [i["id"] for i in pipeline.window_items(items, 2, 3)] == ["4", "0"]
 
 
-@pytest.mark.parametrize("task", tasks.TASKS)
+@pytest.mark.parametrize("task", tasks.SCRIPTED_TASKS)
 def test_planted_demonstrations_are_caught_and_repaired(task):
     items = tasks.load_items(task, "train")[:40]
     rng = random.Random(0)

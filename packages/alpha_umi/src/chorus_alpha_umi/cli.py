@@ -15,6 +15,14 @@ from chorus_alpha_umi.compare import compare_runs, describe_roles, metrics_table
 from chorus_alpha_umi.glpft import read_stage_records, stage_recipe
 from chorus_alpha_umi.judge import judge_episodes, pass_rate
 from chorus_alpha_umi.preprocess import preprocess, write_role_files
+from chorus_alpha_umi.realtime import KIND as REALTIME
+from chorus_alpha_umi.realtime import (
+    evaluate_realtime,
+    load_episodes,
+    pair_up,
+    realtime_metrics,
+    realtime_table,
+)
 from chorus_alpha_umi.recipes import PARTS, ROLES, AgentRecipe, available_recipes, load_recipe
 from chorus_alpha_umi.static import (
     gold_steps,
@@ -69,8 +77,18 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-length", type=int)
     tr.add_argument("--limit", type=int, help="first N records")
 
-    ev = verbs.add_parser("evaluate", help="static step-level evaluation (paper metrics)")
+    ev = verbs.add_parser(
+        "evaluate",
+        help="static step-level evaluation (paper metrics); with --episodes/--reference: "
+        "real-time pass rate and win rate of two `run` folders",
+    )
     _add_agent_flags(ev)
+    ev.add_argument(
+        "--episodes", help="real-time: a `run` folder of episodes (e.g. the multi-LLM agent)"
+    )
+    ev.add_argument(
+        "--reference", help="real-time: the `run` folder it is compared with (e.g. single-LLM)"
+    )
 
     run = verbs.add_parser(
         "run", help="whole episodes against the offline tool simulator (cache, then an LLM)"
@@ -114,7 +132,10 @@ class _Models:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Predict every gold step of the split with the recipe's roles, then score the run."""
+    """Predict every gold step of the split with the recipe's roles, then score the run
+    (static); or, with --episodes and --reference, judge two `run` folders (real-time)."""
+    if args.episodes or args.reference:
+        return cmd_evaluate_realtime(args)
     recipe = _recipe(args)
     dialogs = _dialogs(recipe)
     steps = [s for d in dialogs for s in gold_steps(d)]
@@ -184,6 +205,42 @@ def cmd_run(args: argparse.Namespace) -> int:
             **pass_rate(records),
         }
         run.write_metrics(metrics)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_evaluate_realtime(args: argparse.Namespace) -> int:
+    """Pass rate of both `run` folders and win rate of --episodes over --reference, judged
+    by the recipe's `judge` spec; one record per query in the output run folder."""
+    if not (args.episodes and args.reference):
+        raise ValueError("real-time evaluation needs both --episodes and --reference run folders")
+    recipe = _recipe(args)
+    if recipe.judge is None:
+        raise ValueError("real-time evaluation needs a judge: pass --judge SPEC (e.g. default)")
+    pairs = pair_up(load_episodes(args.episodes), load_episodes(args.reference))
+    out = Path(args.out or "runs/alpha_umi/realtime")
+    config = {
+        "kind": REALTIME,
+        "recipe": {
+            "episodes": str(args.episodes),
+            "reference": str(args.reference),
+            "judge": recipe.judge,
+            "judge_max_new_tokens": recipe.judge_max_new_tokens,
+        },
+        "runtime": recipe.runtime(),
+    }
+    params = SamplingParams(max_new_tokens=recipe.judge_max_new_tokens)
+    with RunDir.create(out, config, overwrite=args.overwrite) as run:
+        judge = _Models(recipe).load(recipe.judge)
+        done = evaluate_realtime(run, pairs, judge, params, window=recipe.window)
+        metrics = realtime_metrics(run.read_records().finished)
+        run.write_metrics(metrics)
+        run.write_report(
+            "# alpha-UMi real-time evaluation\n\n"
+            + realtime_table([(out.name, run.config, metrics)])
+            + "\n"
+        )
+    print(f"{done} queries judged in {out}")
     print(json.dumps(metrics, indent=2))
     return 0
 

@@ -1,10 +1,13 @@
-"""One table (and one bar chart) over several static-evaluation runs: single vs multi-LLM."""
+"""One table (and one bar chart) over several static-evaluation runs: single vs multi-LLM;
+and a second table over real-time evaluation runs (pass rate, win rate)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from chorus_alpha_umi.realtime import KIND as REALTIME
+from chorus_alpha_umi.realtime import realtime_metrics, realtime_table
 from chorus_alpha_umi.recipes import ROLES
 from chorus_alpha_umi.static import score_run
 from chorus_shared.report import image_link, markdown_table
@@ -91,17 +94,35 @@ def bar_chart(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> Path:
 
 
 def compare_runs(run_dirs: list[str], out: str | Path | None = None) -> str:
-    """Return the comparison table of static runs; with ``out``, write it and a chart there."""
-    rows = []
+    """Return the comparison table of static runs, then the table of real-time evaluation
+    runs (`evaluate --episodes --reference`) when there are any; with ``out``, write them and
+    a chart of the static runs there."""
+    rows, realtime_rows = [], []
     for path in run_dirs:
         run = RunDir.open(path)
-        metrics = score_run(run.read_records().finished)
-        rows.append((Path(path).name, describe_roles(run.config), metrics))
-    text = metrics_table(rows)
+        records = run.read_records().finished
+        if run.config.get("kind") == REALTIME:
+            realtime_rows.append((Path(path).name, run.config, realtime_metrics(records)))
+        else:
+            rows.append((Path(path).name, describe_roles(run.config), score_run(records)))
+    parts = []
+    if rows:
+        parts.append("Static step-level evaluation:\n\n" + metrics_table(rows))
+    if realtime_rows:
+        parts.append(
+            "Real-time episodes on the offline API simulator (pass rate per side; win rate of "
+            "the episodes' side: win 1, tie 0.5, loss and unparseable 0):\n\n"
+            + realtime_table(realtime_rows)
+        )
+    text = "\n\n".join(parts)
     if out is not None:
         out = Path(out)
-        chart = bar_chart(
-            out.with_name(out.stem + "_metrics.png"), [(name, m) for name, _, m in rows]
-        )
-        out.write_text(text + "\n" + image_link(chart, out.parent) + "\n", encoding="utf-8")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        links = ""
+        if rows:
+            chart = bar_chart(
+                out.with_name(out.stem + "_metrics.png"), [(name, m) for name, _, m in rows]
+            )
+            links = image_link(chart, out.parent) + "\n"
+        out.write_text(text + "\n" + links, encoding="utf-8")
     return text

@@ -253,6 +253,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "pointwise": not args.no_pointwise,
             "bertscore_model": args.bertscore_model,
             "limit": args.limit,
+            "judge": args.judge,
+            "judge_max_words": args.judge_max_words,
         },
         "runtime": {"window": args.window},
     }
@@ -264,6 +266,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             ranker = PairRanker.from_pretrained(args.ranker).eval() if args.ranker else None
             pointwise = None if args.no_pointwise else CosineScorer()
             fuser = load_chat_model(args.fuser) if args.fuser else None
+            judge = None
+            if args.judge:
+                # One model in memory when the fuser also judges (e.g. both `default`).
+                judge = fuser if args.judge == args.fuser else load_chat_model(args.judge)
             scorer = ReferenceScorer(args.bertscore_model, args.bertscore_layers)
             windows = [todo[k : k + args.window] for k in range(0, len(todo), args.window)]
             for window in progress(windows, desc="evaluate"):
@@ -277,10 +283,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                         top_k=args.top_k,
                         fuse_max_new_tokens=args.max_new_tokens,
                         fuse_max_words=args.max_words,
+                        judge=judge,
+                        judge_max_words=args.judge_max_words,
                     )
                 )
         summary = summarise(run.read_records().finished)
         summary["skipped_inputs"] = skipped
+        summary["judge"] = args.judge
         run.write_metrics(summary)
         run.write_report(report_markdown(summary, run.path, title="LLM-Blender evaluation"))
     for message in skipped:
@@ -317,6 +326,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     run = RunDir.open(args.run)
     summary = summarise(run.read_records().finished)
     summary["skipped_inputs"] = run.read_metrics().get("skipped_inputs", [])
+    summary["judge"] = run.read_metrics().get("judge")
     text = report_markdown(summary, run.path, title="LLM-Blender evaluation")
     (run.path / "report.md").write_text(text, encoding="utf-8")
     print(text)
@@ -412,6 +422,8 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         [o["source"] for o in usable],
         topk,
         SamplingParams(max_new_tokens=args.max_new_tokens),
+        max_words=args.max_words,
+        candidate_max_tokens=args.candidate_max_tokens,
     )
     for obj, text in zip(usable, fused, strict=True):
         print(json.dumps({"id": obj.get("id"), "fused": text}))
@@ -466,6 +478,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bertscore-model", default="minilm")
     p.add_argument("--bertscore-layers", type=int, default=6)
     p.add_argument("--limit", type=int, help="first N test items only")
+    p.add_argument(
+        "--judge",
+        help="GPT-Rank judge chat-model spec (default, hf:..., openai:...); adds the column",
+    )
+    p.add_argument(
+        "--judge-max-words", type=int, default=256, help="each answer cut to N words for the judge"
+    )
     p.add_argument("--out", required=True, help="run directory (resumable)")
     p.add_argument("--window", type=int, default=16)
     p.add_argument("--overwrite", action="store_true")
@@ -515,6 +534,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="records.jsonl written by `rank`")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-words", type=int, default=128, help="each candidate cut to N words")
+    p.add_argument(
+        "--candidate-max-tokens",
+        type=int,
+        help="cut each candidate to N tokens of the fuser's tokenizer instead (paper: 128)",
+    )
     p.set_defaults(func=cmd_fuse)
     return parser
 

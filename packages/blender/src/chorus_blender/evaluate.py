@@ -15,6 +15,11 @@ reference with :class:`chorus_blender.metrics.ReferenceScorer`:
 - ``PairRanker``: rank 1 of the PairRanker (``full`` aggregation, ``max_logits``);
 - ``PairRanker + GenFuser``: a fuser model writes one answer from the PairRanker's top K.
 
+With a judge (any ChatModel spec), every method also gets its GPT-Rank (lower is better;
+:mod:`chorus_blender.gpt_rank`): the item's candidates and the fused answer are ranked by
+pairwise wins judged by the chat model, and a method scores the rank of the answer it returned
+(``random``: the mean rank of the candidates). Unparseable verdicts are counted per item.
+
 Per-item scores go to a chorus run folder window by window (resumable); ``summarise`` gives
 mean and standard error (sample std, ddof=1, over sqrt(n)) per method and metric.
 """
@@ -34,6 +39,7 @@ BEST_SINGLE = "best single"
 POINTWISE = "pointwise (MiniLM cosine)"
 PAIRRANKER = "PairRanker"
 FUSED = "PairRanker + GenFuser"
+GPT_RANK = "gpt_rank"
 
 
 def oracle_name(metric: str) -> str:
@@ -104,12 +110,17 @@ def evaluate_window(
     fuse_max_new_tokens: int = 128,
     fuse_max_words: int = 128,
     metrics: Sequence[str] = TABLE_METRICS,
+    judge: Any | None = None,
+    judge_max_words: int = 256,
 ) -> list[dict[str, Any]]:
     """Return one record per item with every method's choice and its scores.
 
     One batched ranking pass, one batched pointwise pass, one batched ``chat`` call for the
     fuser and one batched scoring pass for the fused answers. An item whose fused answer
     failed gets score 0 for the fuser on every metric and its ``fuse_error`` set (counted).
+    With a ``judge`` chat model, one more batched ``chat`` call judges all pairs of all items
+    (both orders) and each method's score gets ``gpt_rank``; the record's ``gpt_rank`` holds
+    the entries' ranks and the counts of judged and unparseable verdicts.
     """
     from chorus_blender.fuser import fuse
     from chorus_blender.ranking import get_topk_candidates_from_ranks, rank
@@ -160,7 +171,50 @@ def evaluate_window(
                 record["fuse_error"] = "empty or failed generation"
             scores[FUSED] = {m: float(fused_scores[k][m]) for m in metrics}
         records.append(record)
+    if judge is not None:
+        _add_gpt_rank(records, items, texts, fused, judge, judge_max_words, metrics)
     return records
+
+
+def _add_gpt_rank(
+    records: list[dict[str, Any]],
+    items: Sequence[Mapping[str, Any]],
+    texts: Sequence[Sequence[str]],
+    fused: Sequence[str] | None,
+    judge: Any,
+    max_words: int,
+    metrics: Sequence[str],
+) -> None:
+    """Judge all pairs of every item's entries (candidates + fused answer) in one call."""
+    from chorus_blender.gpt_rank import gpt_rank
+    from chorus_blender.training import record_source
+
+    entries = [list(t) + ([fused[k]] if fused is not None else []) for k, t in enumerate(texts)]
+    ranked = gpt_rank(judge, [record_source(it) for it in items], entries, max_words=max_words)
+    for k, (record, result) in enumerate(zip(records, ranked, strict=True)):
+        n = len(texts[k])
+        ranks = result.ranks
+        scores = record["scores"]
+        scores[RANDOM][GPT_RANK] = math.fsum(ranks[:n]) / n
+        table = [{m: float(c["scores"][m]) for m in metrics} for c in items[k]["candidates"]]
+        for m in metrics:
+            scores[oracle_name(m)] = {
+                **scores[oracle_name(m)],
+                GPT_RANK: ranks[_argmax([t[m] for t in table])],
+            }
+        for j, c in enumerate(items[k]["candidates"]):
+            scores[f"generator:{c.get('generator') or c.get('model')}"][GPT_RANK] = ranks[j]
+        for method, j in record["choices"].items():
+            scores[method] = {**scores[method], GPT_RANK: ranks[j]}
+        if fused is not None:
+            scores[FUSED][GPT_RANK] = ranks[n]
+        record[GPT_RANK] = {
+            "ranks": ranks,
+            "n_entries": len(ranks),
+            "judged": result.judged,
+            "unparseable": result.unparseable,
+            "verdicts": result.verdict_counts(),
+        }
 
 
 def summarise(
@@ -168,19 +222,32 @@ def summarise(
 ) -> dict[str, Any]:
     """Return mean and s.e. per method and metric, and which generator is the best single.
 
+    When every record carries GPT-Rank (evaluated with a judge), ``gpt_rank`` is one more
+    metric, and the judge's verdict and unparseable counts are summed.
+
     The best single generator is the one with the highest mean BERTScore (the first metric)
     over the items; items lacking its candidate (a failed generation) count as 0.
     """
     if not records:
         raise ValueError("no evaluated items to summarise")
+    judged = all(GPT_RANK in r for r in records)
+    # Oracles pick by a reference metric; GPT-Rank is then one more column of every row.
+    oracles = [oracle_name(m) for m in metrics]
+    if judged:
+        metrics = [*metrics, GPT_RANK]
     generators = sorted({k for r in records for k in r["scores"] if k.startswith("generator:")})
-    zero = dict.fromkeys(metrics, 0.0)
+
+    def value(r: Mapping[str, Any], method: str, metric: str) -> float:
+        if method in r["scores"]:
+            return float(r["scores"][method][metric])
+        # A missing answer (failed generation) scores 0, and the worst rank on GPT-Rank.
+        return float(r[GPT_RANK]["n_entries"]) if metric == GPT_RANK else 0.0
 
     def column(method: str, metric: str) -> list[float]:
-        return [float(r["scores"].get(method, zero)[metric]) for r in records]
+        return [value(r, method, metric) for r in records]
 
     best = max(generators, key=lambda g: math.fsum(column(g, metrics[0]))) if generators else None
-    methods = [RANDOM, *(oracle_name(m) for m in metrics)]
+    methods = [RANDOM, *oracles]
     methods += [m for m in (POINTWISE, PAIRRANKER, FUSED) if all(m in r["scores"] for r in records)]
     table: dict[str, dict[str, dict[str, float]]] = {}
     for method in methods:
@@ -204,6 +271,15 @@ def summarise(
         "table": table,
         "per_generator": per_generator,
         "fuse_errors": sum(1 for r in records if r.get("fuse_error")),
+        "judge_verdicts": sum(int(r[GPT_RANK]["judged"]) for r in records) if judged else 0,
+        "judge_unparseable": sum(int(r[GPT_RANK]["unparseable"]) for r in records) if judged else 0,
+        # Position bias: the judge's answers by the position it named (A = shown first).
+        "judge_verdict_counts": {
+            k: sum(int(r[GPT_RANK].get("verdicts", {}).get(k, 0)) for r in records)
+            for k in ("A", "B", "tie", "unparseable")
+        }
+        if judged
+        else {},
     }
 
 
@@ -227,12 +303,28 @@ def report_markdown(summary: Mapping[str, Any], run_dir: Path, *, title: str) ->
         cells = [f"{table[method][m]['mean']:.2f} ± {table[method][m]['se']:.2f}" for m in metrics]
         rows.append([label, *cells])
     png = bar_plot(run_dir / "table.png", summary, order)
+    header = [f"{m} (lower better)" if m == GPT_RANK else m for m in metrics]
+    note = "reference metrics x100"
+    if GPT_RANK in metrics:
+        note += (
+            f"; gpt_rank = rank among each item's candidates and fused answer by pairwise wins "
+            f"judged by {summary.get('judge') or 'a chat model'} (both orders; "
+            f"{summary['judge_unparseable']} of {summary['judge_verdicts']} verdicts unparseable, "
+            "counted as no win)"
+        )
+        counts = summary.get("judge_verdict_counts") or {}
+        if counts.get("A", 0) + counts.get("B", 0):
+            note += (
+                f"; the judge named the first-shown answer {counts['A']} times and the second "
+                f"{counts['B']} times (ties {counts['tie']}): a large gap is position bias, "
+                "which the two orders cancel"
+            )
     lines = [
         f"# {title}",
         "",
-        f"{summary['items']} test items; mean ± s.e. (sample std over sqrt(n)); all metrics x100.",
+        f"{summary['items']} test items; mean ± s.e. (sample std over sqrt(n)); {note}.",
         "",
-        markdown_table(["method", *metrics], rows),
+        markdown_table(["method", *header], rows),
         "",
         image_link(png, run_dir, alt="mean score per method, with s.e. bars"),
         "",
@@ -254,9 +346,18 @@ def bar_plot(path: Path, summary: Mapping[str, Any], order: Sequence[str]) -> Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = summary["metrics"]
+    # GPT-Rank (a rank, lower better) gets its own panel: it is not on the x100 scale.
+    metrics = [m for m in summary["metrics"] if m != GPT_RANK]
+    ranked = GPT_RANK in summary["metrics"]
     width = 0.8 / max(1, len(order))
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, axes = plt.subplots(
+        1,
+        2 if ranked else 1,
+        figsize=(12 if ranked else 9, 4.5),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [3, 1]} if ranked else None,
+    )
+    ax = axes[0][0]
     for k, method in enumerate(order):
         means = [summary["table"][method][m]["mean"] for m in metrics]
         errs = [summary["table"][method][m]["se"] for m in metrics]
@@ -266,6 +367,13 @@ def bar_plot(path: Path, summary: Mapping[str, Any], order: Sequence[str]) -> Pa
     ax.set_ylabel("score (x100)")
     ax.set_title("LLM-Blender methods on the test set")
     ax.legend(fontsize=7, ncol=2)
+    if ranked:
+        rank_ax = axes[0][1]
+        for k, method in enumerate(order):
+            cell = summary["table"][method][GPT_RANK]
+            rank_ax.bar([k], [cell["mean"]], 0.8, yerr=[cell["se"]], capsize=2)
+        rank_ax.set_xticks(range(len(order)), order, rotation=60, ha="right", fontsize=6)
+        rank_ax.set_ylabel("GPT-Rank (lower better)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

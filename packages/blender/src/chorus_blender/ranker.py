@@ -190,11 +190,24 @@ class PairRanker(nn.Module):
         return folder
 
     # -- encoding ---------------------------------------------------------------------------
-    def encode_triple(self, source: str, cand1: str, cand2: str) -> list[int]:
-        """Return the token ids of one (source, A, B) input within the length budgets."""
+    def encode_triple(
+        self, source: str, cand1: str, cand2: str, *, cache: dict[str, list[int]] | None = None
+    ) -> list[int]:
+        """Return the token ids of one (source, A, B) input within the length budgets.
+
+        ``cache`` (text -> ids) lets a batch of all pairs tokenize each text once.
+        """
         tok = self.tokenizer
         cfg = self.config
-        src = tok.encode(source, add_special_tokens=False)[: cfg.source_max_length]
+
+        def ids(text: str) -> list[int]:
+            if cache is None:
+                return tok.encode(text, add_special_tokens=False)
+            if text not in cache:
+                cache[text] = tok.encode(text, add_special_tokens=False)
+            return cache[text]
+
+        src = ids(source)[: cfg.source_max_length]
         cls_ids = [tok.cls_token_id] if tok.cls_token_id is not None else []
         sep_ids = [tok.sep_token_id] if tok.sep_token_id is not None else []
         fixed = len(cls_ids) + 3 * (1 + len(sep_ids))
@@ -202,8 +215,8 @@ class PairRanker(nn.Module):
         spare = cfg.source_max_length - len(src)
         per_cand = cfg.candidate_max_length + spare // 2
         per_cand = max(1, min(per_cand, (cfg.max_length - fixed - len(src)) // 2))
-        a = tok.encode(cand1, add_special_tokens=False)[:per_cand]
-        b = tok.encode(cand2, add_special_tokens=False)[:per_cand]
+        a = ids(cand1)[:per_cand]
+        b = ids(cand2)[:per_cand]
         s_id, a_id, b_id = self.marker_ids
         return [
             *cls_ids,
@@ -236,9 +249,12 @@ class PairRanker(nn.Module):
                     "does not match the ranker's marker tokens"
                 )
             picked.append(hidden[rows, hits.int().argmax(dim=1)])
-        source, cand1, cand2 = picked
-        scores1 = self.head_layer(torch.cat([source, cand1], dim=-1))
-        scores2 = self.head_layer(torch.cat([source, cand2], dim=-1))
+        # The head runs in fp32 even under bf16 autocast: the logit is a difference of two
+        # scores, and rounding each to bf16 would swamp small gaps.
+        source, cand1, cand2 = (h.float() for h in picked)
+        with torch.autocast(hidden.device.type, enabled=False):
+            scores1 = self.head_layer(torch.cat([source, cand1], dim=-1))
+            scores2 = self.head_layer(torch.cat([source, cand2], dim=-1))
         return {"logits": (scores1 - scores2).mean(dim=-1), "scores1": scores1, "scores2": scores2}
 
     def collate(self, encoded: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
@@ -261,36 +277,69 @@ class PairRanker(nn.Module):
         *,
         batch_size: int = 32,
         max_batch_tokens: int = 65536,
+        precision: str = "auto",
     ) -> list[float]:
         """Return one logit per (source, A, B) triple, batched in length-sorted micro-batches.
 
-        All triples go through the encoder together (sorted by length so padding stays small),
-        never one pair at a time; results come back in input order.
+        All triples go through the encoder together (sorted by length so padding stays small;
+        each distinct text tokenized once), never one pair at a time; results come back in
+        input order. ``precision``: ``fp32``, ``bf16`` (autocast: matmuls in bf16, norms and
+        softmax in fp32; the head always in fp32) or ``auto`` = bf16 where the hardware runs
+        it natively (a CUDA GPU with bf16, a CPU with AMX / AVX-512 BF16), else fp32. bf16
+        moves logits by a few 1e-3 (untrained MiniLM head), which can swap near-tied
+        candidates; pass ``fp32`` for the exact ranking.
         """
         if not len(sources) == len(cands1) == len(cands2):
             raise ValueError("sources, cands1 and cands2 must have the same length")
         if batch_size < 1 or max_batch_tokens < 1:
             raise ValueError("batch_size and max_batch_tokens must be >= 1")
+        cache: dict[str, list[int]] = {}
         encoded = [
-            self.encode_triple(s, a, b) for s, a, b in zip(sources, cands1, cands2, strict=True)
+            self.encode_triple(s, a, b, cache=cache)
+            for s, a, b in zip(sources, cands1, cands2, strict=True)
         ]
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         out = [0.0] * len(encoded)
         device = next(self.parameters()).device
+        bf16 = use_bf16(precision, device)
         was_training = self.training
         self.eval()
         start = 0
-        while start < len(order):
-            width = len(encoded[order[start]])  # longest of this batch: the list is sorted
-            n = max(1, min(batch_size, max_batch_tokens // max(width, 1)))
-            chunk = order[start : start + n]
-            batch = {k: v.to(device) for k, v in self.collate([encoded[i] for i in chunk]).items()}
-            logits = self(**batch)["logits"].float().cpu().tolist()
-            for i, value in zip(chunk, logits, strict=True):
-                out[i] = value
-            start += n
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
+        ):
+            while start < len(order):
+                width = len(encoded[order[start]])  # longest of this batch: the list is sorted
+                n = max(1, min(batch_size, max_batch_tokens // max(width, 1)))
+                chunk = order[start : start + n]
+                batch = self.collate([encoded[i] for i in chunk])
+                batch = {k: v.to(device) for k, v in batch.items()}
+                logits = self(**batch)["logits"].float().cpu().tolist()
+                for i, value in zip(chunk, logits, strict=True):
+                    out[i] = value
+                start += n
         self.train(was_training)
         return out
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def use_bf16(precision: str, device: torch.device | str) -> bool:
+    """Return whether ``precision`` means bf16 autocast on ``device`` (see ``pair_logits``)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision == "bf16"
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if kind == "cpu":
+        from chorus_shared.models.hf import cpu_has_native_bf16
+
+        return cpu_has_native_bf16()
+    return False
 
 
 def _resolve_folder(name_or_path: str | Path) -> Path:

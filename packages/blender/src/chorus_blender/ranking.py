@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -53,7 +53,7 @@ def compare_matrix(
     scorer: PairScorer,
     inputs: Sequence[str],
     candidates: Sequence[Sequence[str]],
-    **batching: int,
+    **batching: Any,
 ) -> list[np.ndarray]:
     """Return, per input, the n x n matrix ``M[j, k]`` = logit of candidate j (as A) vs k (as B).
 
@@ -111,7 +111,7 @@ def bubble_best(
     candidates: Sequence[Sequence[str]],
     *,
     seed: int = 0,
-    **batching: int,
+    **batching: Any,
 ) -> list[int]:
     """Return the index of the best candidate per input by one bubble pass (n - 1 comparisons).
 
@@ -147,7 +147,7 @@ def rank(
     aggregation: Aggregation = "max_logits",
     return_scores: bool = False,
     seed: int = 0,
-    **batching: int,
+    **batching: Any,
 ) -> list[list[int]] | list[list[float]]:
     """Return ranks (1 = best) per input, or scores with ``return_scores``.
 
@@ -181,7 +181,7 @@ def compare(
     instructions: Sequence[str] | None = None,
     *,
     return_logits: bool = False,
-    **batching: int,
+    **batching: Any,
 ) -> list[bool] | list[float]:
     """Return whether A beats B per input (or the logit), both orders averaged.
 
@@ -222,7 +222,7 @@ def rank_with_ref(
     *,
     ref_mode: str = "longest",
     ref_candidates: Sequence[str] | None = None,
-    **batching: int,
+    **batching: Any,
 ) -> list[list[float]]:
     """Return a reward per candidate: its both-orders logit against a reference answer.
 

@@ -209,7 +209,7 @@ def train_ranker(
     }
 
 
-def pairwise_accuracy(ranker: Any, pairs: Sequence[Pair], **batching: int) -> float:
+def pairwise_accuracy(ranker: Any, pairs: Sequence[Pair], **batching: Any) -> float:
     """Return the share of pairs whose both-orders logit has the gold sign (ties count wrong)."""
     from chorus_blender.ranking import compare
 

@@ -10,9 +10,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from chorus_selfee.chain import verdict
+from chorus_selfee.constrained import ConstrainedChooser
 from chorus_selfee.datasets import load_instructions
 from chorus_selfee.enforce import ChatContinuer, Continuer, HFContinuer, enforce_generate
-from chorus_selfee.judge import aggregate, aggregate_pairwise, judge_pairs, judge_pairwise, table
+from chorus_selfee.judge import (
+    GROUPS,
+    aggregate,
+    aggregate_pairwise,
+    judge_likelihood,
+    judge_pairs,
+    judge_pairwise,
+    pct,
+    table,
+)
 from chorus_selfee.recipes import SelfeeRecipe, available_recipes, load_recipe, verb_view
 from chorus_selfee.records import training_records
 from chorus_selfee.teacher import generate_feedback_data
@@ -20,7 +31,8 @@ from chorus_shared.config import add_recipe_arguments, cli_overrides
 from chorus_shared.data import load_dataset_records
 from chorus_shared.judges import available_judge_schemes, load_pairwise_judge
 from chorus_shared.models import SamplingParams, load_chat_model, parse_spec
-from chorus_shared.runs import RunDir, pending, progress
+from chorus_shared.report import image_link, line_plot, markdown_table
+from chorus_shared.runs import OutputFolder, RunDir, pending, progress
 
 
 def _verb(verbs: Any, name: str, help_text: str) -> argparse.ArgumentParser:
@@ -68,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = verbs.add_parser("report", help="print the tables of evaluate runs")
     rep.add_argument("run_dirs", nargs="+")
+    rep.add_argument("--out", help="folder for report.md, metrics.json and the plot")
     return parser
 
 
@@ -99,6 +112,11 @@ def cmd_generate(args: argparse.Namespace) -> dict:
     print(f"{run.path}: {len(items) - len(todo)} of {len(items)} already done", file=sys.stderr)
     if todo:
         teacher = _model(r.teacher, r)
+        chooser = (
+            ConstrainedChooser(teacher, batch_size=r.batch_size)
+            if r.teacher_verdict == "constrained"
+            else None
+        )
         with run:
             for w in progress(_windows(todo, r.window), desc="generate windows"):
                 # The seed derives from the window's first id, so a resumed run draws the same.
@@ -112,6 +130,7 @@ def cmd_generate(args: argparse.Namespace) -> dict:
                     params,
                     max_iterations=r.max_iterations,
                     use_reference=r.use_reference,
+                    chooser=chooser,
                 ):
                     run.append(rec)
     recs = run.records()
@@ -121,9 +140,39 @@ def cmd_generate(args: argparse.Namespace) -> dict:
         "truncated": sum(bool(x["iteration_truncated"]) for x in recs),
         "missing_verdicts": sum(x["missing_verdicts"] for x in recs),
         "errors": sum(x["errors"] for x in recs),
+        "teacher_verdict": r.teacher_verdict,
+        **_verdict_counts(recs),
     }
     run.write_metrics(metrics)
     return metrics
+
+
+def _verdict_counts(recs: list[dict]) -> dict:
+    """Return how many critiques asked for a revision, said none is needed, or gave none."""
+    counts = {"verdicts_needed": 0, "verdicts_not_needed": 0, "verdicts_missing": 0}
+    for rec in recs:
+        for o in rec["outputs"]:
+            if o.get("feedback") is None:
+                continue
+            v = verdict(o["feedback"])
+            key = "missing" if v is None else "needed" if v else "not_needed"
+            counts[f"verdicts_{key}"] += 1
+    return counts
+
+
+def _questions(r: SelfeeRecipe) -> list[dict]:
+    """Return the evaluation questions: the first ``per_category`` of each category (all when
+    null), in file order, then the first ``limit``."""
+    items = load_instructions(r.eval_set, "test", r.data_dir)
+    if r.per_category is not None:
+        seen: dict[str, int] = {}
+        kept = []
+        for q in items:
+            seen[q["category"]] = seen.get(q["category"], 0) + 1
+            if seen[q["category"]] <= r.per_category:
+                kept.append(q)
+        items = kept
+    return items[: r.limit]
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
@@ -169,7 +218,7 @@ def _continuer(spec: str, r: SelfeeRecipe) -> Continuer:
 def cmd_infer(args: argparse.Namespace) -> dict:
     """Run SelFee inference into a run dir (resuming); return its metrics."""
     r = _recipe(args)
-    items = load_instructions(r.eval_set, "test", r.data_dir)[: r.limit]
+    items = _questions(r)
     run = RunDir.create(
         args.out or f"runs/selfee/infer-{r.eval_set}-k{r.max_num_revision}",
         {"recipe": r.identity("infer"), "runtime": r.runtime()},
@@ -231,10 +280,12 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     """Judge answers against a reference (chat judge: both orders; pairwise judge: one
     debiased logit per question) into a run dir; return the metrics."""
     r = _recipe(args)
-    kind = _judge_kind(r.judge)
+    plugin = _judge_kind(r.judge) == "pairwise"
+    likelihood = not plugin and r.judge_scores == "likelihood"
+    # A local model's "1" vs "2" preference (both orders) is reported like a pairwise judge.
+    kind = "pairwise" if plugin or likelihood else "chat"
     mine, ref = load_answers(args.answers, r.eval_set), load_answers(args.reference, r.eval_set)
-    questions = [q for q in load_instructions(r.eval_set, "test", r.data_dir) if q["id"] in mine]
-    questions = questions[: r.limit]
+    questions = [q for q in _questions(r) if q["id"] in mine]
     run = RunDir.create(
         args.out or "runs/selfee/evaluate",
         {
@@ -250,11 +301,21 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     done = run.finished_ids()
     last = "pairwise" if kind == "pairwise" else "reference-first"
     todo = [q for q in questions if f"{q['id']}-{last}" not in done]
-    if todo and kind == "pairwise":
+    if todo and plugin:
         judge = load_pairwise_judge(r.judge)
         with run:
             for w in progress(_windows(todo, r.window), desc="judge windows"):
                 for rec in judge_pairwise(judge, w, mine, ref):
+                    run.append(rec)
+    elif todo and likelihood:
+        prompts = {
+            p["category"]: p
+            for p in load_dataset_records("vicuna80-judge", "test", path=r.data_dir)
+        }
+        chooser = ConstrainedChooser(_model(r.judge, r), batch_size=r.batch_size)
+        with run:
+            for w in progress(_windows(todo, r.window), desc="judge windows"):
+                for rec in judge_likelihood(chooser, prompts, w, mine, ref):
                     run.append(rec)
     elif todo:
         prompts = {
@@ -262,22 +323,125 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
             for p in load_dataset_records("vicuna80-judge", "test", path=r.data_dir)
         }
         judge = _model(r.judge, r)
+        chooser = (
+            ConstrainedChooser(judge, batch_size=r.batch_size)
+            if r.judge_scores == "constrained"
+            else None
+        )
         params = SamplingParams(
             max_new_tokens=r.judge_max_new_tokens, temperature=r.judge_temperature, seed=r.seed
         )
         with run:
             for w in progress(_windows(todo, r.window), desc="judge windows"):
-                for rec in judge_pairs(judge, prompts, w, mine, ref, params):
+                for rec in judge_pairs(judge, prompts, w, mine, ref, params, chooser):
                     if rec["id"] not in done:
                         run.append(rec)
     records = run.records()
     metrics = aggregate_pairwise(records) if kind == "pairwise" else aggregate(records)
+    metrics.update(_answers_info(args.answers))
+    metrics["judge"] = r.judge
+    metrics["judge_scores"] = "pairwise" if plugin else r.judge_scores
     run.write_metrics(metrics)
     run.write_report(
         f"# SelFee pairwise evaluation\n\nanswers: `{args.answers}`  \n"
         f"reference: `{args.reference}`  \njudge: `{r.judge}` ({kind})\n\n{table(metrics)}\n"
     )
     return metrics
+
+
+def _answers_info(source: str) -> dict:
+    """Return the forced-revision setting and counts of an infer run dir (empty for a file)."""
+    path = Path(source)
+    if not path.is_dir():
+        return {}
+    run = RunDir.open(path)
+    recs = run.records()
+    return {
+        "answers_k": run.config_value("recipe.max_num_revision", int),
+        "answers_forced": sum(x["forced"] for x in recs),
+        "answers_mean_revisions": sum(x["revisions"] for x in recs) / max(len(recs), 1),
+    }
+
+
+def cmd_report(run_dirs: Sequence[str], out: str | None) -> str:
+    """Return the markdown report of evaluate runs (per-run tables, and a comparison across
+    runs by judge prompt group); with ``out``, also write report.md, metrics.json and a plot
+    of the relative score against the number of forced revisions there."""
+    runs = [(d, RunDir.open(d).read_metrics()) for d in run_dirs]
+    parts = ["# SelFee evaluation report\n"]
+    chat_runs = [(d, m) for d, m in runs if m.get("judge_kind") != "pairwise"]
+    if chat_runs:
+        header = ["run", "K", "forced", "general", "coding", "math", "all", "parsed"]
+        rows = []
+        for d, m in chat_runs:
+            groups = m.get("per_group", {})
+            rows.append(
+                [
+                    Path(d).name,
+                    m.get("answers_k", ""),
+                    m.get("answers_forced", ""),
+                    *(pct(groups.get(g, {}).get("relative")) for g in GROUPS),
+                    pct(m["relative"]),
+                    f"{m['parsed']}/{m['parsed'] + m['unparsed']}",
+                ]
+            )
+        parts.append(
+            "Relative score = total(model) / total(reference) over both orders, by judge "
+            "prompt (general / coding / math); K = forced revisions.\n\n"
+            + markdown_table(header, rows)
+        )
+    pair_runs = [(d, m) for d, m in runs if m.get("judge_kind") == "pairwise"]
+    if pair_runs:
+        header = ["run", "K", "forced", "general", "coding", "math", "all", "valid"]
+        rows = []
+        for d, m in pair_runs:
+            groups = m.get("per_group", {})
+            valid = m["wins"] + m["losses"] + m["ties"]
+            rows.append(
+                [
+                    Path(d).name,
+                    m.get("answers_k", ""),
+                    m.get("answers_forced", ""),
+                    *(pct(groups.get(g, {}).get("win_rate")) for g in GROUPS),
+                    pct(m["win_rate"]),
+                    f"{valid}/{valid + m['invalid']}",
+                ]
+            )
+        parts.append(
+            "\nPairwise judges: win rate of the model vs the reference ((wins + ties/2) / "
+            "valid), both orders averaged, by judge prompt.\n\n" + markdown_table(header, rows)
+        )
+    for d, m in runs:
+        parts.append(f"## {d}\n\n{table(m)}\n")
+    text = "\n".join(parts)
+    if out:
+        folder = OutputFolder(out)
+        with_k = sorted(
+            ((m["answers_k"], m) for _, m in chat_runs if m.get("answers_k") is not None),
+            key=lambda x: x[0],
+        )
+        series = {}
+        for g in (*GROUPS, "all"):
+            pts = [
+                (k, 100 * rel)
+                for k, m in with_k
+                if (rel := (m if g == "all" else m.get("per_group", {}).get(g, {})).get("relative"))
+                is not None
+            ]
+            if pts:
+                series[g] = ([p[0] for p in pts], [p[1] for p in pts], None)
+        if series:
+            png = line_plot(
+                folder.figure_path("relative_by_group"),
+                series,
+                xlabel="forced revisions K",
+                ylabel="relative score (%)",
+                title="SelFee: relative score by judge prompt",
+            )
+            text += "\n" + image_link(png, folder.path) + "\n"
+        folder.write_metrics({d: m for d, m in runs})
+        folder.write_report(text)
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -309,8 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log_dir=args.log_dir,
             )
         elif args.verb == "report":
-            for d in args.run_dirs:
-                print(f"## {d}\n\n{table(RunDir.open(d).read_metrics())}\n")
+            print(cmd_report(args.run_dirs, args.out))
     except (ValueError, OSError, ImportError, RuntimeError, KeyError) as exc:
         print(f"chorus-selfee: error: {exc}", file=sys.stderr)
         return 2

@@ -226,7 +226,13 @@ def enforce_prompts(
             if not at_verdict:  # EOS without a verdict, or the budget: done as it is
                 finish[i] = fin
                 continue
-            if revisions_written(texts[i]) < max_num_revision and used[i] < budget[i]:
+            # forced[i] < K: a chain whose headers went out of order never parses K revisions;
+            # it is forced at most K times, like a well-formed one, never left dangling.
+            if (
+                revisions_written(texts[i]) < max_num_revision
+                and forced[i] < max_num_revision
+                and used[i] < budget[i]
+            ):
                 texts[i] += f"{NEEDED}.\n\n### Revision {revisions_written(texts[i]) + 1}:\n"
                 forced[i] += 1
                 still.append(i)

@@ -17,16 +17,32 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from chorus_shared.judges import PairwiseJudge
-from chorus_shared.models import ChatModel, SamplingParams
+from chorus_shared.models import ChatModel, Completion, SamplingParams
 
 _NUM = r"(-?\d+(?:\.\d+)?)"
 _TUPLE = re.compile(rf"\(\s*{_NUM}\s*,\s*{_NUM}\s*\)")
 _FIRST_LINE = re.compile(rf"^\s*{_NUM}\s+{_NUM}\s*$")
 
-# Vicuna-80 categories -> the reviewer prompt used for them.
+# Vicuna-80 categories -> the reviewer prompt used for them (the paper's three groups).
 PROMPT_FOR = {"coding": "coding", "math": "math"}
+GROUPS = ("general", "coding", "math")
+JUDGE_SCORE_MODES = ("review", "constrained", "likelihood")
+# Likelihood judge: the reviewer prompt with this request in place of the scoring one; the
+# judge's next token after "Assistant " is read as its preference between "1" and "2".
+PAIRWISE_REQUEST = (
+    "Which of the two AI assistants answered the user question above better (helpfulness, "
+    "relevance, accuracy, level of detail)? Reply with the number of that assistant only: 1 or 2."
+)
+# Constrained judge: the review's first line, "a b" with both scores in 1..10.
+SCORE_LINES: tuple[str, ...] = tuple(f"{a} {b}\n" for a in range(1, 11) for b in range(1, 11))
+
+
+def group_of(category: str) -> str:
+    """Return the judge prompt group (general, coding, math) of a Vicuna-80 category."""
+    return PROMPT_FOR.get(category, "general")
 
 
 def parse_scores(review: str) -> tuple[float, float] | None:
@@ -57,11 +73,14 @@ def judge_pairs(
     model_answers: dict[str, str],
     reference_answers: dict[str, str],
     params: SamplingParams,
+    chooser: Any = None,
 ) -> list[dict]:
     """Return one review record per (question, order), from one batched ``chat`` call.
 
     ``order`` "model-first" puts the model as Assistant 1. A question missing either answer
-    raises, naming it: a silent gap would change the relative score.
+    raises, naming it: a silent gap would change the relative score. With a ``chooser``
+    (``chorus_selfee.constrained``), the judge does not write free text: its review is the
+    first line "a b" it picks among ``SCORE_LINES``, then parsed like any review.
     """
     _check_answers(questions, model_answers, reference_answers)
     convs, meta = [], []
@@ -70,7 +89,11 @@ def judge_pairs(
         for order, a1, a2 in (("model-first", m, r), ("reference-first", r, m)):
             convs.append(judge_prompt(prompts, q["category"], q["instruction"], a1, a2))
             meta.append((q, order))
-    out = judge.chat(convs, params)
+    if chooser is None:
+        out = judge.chat(convs, params)
+    else:
+        picks = chooser.choose(convs, [""] * len(convs), SCORE_LINES)
+        out = [Completion(text=SCORE_LINES[k], finish_reason="stop") for k in picks]
     records = []
     for (q, order), c in zip(meta, out, strict=True):
         s = parse_scores(c.text) if c.finish_reason != "error" else None
@@ -85,10 +108,55 @@ def judge_pairs(
                 "id": f"{q['id']}-{order}",
                 "question": q["id"],
                 "category": q["category"],
+                "group": group_of(q["category"]),
                 "order": order,
                 "review": c.text,
                 "model_score": model_score,
                 "reference_score": ref_score,
+            }
+        )
+    return records
+
+
+def judge_likelihood(
+    chooser: Any,
+    prompts: dict[str, dict],
+    questions: Sequence[dict],
+    model_answers: dict[str, str],
+    reference_answers: dict[str, str],
+) -> list[dict]:
+    """Return one record per question, like ``judge_pairwise``: the judge reads the category's
+    reviewer prompt asking which assistant is better, in both orders; per order the margin is
+    log P(model's number) - log P(reference's number) of its next token after "Assistant ",
+    and ``logit`` is the mean of the two margins (position bias cancels). > 0: model wins."""
+    _check_answers(questions, model_answers, reference_answers)
+    convs = []
+    for q in questions:
+        m, r = model_answers[q["id"]], reference_answers[q["id"]]
+        for a1, a2 in ((m, r), (r, m)):
+            p = dict(prompts[group_of(q["category"])], prompt=PAIRWISE_REQUEST)
+            convs.append(
+                judge_prompt({group_of(q["category"]): p}, q["category"], q["instruction"], a1, a2)
+            )
+    lps = chooser.token_logprobs(convs, ["Assistant "] * len(convs), ["1", "2"])
+    records = []
+    for n, q in enumerate(questions):
+        (mf1, mf2), (rf1, rf2) = lps[2 * n], lps[2 * n + 1]
+        margins = (mf1 - mf2, rf2 - rf1)  # model is Assistant 1, then Assistant 2
+        x = sum(margins) / 2
+        valid = math.isfinite(x)
+        records.append(
+            {
+                "id": f"{q['id']}-pairwise",
+                "question": q["id"],
+                "category": q["category"],
+                "group": group_of(q["category"]),
+                "order": "both",
+                "margins": list(margins) if valid else None,
+                "logit": x if valid else None,
+                "winner": None
+                if not valid
+                else ("model" if x > 0 else "reference" if x < 0 else "tie"),
             }
         )
     return records
@@ -147,10 +215,11 @@ def aggregate_pairwise(records: Sequence[dict]) -> dict:
     ``win_rate`` = (wins + ties / 2) / valid comparisons; None when none is valid.
     """
     tot: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    groups: dict[str, list[int]] = {g: [0, 0, 0, 0] for g in GROUPS}
     slot = {"model": 0, "reference": 1, "tie": 2, None: 3}
     for r in records:
-        for key in (r["category"], "all"):
-            tot[key][slot[r["winner"]]] += 1
+        for t in (tot[r["category"]], tot["all"], groups[group_of(r["category"])]):
+            t[slot[r["winner"]]] += 1
 
     def summary(t: list[int]) -> dict:
         n = t[0] + t[1] + t[2]
@@ -163,20 +232,24 @@ def aggregate_pairwise(records: Sequence[dict]) -> dict:
         }
 
     result = {"judge_kind": "pairwise", **summary(tot.pop("all", [0, 0, 0, 0]))}
+    result["per_group"] = {g: summary(v) for g, v in groups.items() if sum(v)}
     result["per_category"] = {k: summary(v) for k, v in sorted(tot.items())}
     return result
 
 
 def aggregate(reviews: Sequence[dict]) -> dict:
-    """Return ``{relative, model_total, reference_total, parsed, unparsed, per_category}``.
+    """Return ``{relative, model_total, reference_total, parsed, unparsed, parse_rate,
+    per_group, per_category}``.
 
-    Unparsed reviews are left out of both totals and counted. ``relative`` is None when no
-    review parsed (or the reference total is 0).
+    ``per_group`` uses the paper's three judge prompts (general, coding, math), ``per_category``
+    the Vicuna-80 categories. Unparsed reviews are left out of both totals and counted.
+    ``relative`` = total(model) / total(reference) over both orders; None when no review
+    parsed (or the reference total is 0).
     """
     tot: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0, 0])
+    groups: dict[str, list[float]] = {g: [0.0, 0.0, 0, 0] for g in GROUPS}
     for r in reviews:
-        for key in (r["category"], "all"):
-            t = tot[key]
+        for t in (tot[r["category"]], tot["all"], groups[group_of(r["category"])]):
             if r["model_score"] is None:
                 t[3] += 1
             else:
@@ -185,33 +258,38 @@ def aggregate(reviews: Sequence[dict]) -> dict:
                 t[2] += 1
 
     def summary(t: list[float]) -> dict:
+        n = int(t[2] + t[3])
         return {
             "model_total": t[0],
             "reference_total": t[1],
             "parsed": int(t[2]),
             "unparsed": int(t[3]),
+            "parse_rate": t[2] / n if n else None,
             "relative": t[0] / t[1] if t[1] else None,
         }
 
     result = summary(tot.pop("all", [0.0, 0.0, 0, 0]))
+    result["per_group"] = {g: summary(v) for g, v in groups.items() if v[2] + v[3]}
     result["per_category"] = {k: summary(v) for k, v in sorted(tot.items())}
     return result
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
+    """Return a ratio as a percentage with one decimal, or n/a."""
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def table(metrics: dict) -> str:
     """Return a markdown table of the relative score (or, for a pairwise judge, the win
     rate), overall and per category."""
-    pct = _pct
+
     if metrics.get("judge_kind") == "pairwise":
         rows = [
             "| category | win rate | wins | losses | ties | invalid |",
             "|---|---|---|---|---|---|",
         ]
-        for name, m in [*metrics["per_category"].items(), ("all", metrics)]:
+        groups = [(f"**{g}** (prompt)", m) for g, m in metrics.get("per_group", {}).items()]
+        for name, m in [*metrics["per_category"].items(), *groups, ("all", metrics)]:
             rows.append(
                 f"| {name} | {pct(m['win_rate'])} | {m['wins']} | {m['losses']} | "
                 f"{m['ties']} | {m['invalid']} |"
@@ -222,7 +300,8 @@ def table(metrics: dict) -> str:
         "| category | relative | model | reference | parsed | unparsed |",
         "|---|---|---|---|---|---|",
     ]
-    for name, m in [*metrics["per_category"].items(), ("all", metrics)]:
+    groups = [(f"**{g}** (prompt)", m) for g, m in metrics.get("per_group", {}).items()]
+    for name, m in [*metrics["per_category"].items(), *groups, ("all", metrics)]:
         rows.append(
             f"| {name} | {pct(m['relative'])} | {m['model_total']:g} | "
             f"{m['reference_total']:g} | {m['parsed']} | {m['unparsed']} |"

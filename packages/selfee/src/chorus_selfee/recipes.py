@@ -15,7 +15,9 @@ from functools import cache
 from typing import Any, ClassVar
 
 from chorus_selfee.datasets import INSTRUCTION_SETS
+from chorus_selfee.judge import JUDGE_SCORE_MODES
 from chorus_selfee.records import OBJECTIVES
+from chorus_selfee.teacher import TEACHER_VERDICT_MODES
 from chorus_shared import config
 
 PACKAGE = "chorus_selfee"
@@ -45,6 +47,12 @@ class SelfeeRecipe:
     limit: int | None = field(
         default=None, metadata=_h("first N items (generate, infer, evaluate); null = all")
     )
+    per_category: int | None = field(
+        default=None,
+        metadata=_h(
+            "infer/evaluate: first N questions of each category (before limit); null = all"
+        ),
+    )
     max_iterations: int = field(
         default=5, metadata=_h("generate: feedback rounds per instruction, 1..5")
     )
@@ -56,6 +64,15 @@ class SelfeeRecipe:
         metadata=_h("generate: teacher sampling temperature"),
     )
     max_new_tokens: int = field(default=256, metadata=_h("generate: tokens per teacher reply"))
+    teacher_verdict: str = field(
+        default="generate",
+        metadata=_h(
+            "generate: generate (the critique writes score + verdict, the paper's way) or "
+            "constrained (a local teacher continues its critique with one of the allowed "
+            "'Score: N/10' + verdict strings)",
+            choices=TEACHER_VERDICT_MODES,
+        ),
+    )
     seed: int = field(default=0, metadata=_h("sampling seed (every verb)"))
     # train: objective + a chorus_shared.training recipe mapping
     objective: str = field(
@@ -98,6 +115,14 @@ class SelfeeRecipe:
         metadata=_h("evaluate: judge sampling temperature"),
     )
     judge_max_new_tokens: int = field(default=256, metadata=_h("evaluate: tokens per review"))
+    judge_scores: str = field(
+        default="review",
+        metadata=_h(
+            "evaluate: review (free-text review, scores parsed; the paper's way) or constrained "
+            "(a local judge picks its first line 'a b' among the 100 allowed score pairs)",
+            choices=JUDGE_SCORE_MODES,
+        ),
+    )
     # Runtime knobs: they change speed and memory, never the results' meaning.
     window: int = field(default=16, metadata=_h("items in flight at once (one chat call per step)"))
     batch_size: int = field(default=16, metadata=_h("sequences per generate() micro-batch (hf)"))
@@ -117,11 +142,28 @@ class SelfeeRecipe:
             "use_reference",
             "temperature",
             "max_new_tokens",
+            "teacher_verdict",
             "seed",
         ),
         "train": ("objective", "train"),
-        "infer": ("model", "eval_set", "limit", "max_num_revision", "infer_max_new_tokens", "seed"),
-        "evaluate": ("judge", "eval_set", "judge_temperature", "judge_max_new_tokens", "seed"),
+        "infer": (
+            "model",
+            "eval_set",
+            "limit",
+            "per_category",
+            "max_num_revision",
+            "infer_max_new_tokens",
+            "seed",
+        ),
+        "evaluate": (
+            "judge",
+            "eval_set",
+            "per_category",
+            "judge_temperature",
+            "judge_max_new_tokens",
+            "judge_scores",
+            "seed",
+        ),
         "serve": ("model", "max_num_revision", "infer_max_new_tokens"),
     }
 
@@ -141,6 +183,18 @@ class SelfeeRecipe:
             raise ValueError(f"max_num_revision must be >= 0, got {self.max_num_revision}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.per_category is not None and self.per_category < 1:
+            raise ValueError(f"per_category must be >= 1, got {self.per_category}")
+        for name, allowed in (
+            ("teacher_verdict", TEACHER_VERDICT_MODES),
+            ("judge_scores", JUDGE_SCORE_MODES),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(
+                    f"unknown {name} {value!r}{config.did_you_mean(value, allowed)}; "
+                    f"choose one of {', '.join(allowed)}"
+                )
         if self.instructions not in INSTRUCTION_SETS:
             raise ValueError(
                 f"unknown instruction set {self.instructions!r}"

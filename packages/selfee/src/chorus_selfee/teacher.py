@@ -9,10 +9,12 @@ iteration_truncated}`` plus an ``id`` and the counts we report (missing verdicts
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Protocol
 
-from chorus_selfee.chain import feedback_score, verdict
+from chorus_selfee.chain import NEEDED, NOT_NEEDED, feedback_score, verdict
 from chorus_shared.models import ChatModel, SamplingParams
 
 ANSWER_PROMPT = "{instruction}{input_block}"
@@ -23,6 +25,31 @@ FEEDBACK_PROMPT = (
     "'Score: N/10' with N from 1 to 10. End with exactly one line, either 'Revision is needed' "
     "or 'Revision is not needed'."
 )
+# Constrained mode: the critique is free text; the score and verdict are then chosen by the
+# teacher itself among the allowed strings (see ``chorus_selfee.constrained``).
+CRITIQUE_PROMPT = (
+    "Here is a request and a candidate response.\n\n"
+    "Request:\n{instruction}{input_block}\n\nResponse:\n{answer}\n\n{hint}"
+    "Critique the response in under 100 words: say what is wrong or missing."
+)
+SCORE_PREFIX = "\n\nScore: "
+VERDICT_CHOICES: tuple[str, ...] = tuple(
+    f"{n}/10\n{v}" for n in range(1, 11) for v in (NEEDED, NOT_NEEDED)
+)
+TEACHER_VERDICT_MODES = ("generate", "constrained")
+
+
+class Chooser(Protocol):
+    """Constrained choice among fixed strings (``chorus_selfee.constrained``)."""
+
+    def choose(
+        self,
+        conversations: Sequence[list],
+        assistant_prefixes: Sequence[str],
+        choices: Sequence[str],
+    ) -> list[int]: ...
+
+
 HINT = (
     "A reference solution exists (do not reveal it, use it only to point at errors):\n"
     "{reference}\n\n"
@@ -57,11 +84,15 @@ def generate_feedback_data(
     *,
     max_iterations: int = 5,
     use_reference: bool = False,
+    chooser: Chooser | None = None,
 ) -> list[dict]:
     """Return one record per item (``{id, instruction, input[, reference]}``), in order.
 
-    A feedback without a verdict ends that item's loop (counted as ``missing_verdicts``); a
-    backend error on the answer leaves ``output`` empty and is counted in ``errors``.
+    Free-text mode (``chooser`` None, the paper's): the critique must state the score and the
+    verdict; one without a verdict ends that item's loop (counted as ``missing_verdicts``).
+    Constrained mode: the teacher writes a critique only, then ``chooser`` makes it continue
+    with ``Score: N/10`` and one of the two verdicts (every feedback has one). A backend
+    error on the answer leaves ``output`` empty and is counted in ``errors``.
     """
     if not 1 <= max_iterations <= 5:
         raise ValueError(f"max_iterations must be in 1..5 (the paper's cap), got {max_iterations}")
@@ -93,10 +124,13 @@ def generate_feedback_data(
         live = [s for s in states if not s.done]
         if not live:
             break
-        feedback = teacher.chat(
-            [[{"role": "user", "content": _feedback_prompt(s, use_reference)}] for s in live],
-            params,
-        )
+        convs = [
+            [{"role": "user", "content": _feedback_prompt(s, use_reference, chooser is not None)}]
+            for s in live
+        ]
+        feedback = teacher.chat(convs, params)
+        if chooser is not None:
+            feedback = _constrained_feedback(chooser, convs, feedback)
         revise = []
         for s, c in zip(live, feedback, strict=True):
             s.outputs[-1]["feedback"] = c.text
@@ -143,9 +177,25 @@ def generate_feedback_data(
     return [_record(s) for s in states]
 
 
-def _feedback_prompt(s: _State, use_reference: bool) -> str:
+def _constrained_feedback(chooser: Chooser, convs: list, critiques: list) -> list:
+    """Return the critiques completed with the teacher's own constrained score + verdict."""
+    # Cut a critique at any score/verdict it wrote itself: the constrained choice decides.
+    texts = [_cut_free_verdict(c.text) for c in critiques]
+    picks = chooser.choose(convs, [t + SCORE_PREFIX for t in texts], VERDICT_CHOICES)
+    return [
+        c if c.finish_reason == "error" else replace(c, text=t + SCORE_PREFIX + VERDICT_CHOICES[k])
+        for c, t, k in zip(critiques, texts, picks, strict=True)
+    ]
+
+
+def _cut_free_verdict(text: str) -> str:
+    m = re.search(r"score\s*[:=]|revision is (?:not )?needed|no revision", text, re.IGNORECASE)
+    return (text[: m.start()] if m else text).strip()
+
+
+def _feedback_prompt(s: _State, use_reference: bool, constrained: bool = False) -> str:
     ref = s.item.get("reference")
-    return FEEDBACK_PROMPT.format(
+    return (CRITIQUE_PROMPT if constrained else FEEDBACK_PROMPT).format(
         instruction=s.item["instruction"],
         input_block=_input_block(s.item),
         answer=s.outputs[-1]["output"],

@@ -5,7 +5,8 @@ the interactive loop: attempts of a model -> feedback -> improvements -> weighte
 records in a resumable run folder), ``train`` (baseline SFT, then TriPosT / LMSI / FT-from-
 demonstrations iterations, each a resumable step), ``evaluate`` (seen / unseen accuracy with
 and without test-time self-improvement; few-shot baselines for any ChatModel spec) and
-``report`` (one table from several evaluation folders).
+``report`` (one table from several evaluation folders) and ``check-helper`` (how often the
+LLM verifier / improver of a recipe judge and repair known errors correctly).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from chorus_shared.models import SamplingParams, parse_spec
 from chorus_shared.runs import RunDir
 from chorus_tripost import loop, pipeline, tasks
 from chorus_tripost.generation import load_raw_model
+from chorus_tripost.helpers import make_helpers
 from chorus_tripost.recipes import Recipe, available_recipes, load_recipe
 
 __all__ = ["main"]
@@ -62,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, required=True, help="evaluation run folder")
     ev.add_argument("--ray", action="store_true", help="run the evaluation as a Ray task")
 
+    chk = _with_recipe(
+        verbs.add_parser("check-helper", help="measure the LLM verifier / improver on known errors")
+    )
+    chk.add_argument("--n", type=int, default=20, help="training items to check")
+    chk.add_argument("--out", type=Path, required=True, help="check run folder")
+
     rep = verbs.add_parser("report", help="one markdown table from evaluation folders")
     rep.add_argument("eval_dirs", type=Path, nargs="+")
     rep.add_argument("--out", type=Path, default=None, help="also write the table here")
@@ -81,7 +89,7 @@ def _generate(args: argparse.Namespace) -> int:
         if args.task != "multistep_arithmetic":
             raise SystemExit(
                 "error: --split generated is for multistep_arithmetic; "
-                "word_sort reads the local data"
+                "the other tasks read the local data"
             )
         items = tasks.generate_arithmetic(
             args.n, length=args.length, depth=args.depth, seed=args.seed
@@ -114,9 +122,12 @@ def _collect(args: argparse.Namespace) -> int:
     random.Random(args.seed).shuffle(items)
     window = items[: args.collect_train_data_window]
     model = load_raw_model(args.model)
+    verify, improve = make_helpers(args, items)
     kept, stats = loop.collect(
         model,
         window,
+        verify=verify,
+        improve=improve,
         max_improvements=args.max_improvements,
         params=SamplingParams(
             max_new_tokens=args.max_new_tokens, temperature=0.0, stop=(loop.FEEDBACK,)
@@ -178,6 +189,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_helper(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe, **cli_overrides(args, Recipe))
+    pipeline.check_helper(recipe, args.out, n=args.n)
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from chorus_shared.report import markdown_table
     from chorus_tripost.evaluate import accuracy_table
@@ -204,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": _train,
         "evaluate": _evaluate,
         "report": _report,
+        "check-helper": _check_helper,
     }
     return verbs[args.verb](args)
 

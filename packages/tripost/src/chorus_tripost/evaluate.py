@@ -18,10 +18,7 @@ import re
 from collections.abc import Iterable
 
 from chorus_shared.models.base import ChatModel, SamplingParams
-from chorus_tripost import loop
-from chorus_tripost.improver import LLMImprover
-from chorus_tripost.improver import improve as scripted_improve
-from chorus_tripost.verifier import LLMVerifier, verify
+from chorus_tripost import loop, tasks
 
 __all__ = [
     "accuracy_table",
@@ -50,8 +47,9 @@ def final_answer(rationale: str) -> str | None:
 
 
 def is_correct(item: dict, rationale: str) -> bool:
-    """Return True when the rationale's final answer equals the item's answer."""
-    got = final_answer(rationale)
+    """Return True when the rationale's final answer equals the item's answer (multiple
+    choice: the option letter, read by ``chorus_shared.grading.extract_choice``)."""
+    got = tasks.answer_of(item, rationale)
     return got is not None and got == _norm(item["answer"])
 
 
@@ -139,7 +137,8 @@ def fewshot_generate(
 ) -> list[dict]:
     """Return one result per item (as :func:`self_improve_generate`) from few-shot prompting
     of any ChatModel; with ``rounds`` > 0 the same model verifies and improves its answer (its
-    demonstrations: planted errors on the demo items, with scripted feedback and repairs)."""
+    demonstrations: planted errors on the demo items with their feedback and repairs, see
+    ``helpers.helper_demos``)."""
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     outs = model.chat([_fewshot_conversation(it, demos) for it in items], params)
     states = [
@@ -152,23 +151,13 @@ def fewshot_generate(
     ]
     if rounds <= 0:
         return states
-    rng = random.Random(seed)
-    planted = [(d, loop.plant_error(d, rng)) for d in demos]
-    verdicts = [verify(d, wrong) for d, wrong in planted]
-    verifier = LLMVerifier(
-        model,
-        demos=[(d, w, v.feedback) for (d, w), v in zip(planted, verdicts, strict=True)]
-        + [(d, d["rationale"], verify(d, d["rationale"]).feedback) for d in demos[:1]],
+    from chorus_tripost.helpers import llm_helpers
+
+    # The model is its own verifier and improver (no gold answer check at test time).
+    verifier, improver = llm_helpers(
+        model, model, demos, seed=seed, check_answers=False,
         max_new_tokens=max_new_tokens,
-    )
-    improver = LLMImprover(
-        model,
-        demos=[
-            (d, w, v.feedback, scripted_improve(d, w, v))
-            for (d, w), v in zip(planted, verdicts, strict=True)
-        ],
-        max_new_tokens=max_new_tokens,
-    )
+    )  # fmt: skip
     open_ = list(range(len(items)))
     for _ in range(rounds):
         if not open_:
@@ -226,8 +215,8 @@ def grade(item: dict, state: dict, split: str) -> dict:
         "id": item["id"],
         "eval_split": split,
         "gold": item["answer"],
-        "answer_first": final_answer(answers[0]),
-        "answer_final": final_answer(answers[-1]),
+        "answer_first": tasks.answer_of(item, answers[0]),
+        "answer_final": tasks.answer_of(item, answers[-1]),
         "correct_first": is_correct(item, answers[0]),
         "correct_final": is_correct(item, answers[-1]),
         "n_updates": len(answers) - 1,

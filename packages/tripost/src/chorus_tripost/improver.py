@@ -10,7 +10,13 @@ __all__ = ["LLMImprover", "ground_truth", "improve"]
 
 
 def ground_truth(item: dict) -> tuple[list[tuple[str, str]], str]:
-    """Return the ground-truth ``(label, text)`` steps and final response of an item."""
+    """Return the ground-truth ``(label, text)`` steps and final response of an item (the
+    scripted tasks only; a multiple-choice task is a ValueError: its improver is an LLM)."""
+    if item["task"] not in tasks.SCRIPTED_TASKS:
+        raise ValueError(
+            f"task {item['task']!r} has no scripted improver (the paper uses an LLM): set "
+            "verifier_use_scripted: false and give verifier_model / improver_model specs"
+        )
     if item["task"] == "multistep_arithmetic":
         steps, answer = tasks.arithmetic_rationale(item["question"])
         return [(str(i), s) for i, s in enumerate(steps, 1)], f"So the answer is {answer}."
@@ -51,7 +57,11 @@ class LLMImprover:
     ):
         self.model = model
         self.demos = list(demos)
-        self.params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+        # A small helper continues past its answer with its own "Feedback:" (seen with the
+        # embedded model): stop there, and cut it where a backend ignores stop strings.
+        self.params = SamplingParams(
+            max_new_tokens=max_new_tokens, temperature=0.0, stop=("\nFeedback:",)
+        )
 
     def _conversation(self, item: dict, attempt: str, feedback: str) -> list[dict]:
         msgs = [{"role": "system", "content": IMPROVER_PROMPT}]
@@ -72,6 +82,6 @@ class LLMImprover:
             for it, a, v in zip(items, attempts, verdicts, strict=True)
         ]
         return [
-            "" if c.finish_reason == "error" else c.text.strip()
+            "" if c.finish_reason == "error" else c.text.split("\nFeedback:", 1)[0].strip()
             for c in self.model.chat(conversations, self.params)
         ]

@@ -314,7 +314,13 @@ def plant_error(item: dict, rng: random.Random) -> str:
     demonstrations then show repairs of errors the trained model did not make itself.
     """
     lines = item["rationale"].split("\n")
-    candidates = [i for i, line in enumerate(lines) if _NUMBER.search(line.split(")", 1)[-1])]
+    # Numbered steps and the final response only (not a header line such as logical
+    # deduction's 'Let "??" represents 0 or more objects ...').
+    candidates = [
+        i
+        for i, line in enumerate(lines)
+        if line.startswith("(") and _NUMBER.search(line.split(")", 1)[-1])
+    ]
     if not candidates:
         raise ValueError(f"item {item['id']}: no number to change in its rationale")
     i = rng.choice(candidates)

@@ -32,6 +32,7 @@ from chorus_shared.runs import RunDir
 from chorus_tripost import evaluate as ev
 from chorus_tripost import loop, tasks
 from chorus_tripost.generation import load_raw_model
+from chorus_tripost.helpers import make_helpers
 from chorus_tripost.recipes import Recipe
 
 __all__ = ["collect_window", "run_evaluation", "run_training", "train_recipe", "window_items"]
@@ -95,25 +96,20 @@ def window_items(items: list[dict], size: int, iteration: int) -> list[dict]:
     return [items[(start + k) % len(items)] for k in range(min(size, len(items)))]
 
 
-def _helpers(recipe: Recipe) -> tuple[loop.Verifier, loop.Improver]:
-    if recipe.verifier_use_scripted:
-        return loop.scripted_verifier, loop.scripted_improver
-    from chorus_tripost.improver import LLMImprover
-    from chorus_tripost.verifier import LLMVerifier
-
-    return (
-        LLMVerifier(load_chat_model(recipe.verifier_model)),
-        LLMImprover(load_chat_model(recipe.improver_model)),
-    )
-
-
 def collect_window(
-    recipe: Recipe, model: loop.RawModel | None, window: list[dict]
+    recipe: Recipe,
+    model: loop.RawModel | None,
+    window: list[dict],
+    *,
+    train_items: list[dict] | None = None,
+    helpers: tuple[loop.Verifier, loop.Improver] | None = None,
 ) -> tuple[list[dict], dict]:
     """Return (training records, statistics) of one window for ``recipe.method``.
 
     tripost: the model's own attempts repaired by the verifier / improver; ft_demo: planted
     errors (not the model's) repaired the same way; lmsi: self-consistent samples of the model.
+    ``helpers``: (verifier, improver); by default the recipe's (LLM demonstrations drawn from
+    ``train_items``, else from the window).
     """
     weights = {
         "self_improve_section_weight": recipe.self_improve_section_weight,
@@ -131,14 +127,16 @@ def collect_window(
         outs = [loop.first_answer(c.text) for c in model.complete(prompts, params)]
         k = recipe.lmsi_samples
         samples = [outs[i * k : (i + 1) * k] for i in range(len(window))]
-        kept, stats = loop.lmsi_select(window, samples, ev.final_answer)
+        # One task per window: a multiple-choice answer is any option letter.
+        probe = {"task": recipe.task, "choices": "ABCDEFG"}
+        kept, stats = loop.lmsi_select(window, samples, lambda r: tasks.answer_of(probe, r))
         kept = kept[: recipe.max_data_length] if recipe.max_data_length else kept
         records = loop.plain_records(
             kept, mask_before_att_start_text=recipe.mask_before_att_start_text
         )
         records += loop.build_records([], [], gold, **weights)
         return records, {**stats, "samples": len(kept), "records": len(records)}
-    verify, improve = _helpers(recipe)
+    verify, improve = helpers or make_helpers(recipe, train_items or window)
     if recipe.method == "ft_demo":
         rng = random.Random(recipe.seed)
         attempts = [loop.plant_error(it, rng) for it in window]
@@ -156,6 +154,8 @@ def collect_window(
         )  # fmt: skip
     stats = cstats.to_dict()
     del stats["rounds_used"]
+    if hasattr(verify, "overruled"):  # LLM "correct" verdicts on a wrong answer
+        stats["llm_accepted_wrong_answer"] = verify.overruled
     if recipe.convert_to_turns:
         improving, plain = loop.split_turns(kept)
         improving, plain = loop.rebalance(
@@ -325,7 +325,7 @@ def _collect_step(
         if recipe.method != "ft_demo":
             model = load_raw_model(f"hf:{current / 'model'}")
         log(f"iteration {k}: collecting on {len(window)} training items ({recipe.method})")
-        records, stats = collect_window(recipe, model, window)
+        records, stats = collect_window(recipe, model, window, train_items=items)
         del model
         gc.collect()
         done = run.finished_ids()
@@ -425,3 +425,91 @@ def run_evaluation(
             f"# {config['label']} on {recipe.task}\n\n{markdown_table(headers, rows)}\n"
         )
     return summary
+
+
+# ------------------------------------------------------------------------------ helper check
+def _planted_label(wrong: str, right: str) -> str:
+    """Return where ``wrong`` first differs from ``right``: ``step (k)`` or ``final response``."""
+    for a, b in zip(wrong.splitlines(), right.splitlines(), strict=False):
+        if a != b:
+            label = a.split(")", 1)[0].lstrip("(")
+            return "final response" if label == "Final response" else f"step ({label})"
+    raise ValueError("the planted rationale does not differ from the ground truth")
+
+
+def check_helper(recipe: Recipe, out_dir: str | Path, *, n: int = 20, log: Log = print) -> dict:
+    """Measure the recipe's LLM verifier and improver before a loop relies on them.
+
+    On ``n`` training items (not the demonstrations) whose ground truth reads as right: the
+    verifier judges the ground truth and a copy with one planted error (one batched call); the
+    improver repairs each planted copy given the ideal feedback (one batched call). Returns
+    (and writes to ``out_dir/metrics.json``) the fractions: right rationales accepted, planted
+    ones rejected, rejected at the planted step, repairs with the gold answer, and repairs with
+    no readable answer. A finished check is not redone.
+    """
+    from chorus_tripost.helpers import llm_helpers, pick_demos
+    from chorus_tripost.verifier import diff_feedback
+
+    if recipe.verifier_use_scripted:
+        raise ValueError("check-helper measures LLM helpers: set verifier_use_scripted false")
+    config = {"kind": "tripost-check-helper", "recipe": asdict(recipe), "n": n}
+    with RunDir.create(out_dir, config) as run:
+        if _done(Path(out_dir)):
+            log(f"{out_dir}: checked earlier; metrics.json kept")
+            return run.read_metrics()
+        train = tasks.load_items(recipe.task, "train")
+        demos = pick_demos(train, 2, seed=recipe.seed)
+        ids = {d["id"] for d in demos}
+        pool = [it for it in train if it["id"] not in ids and ev.is_correct(it, it["rationale"])]
+        items = random.Random(recipe.seed + 1).sample(pool, min(n, len(pool)))
+        rng = random.Random(recipe.seed)
+        wrong = [loop.plant_error(it, rng) for it in items]
+        vmodel = load_chat_model(recipe.verifier_model)
+        imodel = (
+            vmodel
+            if recipe.improver_model == recipe.verifier_model
+            else load_chat_model(recipe.improver_model)
+        )
+        verify, improve = llm_helpers(
+            vmodel, imodel, demos, seed=recipe.seed, check_answers=False,
+            max_new_tokens=recipe.helper_max_new_tokens,
+        )  # fmt: skip
+        log(f"verifier: {2 * len(items)} rationales ({recipe.verifier_model})")
+        verdicts = verify(items + items, [it["rationale"] for it in items] + wrong)
+        ideal = [diff_feedback(w, it["rationale"]) for it, w in zip(items, wrong, strict=True)]
+        log(f"improver: {len(items)} repairs ({recipe.improver_model})")
+        repairs = improve(items, wrong, ideal)
+        rows = []
+        for k, it in enumerate(items):
+            on_right, on_wrong = verdicts[k], verdicts[len(items) + k]
+            where = _planted_label(wrong[k], it["rationale"])
+            got = tasks.answer_of(it, repairs[k])
+            rows.append(
+                {
+                    "id": it["id"],
+                    "right_accepted": on_right.correct,
+                    "wrong_rejected": not on_wrong.correct,
+                    "wrong_located": not on_wrong.correct and where in on_wrong.feedback,
+                    "planted_at": where,
+                    "repair_answer": got,
+                    "repair_right": got is not None and got == it["answer"],
+                    "feedback_on_right": on_right.feedback,
+                    "feedback_on_wrong": on_wrong.feedback,
+                    "repair": repairs[k],
+                }
+            )
+        run.append_many(rows)
+        m = len(rows)
+        metrics = {
+            "n": m,
+            **{
+                key: sum(bool(r[key]) for r in rows) / m
+                for key in ("right_accepted", "wrong_rejected", "wrong_located", "repair_right")
+            },
+            "repair_unreadable": sum(r["repair_answer"] is None for r in rows) / m,
+            "verifier": recipe.verifier_model,
+            "improver": recipe.improver_model,
+        }
+        run.write_metrics(metrics)
+    log(json.dumps(metrics))
+    return metrics

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chorus_shared import config
-from chorus_tripost.tasks import TASKS
+from chorus_tripost.tasks import MC_TASKS, TASKS
 
 PACKAGE = "chorus_tripost"
 
@@ -68,6 +68,9 @@ class Recipe:
         default=None, metadata={"help": "ChatModel spec of the LLM improver (not scripted)"}
     )
     max_new_tokens: int = field(default=512, metadata={"help": "attempt length budget"})
+    helper_max_new_tokens: int = field(
+        default=768, metadata={"help": "length budget of the LLM verifier's / improver's replies"}
+    )
     seed: int = field(default=0, metadata={"help": "window shuffle and rebalance seed"})
     # -- training (chorus_shared.training) ----------------------------------------------------
     method: str = field(
@@ -128,6 +131,12 @@ class Recipe:
             raise ValueError(f"improve_data_ratio must be > 0, got {self.improve_data_ratio}")
         if self.max_improvements < 0 or self.collect_train_data_window < 1:
             raise ValueError("max_improvements must be >= 0 and collect_train_data_window >= 1")
+        if self.verifier_use_scripted and self.task in MC_TASKS:
+            raise ValueError(
+                f"task {self.task} has no scripted verifier or improver (the paper uses an "
+                "LLM): set verifier_use_scripted: false and give verifier_model and "
+                "improver_model (ChatModel specs, e.g. default, hf:<id>, openai:gpt-4o)"
+            )
         if not self.verifier_use_scripted and not (self.verifier_model and self.improver_model):
             raise ValueError(
                 "verifier_use_scripted is false: give verifier_model and improver_model "

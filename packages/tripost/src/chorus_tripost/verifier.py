@@ -21,9 +21,11 @@ from chorus_shared.models.base import ChatModel, SamplingParams
 from chorus_tripost import tasks
 
 __all__ = [
+    "AnswerCheckedVerifier",
     "LLMVerifier",
     "Step",
     "Verdict",
+    "diff_feedback",
     "parse_rationale",
     "verify",
     "verify_arithmetic",
@@ -309,7 +311,15 @@ def verify_word_sort(question: str, rationale: str) -> Verdict:
 
 
 def verify(item: dict, rationale: str) -> Verdict:
-    """Return the scripted verdict on ``rationale`` for a task item; never raises on bad text."""
+    """Return the scripted verdict on ``rationale`` for a task item; never raises on bad text.
+
+    Only the scripted tasks have one; a multiple-choice task is a ValueError naming the fix.
+    """
+    if item["task"] not in tasks.SCRIPTED_TASKS:
+        raise ValueError(
+            f"task {item['task']!r} has no scripted verifier (the paper uses an LLM): set "
+            "verifier_use_scripted: false and give verifier_model / improver_model specs"
+        )
     check = verify_arithmetic if item["task"] == "multistep_arithmetic" else verify_word_sort
     try:
         return check(item["question"], rationale)
@@ -361,3 +371,71 @@ class LLMVerifier:
 def _show(item: dict, rationale: str) -> str:
     question = item["question"].strip().removeprefix("Q:").strip()
     return f"Q: {question}\nAnswer: Let's think step by step.\n{rationale.strip()}"
+
+
+def _span(wrong: str, right: str) -> tuple[str, str]:
+    """Return the differing words of two texts: (the wrong part, what it should be)."""
+    p = 0
+    while p < min(len(wrong), len(right)) and wrong[p] == right[p]:
+        p += 1
+    q = 0
+    while q < min(len(wrong), len(right)) - p and wrong[-1 - q] == right[-1 - q]:
+        q += 1
+    start = wrong.rfind(" ", 0, p) + 1  # widen to whole words
+    end_w = len(wrong) - q
+    nxt = wrong.find(" ", end_w)
+    end_w = len(wrong) if nxt < 0 else nxt
+    end_r = len(right) - (len(wrong) - end_w)
+    return wrong[start:end_w], right[start:end_r]
+
+
+def diff_feedback(wrong: str, right: str) -> Verdict:
+    """Return the verdict on ``wrong`` in the scripted feedback format, against the known
+    ``right`` rationale it was derived from (few-shot demonstrations of the LLM verifier for
+    the multiple-choice tasks, which have no scripted verifier): the first step that differs,
+    the differing words, and what they should be."""
+    wsteps, wfinal = parse_rationale(wrong)
+    rsteps, rfinal = parse_rationale(right)
+    for i, (w, r) in enumerate(zip(wsteps, rsteps, strict=False)):
+        if w.text != r.text:
+            part, fix = _span(w.text, r.text)
+            return _error(wsteps, i, part, f'This is because it should be "{fix}".')
+    if len(wsteps) < len(rsteps):
+        return _unreadable(wsteps, len(wsteps), "the rationale stops before the answer.")
+    if len(wsteps) > len(rsteps):
+        return _unreadable(wsteps, len(rsteps), "there are more steps than the answer needs.")
+    if wfinal is None:
+        return _unreadable(wsteps, len(wsteps), "the final response is missing.")
+    if wfinal != rfinal:
+        part, fix = _span(wfinal, rfinal or "")
+        return _error(wsteps, len(wsteps), part, f'This is because it should be "{fix}".')
+    return _all_correct(wsteps)
+
+
+class AnswerCheckedVerifier:
+    """An LLM verifier whose "all correct" counts only when the final answer is also the gold
+    one (collection only: the gold answer is known for training items). A rationale with a
+    wrong or unreadable answer that the LLM accepted gets feedback on its final response, so
+    the improver tries again (or the trajectory is dropped); ``overruled`` counts them."""
+
+    def __init__(self, inner: LLMVerifier) -> None:
+        self.inner = inner
+        self.overruled = 0
+
+    def __call__(self, items: list[dict], rationales: list[str]) -> list[Verdict]:
+        """Return one verdict per (item, rationale), from one batched call of the LLM."""
+        out = []
+        for item, text, v in zip(items, rationales, self.inner(items, rationales), strict=True):
+            got = tasks.answer_of(item, text)
+            if v.correct and got != item["answer"]:
+                self.overruled += 1
+                steps, _ = parse_rationale(text)
+                if got is None:
+                    v = _unreadable(steps, len(steps), "the final response names no option.")
+                else:
+                    v = _error(
+                        steps, len(steps), f"({got})",
+                        f"This is because ({got}) does not answer the question.",
+                    )  # fmt: skip
+            out.append(v)
+        return out

@@ -7,6 +7,7 @@ with a ChatML-style chat template; the model is a 2-layer Llama with random weig
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 CHATML = (
     "{% for m in messages %}"
@@ -28,15 +29,11 @@ _CORPUS = [
 ]
 
 
-def build_tiny_chat_model(
-    path: str | Path, *, allow_system: bool = True, seed: int = 0, hidden_size: int = 32
-) -> Path:
-    """Save a tiny random Llama chat model and its tokenizer under ``path``; return the path."""
-    import torch
+def _tiny_tokenizer() -> Any:
+    """Return the tiny byte-level BPE tokenizer, trained in memory (no chat template)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    path = Path(path)
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     bpe = Tokenizer(models.BPE(unk_token=None))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -48,12 +45,23 @@ def build_tiny_chat_model(
         show_progress=False,
     )
     bpe.train_from_iterator(_CORPUS, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         bos_token="<|im_start|>",
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
     )
+
+
+def build_tiny_chat_model(
+    path: str | Path, *, allow_system: bool = True, seed: int = 0, hidden_size: int = 32
+) -> Path:
+    """Save a tiny random Llama chat model and its tokenizer under ``path``; return the path."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path = Path(path)
+    tokenizer = _tiny_tokenizer()
     tokenizer.chat_template = CHATML if allow_system else CHATML_NO_SYSTEM
 
     torch.manual_seed(seed)
@@ -71,6 +79,39 @@ def build_tiny_chat_model(
     )
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_tiny_seq2seq_model(path: str | Path, *, seed: int = 0, d_model: int = 32) -> Path:
+    """Save a tiny random T5 (encoder-decoder, no chat template) under ``path``; return it.
+
+    Stands in for Flan-T5 in tests: the same tiny BPE tokenizer, ``<|im_end|>`` ending a
+    sequence, and the padding token ``<|endoftext|>`` also starting the decoder (T5's way).
+    """
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    path = Path(path)
+    tokenizer = _tiny_tokenizer()
+    torch.manual_seed(seed)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_kv=8,
+        d_ff=2 * d_model,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config.decoder_start_token_id = tokenizer.pad_token_id
+    model = T5ForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.decoder_start_token_id = tokenizer.pad_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

@@ -1,4 +1,4 @@
-"""Fine-tune causal LMs on weighted chat data: the one training path of the paper packages.
+"""Fine-tune causal LMs on weighted chat data (and seq2seq models on source -> target pairs).
 
 Records (segments or chat messages with per-token weights) -> :func:`build_examples` ->
 weighted token cross-entropy in an HF Trainer -> a chorus run directory whose ``model/``
@@ -16,6 +16,7 @@ from chorus_shared.training.trainer import (
     TrainResult,
     WeightedCollator,
     WeightedLossTrainer,
+    resolve_architecture,
     train,
     weighted_token_loss,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "build_examples",
     "config_path",
     "load_train_recipe",
+    "resolve_architecture",
     "train",
     "weighted_token_loss",
 ]

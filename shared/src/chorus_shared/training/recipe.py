@@ -15,6 +15,7 @@ SHIPPED_DEEPSPEED = {
     "zero3_offload": "ds_zero3_offload.json",
 }
 REPORT_TO = ("none", "wandb", "tensorboard")
+ARCHITECTURES = ("auto", "causal", "seq2seq")
 
 
 @dataclass
@@ -45,10 +46,20 @@ class TrainRecipe:
     save_total_limit: int | None = 2
     loss_normalization: str = "token"
     extra_args: dict[str, Any] = field(default_factory=dict)
+    # auto: seq2seq when the model's config is encoder-decoder (T5, BART), else causal.
+    architecture: str = "auto"
+    # seq2seq only: the decoder target's budget (``max_length`` is the encoder source's).
+    max_target_length: int = 128
 
     def __post_init__(self) -> None:
         if self.truncation not in ("right", "left"):
             raise ValueError(f"truncation must be 'right' or 'left', got {self.truncation!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}"
+            )
+        if self.max_target_length < 2:
+            raise ValueError(f"max_target_length must be at least 2, got {self.max_target_length}")
         if self.report_to not in REPORT_TO:
             raise ValueError(f"report_to must be one of {REPORT_TO}, got {self.report_to!r}")
         if self.loss_normalization != "token":

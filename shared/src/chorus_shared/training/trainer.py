@@ -121,22 +121,41 @@ def resolve_model_path(spec: str) -> str:
     return resolve_trained_model(spec)  # a chorus training run folder -> its model/
 
 
+def resolve_architecture(recipe: TrainRecipe) -> str:
+    """Returns ``causal`` or ``seq2seq`` for the recipe (``auto`` reads the model's config)."""
+    if recipe.architecture != "auto":
+        return recipe.architecture
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model_path(recipe.model))
+    except ValueError:  # not a model's config (a PEFT adapter folder): the causal path
+        return "causal"
+    return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+
+
 def load_model_and_tokenizer(recipe: TrainRecipe) -> tuple[Any, Any]:
-    """Returns ``(model, tokenizer)`` for the recipe's model, LoRA-wrapped when ``lora`` is set."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Returns ``(model, tokenizer)`` for the recipe's model, LoRA-wrapped when ``lora`` is set.
+
+    The model class follows :func:`resolve_architecture`: ``AutoModelForCausalLM`` or
+    ``AutoModelForSeq2SeqLM``.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     path = resolve_model_path(recipe.model)
+    seq2seq = resolve_architecture(recipe) == "seq2seq"
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+    auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    model = auto.from_pretrained(path, dtype="float32")
     if recipe.gradient_checkpointing:
         model.config.use_cache = False
     if recipe.lora is not None:
         from peft import LoraConfig, get_peft_model
 
         lora = dict(recipe.lora)
-        lora.setdefault("task_type", "CAUSAL_LM")
+        lora.setdefault("task_type", "SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM")
         try:
             config = LoraConfig(**lora)
         except TypeError as err:
@@ -311,17 +330,34 @@ def _train_in(
     # Seed before building the model: LoRA's random adapter init must repeat on a rerun.
     set_seed(recipe.seed)
     model, tokenizer = load_model_and_tokenizer(recipe)
-    examples, stats = build_examples(
-        records, tokenizer, max_length=recipe.max_length, truncation=recipe.truncation
-    )
+    if resolve_architecture(recipe) == "seq2seq":
+        from chorus_shared.training import seq2seq
+
+        s2s_examples, stats = seq2seq.build_seq2seq_examples(
+            records,
+            tokenizer,
+            max_length=recipe.max_length,
+            max_target_length=recipe.max_target_length,
+            truncation=recipe.truncation,
+        )
+        dataset: Any = seq2seq.Seq2SeqDataset(s2s_examples)
+        collator: Any = seq2seq.Seq2SeqCollator(tokenizer.pad_token_id)
+        trainer_factory: Any = seq2seq.Seq2SeqLossTrainer
+    else:
+        examples, stats = build_examples(
+            records, tokenizer, max_length=recipe.max_length, truncation=recipe.truncation
+        )
+        dataset = _ListDataset(examples)
+        collator = WeightedCollator(tokenizer.pad_token_id)
+        trainer_factory = WeightedLossTrainer
     logger.info("training data: %s", stats.summary())
     args = training_arguments(recipe, out_dir / CHECKPOINT_SUBDIR)
     throughput = _throughput_callback()
-    trainer = WeightedLossTrainer(
+    trainer = trainer_factory(
         model=model,
         args=args,
-        train_dataset=_ListDataset(examples),
-        data_collator=WeightedCollator(tokenizer.pad_token_id),
+        train_dataset=dataset,
+        data_collator=collator,
         processing_class=tokenizer,
         callbacks=[throughput, *callbacks],
     )

@@ -1,0 +1,104 @@
+"""The loop's verifier and improver: scripted (arithmetic, word sorting) or LLMs (any task).
+
+LLM helpers are few-shot: each demonstration is a training item whose ground-truth rationale
+has one planted error (``loop.plant_error``), with its feedback and its repair. For the
+scripted tasks the feedback and repair come from the scripted verifier and improver; for the
+multiple-choice tasks (no script) the feedback names the first step that differs from the
+ground truth (``verifier.diff_feedback``) and the repair is the ground truth itself. One
+demonstration of the verifier is a right rationale with the all-correct feedback.
+"""
+
+from __future__ import annotations
+
+import random
+
+from chorus_shared.models import load_chat_model
+from chorus_shared.models.base import ChatModel
+from chorus_tripost import loop, tasks
+from chorus_tripost.improver import LLMImprover
+from chorus_tripost.improver import improve as scripted_improve
+from chorus_tripost.verifier import AnswerCheckedVerifier, LLMVerifier, diff_feedback, verify
+
+__all__ = ["helper_demos", "llm_helpers", "make_helpers", "pick_demos"]
+
+
+def helper_demos(
+    demos: list[dict], *, seed: int = 0
+) -> tuple[list[tuple[dict, str, str]], list[tuple[dict, str, str, str]]]:
+    """Return (verifier demonstrations ``(item, rationale, feedback)``, improver
+    demonstrations ``(item, wrong, feedback, improved)``) from training items."""
+    rng = random.Random(seed)
+    planted = [(d, loop.plant_error(d, rng)) for d in demos]
+    ver, imp = [], []
+    for d, wrong in planted:
+        if d["task"] in tasks.SCRIPTED_TASKS:
+            v = verify(d, wrong)
+            ver.append((d, wrong, v.feedback))
+            imp.append((d, wrong, v.feedback, scripted_improve(d, wrong, v)))
+        else:
+            v = diff_feedback(wrong, d["rationale"])
+            ver.append((d, wrong, v.feedback))
+            imp.append((d, wrong, v.feedback, d["rationale"]))
+    for d in demos[:1]:
+        right = (
+            verify(d, d["rationale"])
+            if d["task"] in tasks.SCRIPTED_TASKS
+            else diff_feedback(d["rationale"], d["rationale"])
+        )
+        ver.append((d, d["rationale"], right.feedback))
+    return ver, imp
+
+
+def pick_demos(train_items: list[dict], k: int = 2, *, seed: int = 0) -> list[dict]:
+    """Return ``k`` training items (seeded) whose ground-truth rationale reads as right."""
+    usable = [
+        it for it in train_items
+        if it.get("rationale") and tasks.answer_of(it, it["rationale"]) == _norm(it["answer"])
+    ]  # fmt: skip
+    if len(usable) < k:
+        raise ValueError(f"need {k} training items with a right rationale for demonstrations")
+    return random.Random(seed).sample(usable, k)
+
+
+def llm_helpers(
+    verifier_model: ChatModel,
+    improver_model: ChatModel,
+    demos: list[dict],
+    *,
+    seed: int = 0,
+    check_answers: bool = True,
+    max_new_tokens: int = 512,
+) -> tuple[loop.Verifier, loop.Improver]:
+    """Return (verifier, improver) callables backed by two ChatModels, few-shot with
+    demonstrations made from ``demos`` (training items, :func:`helper_demos`).
+
+    ``check_answers``: for the multiple-choice tasks an LLM "all correct" also needs the gold
+    answer (:class:`AnswerCheckedVerifier`), so no trajectory ends on a wrong answer.
+    """
+    ver_demos, imp_demos = helper_demos(demos, seed=seed)
+    verifier: loop.Verifier = LLMVerifier(verifier_model, ver_demos, max_new_tokens=max_new_tokens)
+    if check_answers and demos and demos[0]["task"] in tasks.MC_TASKS:
+        verifier = AnswerCheckedVerifier(verifier)
+    improver = LLMImprover(improver_model, imp_demos, max_new_tokens=max_new_tokens)
+    return verifier, improver
+
+
+def _norm(answer: str) -> str:
+    return " ".join(answer.strip().rstrip(".").split())
+
+
+def make_helpers(recipe, train_items: list[dict]) -> tuple[loop.Verifier, loop.Improver]:
+    """Return the recipe's (verifier, improver): the scripted ones, or LLMs loaded from
+    ``verifier_model`` / ``improver_model`` (one model when both specs are equal)."""
+    if recipe.verifier_use_scripted:
+        return loop.scripted_verifier, loop.scripted_improver
+    vmodel = load_chat_model(recipe.verifier_model)
+    imodel = (
+        vmodel
+        if recipe.improver_model == recipe.verifier_model
+        else load_chat_model(recipe.improver_model)
+    )
+    demos = pick_demos(train_items, 2, seed=recipe.seed)
+    return llm_helpers(
+        vmodel, imodel, demos, seed=recipe.seed, max_new_tokens=recipe.helper_max_new_tokens
+    )
