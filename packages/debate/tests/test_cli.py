@@ -386,6 +386,29 @@ def test_biography_end_to_end_with_the_tiny_model_as_judge(tiny_model_dir, tmp_p
     assert "Judge:" in (out / "report.md").read_text()
 
 
+def test_report_with_a_run_that_has_no_accuracy(generate, tmp_path, monkeypatch) -> None:
+    # A biography run whose judge verdicts are all unparseable has accuracy None: the
+    # comparison must still print (a "–" cell), and the plot skips that run.
+    import chorus_debate.compare as compare
+
+    runs = [tmp_path / f"debate{n}" for n in (2, 3)]
+    for n, out in zip((2, 3), runs, strict=True):
+        assert generate(out, "--agents", str(n), "--rounds", "1", limit=1) == 0
+    real = compare.evaluate_run
+
+    def no_accuracy_for_two_agents(run, write=False):
+        metrics = real(run, write=write)
+        if metrics["agents"] == 2:
+            metrics["accuracy"] = None
+        return metrics
+
+    monkeypatch.setattr(compare, "evaluate_run", no_accuracy_for_two_agents)
+    text = compare.compare_runs(runs, tmp_path / "cmp.md")
+    row = next(ln for ln in text.splitlines() if ln.startswith("| debate") and "| 2 |" in ln)
+    assert "| – |" in row
+    assert (tmp_path / "cmp.md").exists()
+
+
 def test_evaluate_names_a_corrupted_line(generate, tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert generate(out, limit=3) == 0

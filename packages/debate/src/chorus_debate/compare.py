@@ -64,6 +64,10 @@ def compare_runs(paths: Sequence[str | Path], out: str | Path | None = None) -> 
         out.parent.mkdir(parents=True, exist_ok=True)
         series: dict[str, tuple[list[int], list[float], list[float]]] = {}
         for m in sorted(metrics_list, key=lambda m: m["agents"]):
+            if m["accuracy"] is None:
+                # No scorable answer (e.g. every judge verdict unparseable): the table shows
+                # "–" and its counts; there is no point to plot.
+                continue
             xs, ys, es = series.setdefault(f"{m['method']} ({m['rounds']} rounds)", ([], [], []))
             xs.append(m["agents"])
             ys.append(100 * m["accuracy"]["mean"])
