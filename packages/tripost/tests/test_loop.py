@@ -120,3 +120,16 @@ def test_raw_text_model_sets_every_attribute_of_the_hf_backend(tiny_model_dir):
     hf = load_chat_model(f"hf:{tiny_model_dir}")
     raw = load_raw_model(f"hf:{tiny_model_dir}")
     assert set(vars(hf)) <= set(vars(raw))
+
+
+def test_raw_text_model_takes_a_base_model_without_chat_template(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from chorus_tripost.generation import RawTextModel
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = None
+    model = RawTextModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok, spec="base")
+    assert tok.chat_template is None and model.batch_size == 16
+    out = model.complete([["Q: 1 + 1 =", "\nAnswer:"]], SamplingParams(max_new_tokens=3))
+    assert len(out) == 1 and out[0].completion_tokens <= 3

@@ -223,3 +223,14 @@ def test_check_helper_measures_a_perfect_scripted_helper(tmp_path, monkeypatch, 
     assert m["n"] == 3 and m["right_accepted"] == m["wrong_rejected"] == 1.0
     assert m["wrong_located"] == m["repair_right"] == 1.0 and m["repair_unreadable"] == 0.0
     assert main(argv) == 0 and "checked earlier" in capsys.readouterr().out
+
+
+def test_llm_improver_output_ends_at_the_answer():
+    from chorus_tripost.improver import LLMImprover
+
+    item = tasks.load_items("date_understanding", "train")[0]
+    text = item["rationale"] + "\nFeedback: Step (1) is correct."
+    llm = FakeChatModel(lambda conv: text)
+    verdict = diff_feedback(item["rationale"], item["rationale"])
+    assert LLMImprover(llm)([item], ["x"], [verdict]) == [item["rationale"]]
+    assert llm.params[0].stop == ("\nFeedback:",)

@@ -42,24 +42,21 @@ class RawTextModel(HFChatModel):
         batch_size: int = 16,
         max_batch_tokens: int = 32768,
     ) -> None:
-        # Not HFChatModel.__init__: that one refuses tokenizers without a chat template, and
-        # a base model (LLaMA-7B in the paper) has none. The attributes are the same (a test
-        # compares them, so a new one in HFChatModel is not missed here).
-        self.kv_cache = "dynamic"
-        self.prefix_cache = None  # no prefix reuse between calls (HFChatModel's option)
-        self.prefix_min_tokens = 16
-        self.model = model.eval()
-        # TriPosT trains decoder-only LMs (raw-text continuation).
-        self.encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-        self.tokenizer = tokenizer
-        self.spec = spec
-        self.batch_size = batch_size
-        self.max_batch_tokens = max_batch_tokens
-        self.dedupe_greedy = True
-        self.pad_token_id = (
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        )
-        self.eos_token_ids = self._eos_ids()
+        # HFChatModel.__init__ refuses a tokenizer without a chat template, and a base model
+        # (LLaMA-7B in the paper) has none; raw text never renders one, so a placeholder
+        # stands in during the parent's checks only. Every attribute (also ones the backend
+        # adds later) comes from the parent; no prefix reuse between calls (its default).
+        placeholder = getattr(tokenizer, "chat_template", None) is None
+        if placeholder:
+            tokenizer.chat_template = "{{ '' }}"
+        try:
+            super().__init__(
+                model, tokenizer, spec=spec, batch_size=batch_size,
+                max_batch_tokens=max_batch_tokens,
+            )  # fmt: skip
+        finally:
+            if placeholder:
+                tokenizer.chat_template = None
 
     def render(self, conversation: list[Message]) -> list[int]:
         """Return the ids of the messages' contents concatenated as raw text (no template)."""

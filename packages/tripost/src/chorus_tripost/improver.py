@@ -57,7 +57,11 @@ class LLMImprover:
     ):
         self.model = model
         self.demos = list(demos)
-        self.params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+        # A small helper continues past its answer with its own "Feedback:" (seen with the
+        # embedded model): stop there, and cut it where a backend ignores stop strings.
+        self.params = SamplingParams(
+            max_new_tokens=max_new_tokens, temperature=0.0, stop=("\nFeedback:",)
+        )
 
     def _conversation(self, item: dict, attempt: str, feedback: str) -> list[dict]:
         msgs = [{"role": "system", "content": IMPROVER_PROMPT}]
@@ -78,6 +82,6 @@ class LLMImprover:
             for it, a, v in zip(items, attempts, verdicts, strict=True)
         ]
         return [
-            "" if c.finish_reason == "error" else c.text.strip()
+            "" if c.finish_reason == "error" else c.text.split("\nFeedback:", 1)[0].strip()
             for c in self.model.chat(conversations, self.params)
         ]
