@@ -98,14 +98,14 @@ def test_reproduce_sequence_with_tiny_model(tmp_path: Path, tiny_model_dir: Path
         argv = ["run", "--recipe", f"realtime_{side}", *common, *extra]
         assert main([*argv, "--out", str(episodes[side])]) == 0
         config = json.loads((episodes[side] / "config.json").read_text())
-        assert config["recipe"]["max_turns"] == 3 and config["recipe"]["simulator"] == tiny
+        assert config["recipe"]["max_turns"] == 2 and config["recipe"]["simulator"] == tiny
     realtime = tmp_path / "realtime"
     argv = ["evaluate", "--episodes", str(episodes["multi"]), "--reference"]
     argv += [str(episodes["single"]), "--judge", tiny, "--out", str(realtime)]
     assert main(argv) == 0
     metrics = json.loads((realtime / "metrics.json").read_text())
-    assert metrics["queries"] == metrics["pairs"] == 3
-    assert sum(metrics["outcomes"].values()) == 3
+    assert metrics["queries"] == metrics["pairs"] == 2  # the recipe's limit
+    assert sum(metrics["outcomes"].values()) == 2
     capsys.readouterr()
     assert main(["report", str(single), str(multi), str(realtime)]) == 0
     text = capsys.readouterr().out
