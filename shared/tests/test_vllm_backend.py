@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from chorus_shared.models import SamplingParams, load_chat_model
-from chorus_shared.models.vllm_backend import VLLMChatModel
+from chorus_shared.models import SamplingParams, load_chat_model, vllm_backend
+from chorus_shared.models.vllm_backend import VLLMChatModel, use_every_core_on_small_cpus
 
 
 def test_missing_vllm_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,7 +91,16 @@ def test_chat_is_one_batched_call_with_mapped_params(fake_vllm) -> None:
     assert out[2].text == "" and "abort" in out[2].error
 
 
-def test_on_cpu_requests_carry_no_seed_and_the_engine_is_seeded_once(fake_vllm) -> None:
+def _restore_reserved_cpu_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # setenv then delenv: the variable is absent now and restored as it was after the test.
+    monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "unset")
+    monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU")
+
+
+def test_on_cpu_requests_carry_no_seed_and_the_engine_is_seeded_once(
+    fake_vllm, monkeypatch
+) -> None:
+    _restore_reserved_cpu_env(monkeypatch)
     fake_vllm._chorus_cpu = True
     model = VLLMChatModel("org/model", seed=11)
     assert model._llm.engine_kwargs["seed"] == 11
@@ -100,6 +109,32 @@ def test_on_cpu_requests_carry_no_seed_and_the_engine_is_seeded_once(fake_vllm) 
         model.chat(convs, SamplingParams(temperature=1.0, seed=5))
     ((_, sampling, _),) = model._llm.calls
     assert all("seed" not in s for s in sampling)
+
+
+def test_a_small_cpu_gives_the_worker_every_core(fake_vllm, monkeypatch) -> None:
+    env: dict[str, str] = {}
+    assert use_every_core_on_small_cpus(env, cpu_count=2)
+    assert env == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    env = {"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"}  # the user's choice stays
+    assert not use_every_core_on_small_cpus(env, cpu_count=2)
+    assert env == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"}
+    env = {}  # a big machine keeps vLLM's default
+    assert not use_every_core_on_small_cpus(env, cpu_count=32) and env == {}
+
+    # The model sets it before the engine (which starts the worker process) is built, on CPU.
+    _restore_reserved_cpu_env(monkeypatch)
+    monkeypatch.setattr(vllm_backend.os, "cpu_count", lambda: 2)
+    seen: list[str | None] = []
+
+    def engine(**kwargs):
+        seen.append(vllm_backend.os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU"))
+        return _FakeLLM(kwargs)
+
+    fake_vllm.LLM = engine
+    VLLMChatModel("org/model")  # fake_vllm says GPU: left alone
+    fake_vllm._chorus_cpu = True
+    VLLMChatModel("org/model")
+    assert seen == [None, "0"]
 
 
 def test_greedy_requests_carry_no_seed(fake_vllm) -> None:
