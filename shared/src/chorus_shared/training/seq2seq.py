@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chorus_shared.training.examples import TRUNCATIONS, BuildStats, NoTrainableTokensError
+from chorus_shared.training.trainer import divide_by_items
 
 
 @dataclass
@@ -147,18 +148,11 @@ class Seq2SeqCollator:
 
 def seq2seq_token_loss(logits: Any, labels: Any, num_items: Any = None) -> Any:
     """Returns ``sum(CE over target tokens) / num_items`` (default: this batch's targets)."""
-    import torch
     import torch.nn.functional as F
 
     flat = logits.float().reshape(-1, logits.size(-1))
     total = F.cross_entropy(flat, labels.reshape(-1), ignore_index=-100, reduction="sum")
-    if num_items is None:
-        num_items = labels.ne(-100).sum()
-    if torch.is_tensor(num_items):
-        num_items = num_items.to(total.device).clamp(min=1)
-    else:
-        num_items = max(int(num_items), 1)
-    return total / num_items
+    return divide_by_items(total, labels.ne(-100).sum() if num_items is None else num_items)
 
 
 def _trainer_class() -> type:

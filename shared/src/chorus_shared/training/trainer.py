@@ -61,7 +61,6 @@ class WeightedCollator:
 
 def weighted_token_loss(logits: Any, input_ids: Any, weights: Any, num_items: Any = None) -> Any:
     """Returns ``sum(w * CE) / num_items`` (``num_items`` defaults to this batch's w>0 count)."""
-    import torch
     import torch.nn.functional as F
 
     shift_logits = logits[:, :-1, :].float()
@@ -71,13 +70,20 @@ def weighted_token_loss(logits: Any, input_ids: Any, weights: Any, num_items: An
         shift_logits.reshape(-1, shift_logits.size(-1)), targets.reshape(-1), reduction="none"
     ).view_as(w)
     total = (ce * w).sum()
-    if num_items is None:
-        num_items = (w > 0).sum()
+    return divide_by_items(total, (w > 0).sum() if num_items is None else num_items)
+
+
+def divide_by_items(total: Any, num_items: Any) -> Any:
+    """Returns ``total / num_items`` with the count clamped to >= 1 (tensor or int count).
+
+    The Trainer passes ``num_items_in_batch`` (trained tokens over the effective batch, maybe
+    on another device); both the causal and the seq2seq loss normalise by it this way.
+    """
+    import torch
+
     if torch.is_tensor(num_items):
-        num_items = num_items.to(total.device).clamp(min=1)
-    else:
-        num_items = max(int(num_items), 1)
-    return total / num_items
+        return total / num_items.to(total.device).clamp(min=1)
+    return total / max(int(num_items), 1)
 
 
 def _trainer_class() -> type:
