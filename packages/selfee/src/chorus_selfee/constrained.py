@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from chorus_selfee.enforce import left_pad
 from chorus_shared.models import Message
 
 
@@ -86,13 +87,7 @@ class ConstrainedChooser:
         model = self.chat.model
         out: list[list[float]] = []
         for k in range(0, len(prompts), self.batch_size):
-            batch = prompts[k : k + self.batch_size]
-            width = max(len(p) for p in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, p in enumerate(batch):
-                input_ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-                attention[row, width - len(p) :] = 1
+            input_ids, attention = left_pad(prompts[k : k + self.batch_size], pad)
             self.calls += 1
             with torch.inference_mode():
                 logits = model(
@@ -110,12 +105,8 @@ class ConstrainedChooser:
 
         pad = self.chat.pad_token_id if hasattr(self.chat, "pad_token_id") else 0
         eos = self.chat.tokenizer.eos_token_id
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
+        input_ids, attention = left_pad(prompts, pad)
+        width = input_ids.shape[1]
         # Trie: generated prefix -> tokens allowed next; a complete choice allows only EOS.
         nxt: dict[tuple[int, ...], set[int]] = {}
         for s in seqs:

@@ -18,6 +18,23 @@ from typing import Any, Protocol
 from chorus_selfee.chain import NEEDED, NOT_NEEDED, Chain, build_prompt, parse_chain
 from chorus_shared.models import ChatModel, SamplingParams
 
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    """Returns ``(input_ids, attention_mask)``: the token lists left-padded to one width.
+
+    Decoder-only generation continues from the last column, so every row ends there.
+    """
+    import torch
+
+    width = max(len(x) for x in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, x in enumerate(sequences):
+        input_ids[row, width - len(x) :] = torch.tensor(x, dtype=torch.long)
+        attention[row, width - len(x) :] = 1
+    return input_ids, attention
+
+
 # Every spelling we stop at; the model is trained on NOT_NEEDED, the others catch drift.
 STOP_VERDICTS: tuple[str, ...] = (NOT_NEEDED, "revision is not needed", "No revision is needed")
 
@@ -58,12 +75,8 @@ class HFContinuer:
         if not prefixes:
             return []
         ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prefixes]
-        width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(ids), width), dtype=torch.long)
-        for row, x in enumerate(ids):
-            input_ids[row, width - len(x) :] = torch.tensor(x, dtype=torch.long)
-            attention[row, width - len(x) :] = 1
+        input_ids, attention = left_pad(ids, self.pad_id)
+        width = input_ids.shape[1]
         greedy = self.temperature == 0
         config = GenerationConfig(
             max_new_tokens=max(max_new_tokens),
