@@ -9,6 +9,7 @@ from chorus_shared.models import (
     ModelSpecError,
     SamplingParams,
     load_chat_model,
+    model_load_error,
 )
 from chorus_shared.models.hf import HFChatModel
 
@@ -184,3 +185,15 @@ def test_static_kv_cache_gives_the_plain_paths_greedy_output(tiny_model_dir: Pat
         assert [c.completion_tokens for c in got] == [c.completion_tokens for c in want]
     with pytest.raises(ValueError, match="kv_cache"):
         load_chat_model(f"hf:{tiny_model_dir}", kv_cache="paged")
+
+
+@pytest.mark.parametrize("spec", ["/nonexistent/model", "./missing-model", "runs/train/model"])
+def test_a_missing_local_folder_is_named_as_one(spec: str) -> None:
+    with pytest.raises(ModelSpecError, match=r"the local folder .* does not exist") as caught:
+        HFChatModel.from_pretrained(spec)
+    assert spec in str(caught.value) and "--model default" in str(caught.value)
+
+
+def test_a_hub_id_is_named_as_one() -> None:
+    error = model_load_error("org/name", OSError("no network"))
+    assert "(hub id)" in str(error) and "no network" in str(error)

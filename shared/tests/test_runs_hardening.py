@@ -66,6 +66,87 @@ def test_discard_if_empty_keeps_a_resumed_run(tmp_path: Path) -> None:
     assert (tmp_path / CONFIG_FILE).is_file() and (tmp_path / RECORDS_FILE).is_file()
 
 
+def test_failed_with_block_discards_its_new_empty_run(tmp_path: Path) -> None:
+    target = tmp_path / "runs" / "x" / "y"
+    with pytest.raises(OSError, match="model did not load"), RunDir.create(target, CONFIG):
+        raise OSError("model did not load")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_failed_with_block_keeps_a_run_with_records(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), RunDir.create(tmp_path / "run", CONFIG) as run:
+        run.append({"id": "a"})
+        raise RuntimeError("crash after the first item")
+    assert [r["id"] for r in RunDir.open(tmp_path / "run").records()] == ["a"]
+
+
+def test_failed_with_block_keeps_a_resumed_run(tmp_path: Path) -> None:
+    RunDir.create(tmp_path, CONFIG).close()  # an earlier run, nothing appended yet
+    with pytest.raises(RuntimeError), RunDir.create(tmp_path, CONFIG):
+        raise RuntimeError("model did not load")
+    assert (tmp_path / CONFIG_FILE).is_file()
+
+
+@pytest.mark.parametrize("foreign", ["file", "folder"])
+def test_discard_keeps_everything_when_the_folder_holds_foreign_files(
+    tmp_path: Path, foreign: str
+) -> None:
+    target = tmp_path / "run"
+    with pytest.raises(RuntimeError), RunDir.create(target, CONFIG):
+        if foreign == "file":
+            (target / "notes.txt").write_text("mine")
+        else:
+            (target / "checkpoints" / "step-1").mkdir(parents=True)
+        raise RuntimeError("failed after writing a checkpoint")
+    assert (target / CONFIG_FILE).is_file() and (target / "manifest.json").is_file()
+    assert (target / "notes.txt").is_file() or (target / "checkpoints" / "step-1").is_dir()
+    run = RunDir.create(target, CONFIG)  # still resumable
+    assert not run.discard_if_empty()
+    assert (target / CONFIG_FILE).is_file()
+
+
+def test_overwrite_into_a_users_folder_then_failure_keeps_the_users_files(tmp_path: Path) -> None:
+    (tmp_path / "diagram.png").write_bytes(b"theirs")
+    with pytest.raises(RuntimeError), RunDir.create(tmp_path, CONFIG, overwrite=True):
+        raise RuntimeError("model did not load")
+    assert (tmp_path / "diagram.png").read_bytes() == b"theirs"
+    assert (tmp_path / CONFIG_FILE).is_file()
+
+
+def test_discard_leaves_pre_existing_parent_folders(tmp_path: Path) -> None:
+    parent = tmp_path / "runs"
+    parent.mkdir()
+    (parent / "other").mkdir()
+    target = parent / "a" / "b"
+    with pytest.raises(RuntimeError), RunDir.create(target, CONFIG):
+        raise RuntimeError("bad spec")
+    assert not (parent / "a").exists()
+    assert parent.is_dir() and (parent / "other").is_dir()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(RuntimeError), RunDir.create(existing, CONFIG):
+        raise RuntimeError("bad spec")
+    assert existing.is_dir() and not any(existing.iterdir())
+
+
+def test_discard_if_empty_is_idempotent(tmp_path: Path) -> None:
+    target = tmp_path / "run"
+    run = RunDir.create(target, CONFIG)
+    assert run.discard_if_empty()
+    target.mkdir()  # someone reuses the path afterwards: a second call must not touch it
+    (target / CONFIG_FILE).write_text("{}")
+    assert run.discard_if_empty()
+    with run:
+        pass
+    assert (target / CONFIG_FILE).read_text() == "{}"
+
+
+def test_successful_with_block_keeps_an_empty_run(tmp_path: Path) -> None:
+    with RunDir.create(tmp_path / "run", CONFIG):
+        pass
+    assert (tmp_path / "run" / CONFIG_FILE).is_file()
+
+
 # -- validated reading ----------------------------------------------------------------------
 
 

@@ -235,6 +235,19 @@ def test_training_loss_falls_and_run_dir_loads(tiny_model_dir: Path, tmp_path: P
     assert isinstance(completion.text, str)
 
 
+@pytest.mark.parametrize("report_to", ["none", "wandb"])
+def test_a_base_model_that_cannot_load_leaves_no_run_folder(
+    tmp_path: Path, report_to: str
+) -> None:
+    from chorus_shared.models import ModelSpecError
+
+    out = tmp_path / "runs" / "train"
+    recipe = {"model": "hf:/nonexistent/model", "max_steps": 1, "report_to": report_to}
+    with pytest.raises(ModelSpecError, match="local folder '/nonexistent/model' does not exist"):
+        train(recipe, _records(), out)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_recipe_errors_and_shipped_configs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown training recipe key"):
         load_train_recipe({"model": "default", "learnin_rate": 1e-5})

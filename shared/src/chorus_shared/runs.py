@@ -197,7 +197,9 @@ class RunDir:
 
     Build it with :meth:`create` (new run or resumption; takes the writer lock) or
     :meth:`open` (read an existing run; the lock is taken at the first append). The lock
-    is released by :meth:`close` or at the end of a ``with`` block.
+    is released by :meth:`close` or at the end of a ``with`` block; a ``with`` block that
+    raises before anything was appended to a run it started removes that run again
+    (:meth:`discard_if_empty`).
     """
 
     def __init__(self, path: Path, config: dict[str, Any]) -> None:
@@ -209,6 +211,7 @@ class RunDir:
         self._ids: set[str] | None = None
         self._new = False  # this object started the run (so discard_if_empty may remove it)
         self._made_dirs: list[Path] = []
+        self._discarded = False
         self._appended = 0
         self._max_errors: int | None = None
         self._session_errors = 0
@@ -459,19 +462,34 @@ class RunDir:
         """Remove a run this object started when nothing was appended (e.g. a model failed
         to load), leaving the path as it was before :meth:`create`.
 
-        Returns True when the run was removed. A resumed run or one with records is kept.
+        Returns True when the run was removed (also on a second call after a removal). The
+        run is kept (and False returned) when it was resumed, has records appended, or its
+        folder holds anything besides the run's own files (those in its manifest, the
+        manifest and the lock): a checkpoint, a subfolder or a user's file means somebody
+        wrote there, so nothing is deleted. The lock is released in every case.
         """
-        if not self._new or self._appended:
-            self.close()
-            return False
+        if self._discarded:
+            return True
         self.close()
+        if not self._new or self._appended or not self._holds_only_own_files():
+            return False
         for name in [*self._manifest(), MANIFEST_FILE, LOCK_FILE]:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 (self._path / name).unlink()
         for folder in reversed(self._made_dirs):
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty: never removes what someone else put there
+        self._discarded = True
         return True
+
+    def _holds_only_own_files(self) -> bool:
+        """Returns True when every entry of the folder is a plain file this run owns."""
+        own = {*self._manifest(), MANIFEST_FILE, LOCK_FILE}
+        try:
+            entries = list(self._path.iterdir())
+        except OSError:
+            return False
+        return all(entry.name in own and entry.is_file() for entry in entries)
 
     def close(self) -> None:
         """Close the records file and release the writer lock. Returns ``None``."""
@@ -492,6 +510,10 @@ class RunDir:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc_type is not None:
+            # A block that failed before storing anything (a model that cannot load, bad
+            # data) leaves no new, empty run behind to trip a later resume.
+            self.discard_if_empty()
         self.close()
 
     def _take_lock(self) -> None:

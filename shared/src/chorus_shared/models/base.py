@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol, TypedDict, runtime_checkable
 
 
@@ -88,6 +90,40 @@ class ChatModel(Protocol):
 
 class ModelSpecError(ValueError):
     """A model spec string could not be resolved to a backend."""
+
+
+def _looks_like_path(source: str) -> bool:
+    # A hub id is "name" or "org/name"; a leading / . ~, a backslash path on Windows, or
+    # more than one slash can only be a folder.
+    return (
+        source.startswith(("/", ".", "~"))
+        or (os.sep != "/" and os.sep in source)
+        or source.count("/") > 1
+    )
+
+
+def model_load_error(source: str, exc: BaseException) -> ModelSpecError:
+    """Returns the :class:`ModelSpecError` for a model that ``from_pretrained`` could not load.
+
+    The message names ``source``, says whether it was read as a local folder (and whether that
+    folder exists) or as a hub id, and what to pass instead.
+    """
+    folder = Path(source).expanduser()
+    if folder.exists():
+        where = "local folder"
+    elif _looks_like_path(source):
+        return ModelSpecError(
+            f"could not load model {source!r}: the local folder {str(folder)!r} does not exist. "
+            "Give an existing model folder (one holding config.json), a hub id such as "
+            "'hf:org/name', or --model default for the embedded model."
+        )
+    else:
+        where = "hub id"
+    return ModelSpecError(
+        f"could not load model {source!r} ({where}): {exc}. Give an existing local folder "
+        "or a hub id reachable from this machine (set HF_TOKEN for gated models); "
+        "offline, use the embedded model with --model default."
+    )
 
 
 class ChatTemplateError(ValueError):

@@ -13,8 +13,8 @@ from chorus_shared.models.base import (
     Completion,
     FinishReason,
     Message,
-    ModelSpecError,
     SamplingParams,
+    model_load_error,
     validate_conversations,
 )
 from chorus_shared.models.prefix_cache import PrefixCache, PrefixEntry
@@ -224,12 +224,7 @@ class HFChatModel:
                 **load_kw,
             )
         except OSError as exc:
-            where = "local folder" if Path(source).exists() else "hub id"
-            raise ModelSpecError(
-                f"could not load model {source!r} ({where}): {exc}. Give an existing local folder "
-                "or a hub id reachable from this machine (set HF_TOKEN for gated models); "
-                "offline, use the embedded model with --model default."
-            ) from exc
+            raise model_load_error(source, exc) from exc
         model.to(device)
         return cls(model, tokenizer, spec=spec or f"hf:{source}", **kwargs)
 

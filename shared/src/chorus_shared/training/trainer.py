@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chorus_shared.models.base import model_load_error
 from chorus_shared.training.examples import BuildStats, TokenizedExample, build_examples
 from chorus_shared.training.recipe import TrainRecipe, load_train_recipe, training_arguments
 from chorus_shared.training.rundir import CHECKPOINT_SUBDIR, MODEL_SUBDIR, resolve_trained_model
@@ -133,10 +134,13 @@ def resolve_architecture(recipe: TrainRecipe) -> str:
         return recipe.architecture
     from transformers import AutoConfig
 
+    path = resolve_model_path(recipe.model)
     try:
-        config = AutoConfig.from_pretrained(resolve_model_path(recipe.model))
+        config = AutoConfig.from_pretrained(path)
     except ValueError:  # not a model's config (a PEFT adapter folder): the causal path
         return "causal"
+    except OSError as exc:
+        raise model_load_error(path, exc) from exc
     return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
 
 
@@ -150,11 +154,14 @@ def load_model_and_tokenizer(recipe: TrainRecipe) -> tuple[Any, Any]:
 
     path = resolve_model_path(recipe.model)
     seq2seq = resolve_architecture(recipe) == "seq2seq"
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = auto.from_pretrained(path, dtype="float32")
+    except OSError as exc:
+        raise model_load_error(path, exc) from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-    model = auto.from_pretrained(path, dtype="float32")
     if recipe.gradient_checkpointing:
         model.config.use_cache = False
     if recipe.lora is not None:
@@ -287,6 +294,12 @@ def train(
     try:
         with _tracking_env(recipe, out_dir):
             return _train_in(run, recipe, records, out_dir, resume=resume, callbacks=callbacks)
+    except BaseException:
+        # A base model that cannot load leaves no new run folder; once a checkpoint or the
+        # wandb folder exists, discard_if_empty keeps everything.
+        if run is not None:
+            run.discard_if_empty()
+        raise
     finally:
         if run is not None:
             run.close()
