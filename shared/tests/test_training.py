@@ -236,9 +236,7 @@ def test_training_loss_falls_and_run_dir_loads(tiny_model_dir: Path, tmp_path: P
 
 
 @pytest.mark.parametrize("report_to", ["none", "wandb"])
-def test_a_base_model_that_cannot_load_leaves_no_run_folder(
-    tmp_path: Path, report_to: str
-) -> None:
+def test_a_base_model_that_cannot_load_leaves_no_run_folder(tmp_path: Path, report_to: str) -> None:
     from chorus_shared.models import ModelSpecError
 
     out = tmp_path / "runs" / "train"

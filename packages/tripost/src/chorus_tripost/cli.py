@@ -113,53 +113,53 @@ def _collect(args: argparse.Namespace) -> int:
         return pipeline.phase_runner(True)(_collect, args)
     recipe = load_recipe(args.recipe, **cli_overrides(args, Recipe))
     parse_spec(recipe.model)  # a typo fails before a run folder exists
-    run = RunDir.create(args.run_dir, {"recipe": asdict(recipe), "runtime": {}})
-    if (run.path / "metrics.json").exists():
-        print(f"{run.path}: this window is already collected (metrics.json); nothing to redo")
-        return 0
-    items = tasks.load_items(recipe.task, "train")
-    random.Random(recipe.seed).shuffle(items)
-    window = items[: recipe.collect_train_data_window]
-    model = load_raw_model(recipe.model)
-    verify, improve = make_helpers(recipe, items)
-    kept, stats = loop.collect(
-        model,
-        window,
-        verify=verify,
-        improve=improve,
-        max_improvements=recipe.max_improvements,
-        params=SamplingParams(
-            max_new_tokens=recipe.max_new_tokens, temperature=0.0, stop=(loop.FEEDBACK,)
-        ),
-    )
-    improving, plain = loop.split_turns(kept)
-    if len(improving) + len(plain) < recipe.min_data_length:
-        raise SystemExit(
-            f"error: only {len(improving) + len(plain)} samples collected, fewer than "
-            f"min_data_length={recipe.min_data_length}; the loop stops here"
+    items = tasks.load_items(recipe.task, "train")  # missing data fails before it too
+    # A failure before the first record (a model that cannot load) removes the new run.
+    with RunDir.create(args.run_dir, {"recipe": asdict(recipe), "runtime": {}}) as run:
+        if (run.path / "metrics.json").exists():
+            print(f"{run.path}: this window is already collected (metrics.json); nothing to redo")
+            return 0
+        random.Random(recipe.seed).shuffle(items)
+        window = items[: recipe.collect_train_data_window]
+        model = load_raw_model(recipe.model)
+        verify, improve = make_helpers(recipe, items)
+        kept, stats = loop.collect(
+            model,
+            window,
+            verify=verify,
+            improve=improve,
+            max_improvements=recipe.max_improvements,
+            params=SamplingParams(
+                max_new_tokens=recipe.max_new_tokens, temperature=0.0, stop=(loop.FEEDBACK,)
+            ),
         )
-    improving, plain = loop.rebalance(
-        improving, plain, improve_data_ratio=recipe.improve_data_ratio, seed=recipe.seed
-    )
-    records = loop.build_records(
-        improving,
-        plain,
-        window,
-        self_improve_section_weight=recipe.self_improve_section_weight,
-        mask_before_att_start_text=recipe.mask_before_att_start_text,
-    )
-    with run:
+        improving, plain = loop.split_turns(kept)
+        if len(improving) + len(plain) < recipe.min_data_length:
+            raise SystemExit(
+                f"error: only {len(improving) + len(plain)} samples collected, fewer than "
+                f"min_data_length={recipe.min_data_length}; the loop stops here"
+            )
+        improving, plain = loop.rebalance(
+            improving, plain, improve_data_ratio=recipe.improve_data_ratio, seed=recipe.seed
+        )
+        records = loop.build_records(
+            improving,
+            plain,
+            window,
+            self_improve_section_weight=recipe.self_improve_section_weight,
+            mask_before_att_start_text=recipe.mask_before_att_start_text,
+        )
         done = run.finished_ids()  # a crash mid-write resumes without duplicating records
         for r in records:
             if r["id"] not in done:
                 run.append(r)
-    metrics = {
-        **stats.to_dict(),
-        "improvement_samples": len(improving),
-        "plain_samples": len(plain),
-        "records": len(records),
-    }
-    run.write_metrics(metrics)
+        metrics = {
+            **stats.to_dict(),
+            "improvement_samples": len(improving),
+            "plain_samples": len(plain),
+            "records": len(records),
+        }
+        run.write_metrics(metrics)
     print(json.dumps(metrics))
     return 0
 
@@ -222,7 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": _report,
         "check-helper": _check_helper,
     }
-    return verbs[args.verb](args)
+    try:
+        return verbs[args.verb](args)
+    except (ValueError, OSError, ImportError, RuntimeError) as exc:
+        # User errors (a model spec that cannot load, missing data, a run folder holding
+        # another config) get one line and exit 2, as in chorus-debate; bugs still trace.
+        print(f"chorus-tripost: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from chorus_shared.models.base import Completion, Message, SamplingParams
+from chorus_shared.models.base import Completion, Message, SamplingParams, model_load_error
 from chorus_shared.models.hf import HFChatModel, _pick_device, _pick_dtype
 
 __all__ = ["RawTextModel", "load_raw_model", "prompt_ids"]
@@ -101,8 +101,13 @@ def load_raw_model(spec: str, *, dtype: str = "auto", **options: Any) -> RawText
         )
     path = resolve_model_path(spec)
     device = _pick_device(None)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=_pick_dtype(dtype, device))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_pick_dtype(dtype, device))
+    except OSError as exc:
+        # One clear line naming the spec (and whether it is a missing folder), not a hub
+        # traceback; ModelSpecError is a ValueError, which the CLI reports with exit 2.
+        raise model_load_error(path, exc) from exc
     # transformers decorates PreTrainedModel.to with functools.wraps, whose typeshed type
     # (_Wrapped) is not a descriptor: mypy then expects ``self`` as the first argument.
     model.to(device)  # type: ignore[arg-type]

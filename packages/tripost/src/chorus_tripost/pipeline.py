@@ -278,8 +278,9 @@ def run_training(
         "recipe": asdict(recipe),
         "runtime": {"num_iterations": num_iterations},
     }
+    items = tasks.load_items(recipe.task, "train")  # missing data fails before the run folder
+    # A base model that cannot load fails inside; the new, empty run folder is then removed.
     with RunDir.create(run_dir, config) as run:
-        items = tasks.load_items(recipe.task, "train")
         random.Random(recipe.seed).shuffle(items)
         base_items = items[: recipe.train_items] if recipe.train_items else items
         baseline = run_dir / "baseline"
@@ -479,11 +480,11 @@ def check_helper(recipe: Recipe, out_dir: str | Path, *, n: int = 20, log: Log =
     if recipe.verifier_use_scripted:
         raise ValueError("check-helper measures LLM helpers: set verifier_use_scripted false")
     config = {"kind": "tripost-check-helper", "recipe": asdict(recipe), "n": n}
+    train = tasks.load_items(recipe.task, "train")  # missing data fails before the run folder
     with RunDir.create(out_dir, config) as run:
         if _done(Path(out_dir)):
             log(f"{out_dir}: checked earlier; metrics.json kept")
             return run.read_metrics()
-        train = tasks.load_items(recipe.task, "train")
         demos = pick_demos(train, 2, seed=recipe.seed)
         ids = {d["id"] for d in demos}
         pool = [it for it in train if it["id"] not in ids and ev.is_correct(it, it["rationale"])]
