@@ -302,8 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handler(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, OSError, ImportError, RuntimeError, KeyError) as err:
+        # User errors (a model that cannot load, missing data, a mismatched run folder) get
+        # one line and exit 2, as in chorus-debate; a failed run left no new run folder.
+        print(f"chorus-alpha-umi: error: {err}", file=sys.stderr)
         return 2
 
 
