@@ -555,7 +555,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (FileNotFoundError, ValueError) as exc:
+    except (ValueError, OSError, ImportError, RuntimeError) as exc:
+        # User errors (a model or ranker that cannot load, missing data, a mismatched run
+        # folder) get one line, as in chorus-debate; a failed run left no new run folder.
         print(f"chorus-blender {args.verb}: error: {exc}", file=sys.stderr)
         return 2
 

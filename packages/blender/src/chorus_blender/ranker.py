@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from chorus_shared.models.base import looks_like_path, model_load_error
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -117,11 +119,19 @@ class PairRanker(nn.Module):
         from transformers import AutoModel, AutoTokenizer
 
         torch.manual_seed(seed)
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+            encoder = AutoModel.from_pretrained(str(name_or_path))
+        except OSError as exc:
+            raise model_load_error(
+                str(name_or_path),
+                exc,
+                what="ranker backbone",
+                instead="--backbone minilm (the offline MiniLM encoder)",
+            ) from exc
         tokenizer.add_special_tokens(
             {"additional_special_tokens": [SOURCE_TOKEN, CAND1_TOKEN, CAND2_TOKEN]}
         )
-        encoder = AutoModel.from_pretrained(str(name_or_path))
         encoder.resize_token_embeddings(len(tokenizer))
         return cls(encoder, tokenizer, config or RankerConfig(), _marker_ids(tokenizer))
 
@@ -363,6 +373,11 @@ def _resolve_folder(name_or_path: str | Path) -> Path:
         return path
     if path.exists():
         raise RankerCheckpointError(f"{path} is a file; give the checkpoint's folder")
+    if looks_like_path(str(name_or_path)):  # not a hub id: do not ask the hub for it
+        raise RankerCheckpointError(
+            f"the ranker folder {str(name_or_path)!r} does not exist: give the model/ folder of "
+            "a `chorus-blender train` run, or a hub id such as llm-blender/PairRM-hf"
+        )
     try:
         from huggingface_hub import snapshot_download
 

@@ -92,7 +92,8 @@ class ModelSpecError(ValueError):
     """A model spec string could not be resolved to a backend."""
 
 
-def _looks_like_path(source: str) -> bool:
+def looks_like_path(source: str) -> bool:
+    """Returns True when ``source`` can only be a local folder, never a hub id."""
     # A hub id is "name" or "org/name"; a leading / . ~, a backslash path on Windows, or
     # more than one slash can only be a folder.
     return (
@@ -102,27 +103,31 @@ def _looks_like_path(source: str) -> bool:
     )
 
 
-def model_load_error(source: str, exc: BaseException) -> ModelSpecError:
+def model_load_error(
+    source: str,
+    exc: BaseException,
+    *,
+    what: str = "model",
+    instead: str = "--model default (the embedded model)",
+) -> ModelSpecError:
     """Returns the :class:`ModelSpecError` for a model that ``from_pretrained`` could not load.
 
-    The message names ``source``, says whether it was read as a local folder (and whether that
-    folder exists) or as a hub id, and what to pass instead.
+    The message names ``source`` (as ``what``: "model", "ranker backbone", ...), says whether
+    it was read as a local folder (and whether that folder exists) or as a hub id, and what to
+    pass instead (``instead``: the offline choice).
     """
     folder = Path(source).expanduser()
-    if folder.exists():
-        where = "local folder"
-    elif _looks_like_path(source):
+    if not folder.exists() and looks_like_path(source):
         return ModelSpecError(
-            f"could not load model {source!r}: the local folder {str(folder)!r} does not exist. "
-            "Give an existing model folder (one holding config.json), a hub id such as "
-            "'hf:org/name', or --model default for the embedded model."
+            f"could not load {what} {source!r}: the local folder {str(folder)!r} does not "
+            "exist. Give an existing model folder (one holding config.json), a hub id "
+            f"(org/name), or {instead}."
         )
-    else:
-        where = "hub id"
+    where = "local folder" if folder.exists() else "hub id"
     return ModelSpecError(
-        f"could not load model {source!r} ({where}): {exc}. Give an existing local folder "
+        f"could not load {what} {source!r} ({where}): {exc}. Give an existing local folder "
         "or a hub id reachable from this machine (set HF_TOKEN for gated models); "
-        "offline, use the embedded model with --model default."
+        f"offline, use {instead}."
     )
 
 
