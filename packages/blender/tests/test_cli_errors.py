@@ -61,7 +61,7 @@ def _one_line(err: str, verb: str) -> str:
             ["--data", "{items}", "--model", f"hf:{BAD}", "--max-steps", "1"],
             "--model default",
         ),
-    ],  # fmt: skip
+    ],
     ids=["rank", "evaluate-ranker", "evaluate-judge", "train", "train-fuser"],
 )
 def test_a_model_that_cannot_load_leaves_no_run(

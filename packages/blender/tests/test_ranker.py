@@ -141,7 +141,7 @@ def test_plain_encoder_folder_is_refused_with_a_fix(tiny_bert):
 
 
 def test_missing_folder_names_the_problem(tmp_path):
-    with pytest.raises(RankerCheckpointError, match="ranker folder .* does not exist"):
+    with pytest.raises(RankerCheckpointError, match=r"ranker folder .* does not exist"):
         PairRanker.from_pretrained(tmp_path / "nope")
 
 
