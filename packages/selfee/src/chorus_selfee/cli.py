@@ -111,43 +111,49 @@ def cmd_generate(args: argparse.Namespace) -> dict:
         {"recipe": r.identity("generate"), "runtime": r.runtime()},
         overwrite=args.overwrite,
     )
-    todo = pending(items, run)
-    print(f"{run.path}: {len(items) - len(todo)} of {len(items)} already done", file=sys.stderr)
-    if todo:
-        teacher = _model(r.teacher, r)
-        chooser = (
-            ConstrainedChooser(teacher, batch_size=r.batch_size)
-            if r.teacher_verdict == "constrained"
-            else None
-        )
-        with run:
-            for w in progress(_windows(todo, r.window), desc="generate windows"):
-                # The seed derives from the window's first id, so a resumed run draws the same.
-                seed = r.seed + zlib.crc32(w[0]["id"].encode()) % 1_000_000
-                params = SamplingParams(
-                    max_new_tokens=r.max_new_tokens, temperature=r.temperature, seed=seed
-                )
-                for rec in generate_feedback_data(
-                    teacher,
-                    w,
-                    params,
-                    max_iterations=r.max_iterations,
-                    use_reference=r.use_reference,
-                    chooser=chooser,
-                ):
-                    run.append(rec)
-    recs = run.records()
-    metrics = {
-        "items": len(recs),
-        "mean_iterations": sum(x["iteration"] for x in recs) / max(len(recs), 1),
-        "truncated": sum(bool(x["iteration_truncated"]) for x in recs),
-        "missing_verdicts": sum(x["missing_verdicts"] for x in recs),
-        "errors": sum(x["errors"] for x in recs),
-        "teacher_verdict": r.teacher_verdict,
-        **_verdict_counts(recs),
-    }
-    run.write_metrics(metrics)
-    return metrics
+    try:
+        todo = pending(items, run)
+        print(f"{run.path}: {len(items) - len(todo)} of {len(items)} already done", file=sys.stderr)
+        if todo:
+            teacher = _model(r.teacher, r)
+            chooser = (
+                ConstrainedChooser(teacher, batch_size=r.batch_size)
+                if r.teacher_verdict == "constrained"
+                else None
+            )
+            with run:
+                for w in progress(_windows(todo, r.window), desc="generate windows"):
+                    # The seed derives from the window's first id, so a resumed run draws the same.
+                    seed = r.seed + zlib.crc32(w[0]["id"].encode()) % 1_000_000
+                    params = SamplingParams(
+                        max_new_tokens=r.max_new_tokens, temperature=r.temperature, seed=seed
+                    )
+                    for rec in generate_feedback_data(
+                        teacher,
+                        w,
+                        params,
+                        max_iterations=r.max_iterations,
+                        use_reference=r.use_reference,
+                        chooser=chooser,
+                    ):
+                        run.append(rec)
+        recs = run.records()
+        metrics = {
+            "items": len(recs),
+            "mean_iterations": sum(x["iteration"] for x in recs) / max(len(recs), 1),
+            "truncated": sum(bool(x["iteration_truncated"]) for x in recs),
+            "missing_verdicts": sum(x["missing_verdicts"] for x in recs),
+            "errors": sum(x["errors"] for x in recs),
+            "teacher_verdict": r.teacher_verdict,
+            **_verdict_counts(recs),
+        }
+        run.write_metrics(metrics)
+        return metrics
+    except BaseException:
+        # A model that cannot load (or any failure before the first record) leaves no
+        # new, empty run folder behind, as in chorus-debate.
+        run.discard_if_empty()
+        raise
 
 
 def _verdict_counts(recs: list[dict]) -> dict:
@@ -185,6 +191,12 @@ def cmd_train(args: argparse.Namespace) -> dict:
     recs, skipped = training_records(data, r.objective)
     if not recs:
         raise ValueError(f"no usable records in {args.data} ({skipped} skipped)")
+    if not args.records_only:
+        from chorus_shared.training import check_base_model, load_train_recipe
+
+        # Before train_records.jsonl is written: a base model that cannot load leaves no
+        # folder behind (train() removes its own new run, but not a folder holding records).
+        check_base_model(load_train_recipe(r.train))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "train_records.jsonl").open("w") as f:
@@ -227,30 +239,36 @@ def cmd_infer(args: argparse.Namespace) -> dict:
         {"recipe": r.identity("infer"), "runtime": r.runtime()},
         overwrite=args.overwrite,
     )
-    todo = pending(items, run)
-    if todo:
-        cont = _continuer(r.model, r)
-        with run:
-            for w in progress(_windows(todo, r.window), desc="infer windows"):
-                res = enforce_generate(
-                    cont,
-                    [(q["instruction"], q["input"]) for q in w],
-                    max_num_revision=r.max_num_revision,
-                    max_new_tokens=r.infer_max_new_tokens,
-                    seed=r.seed,
-                )
-                for q, x in zip(w, res, strict=True):
-                    run.append({"id": q["id"], "category": q["category"], **x.to_dict()})
-    recs = run.records()
-    metrics = {
-        "items": len(recs),
-        "mean_revisions": sum(x["revisions"] for x in recs) / max(len(recs), 1),
-        "forced": sum(x["forced"] for x in recs),
-        "hit_budget": sum(x["finish"] == "length" for x in recs),
-        "empty_answers": sum(not x["answer"].strip() for x in recs),
-    }
-    run.write_metrics(metrics)
-    return metrics
+    try:
+        todo = pending(items, run)
+        if todo:
+            cont = _continuer(r.model, r)
+            with run:
+                for w in progress(_windows(todo, r.window), desc="infer windows"):
+                    res = enforce_generate(
+                        cont,
+                        [(q["instruction"], q["input"]) for q in w],
+                        max_num_revision=r.max_num_revision,
+                        max_new_tokens=r.infer_max_new_tokens,
+                        seed=r.seed,
+                    )
+                    for q, x in zip(w, res, strict=True):
+                        run.append({"id": q["id"], "category": q["category"], **x.to_dict()})
+        recs = run.records()
+        metrics = {
+            "items": len(recs),
+            "mean_revisions": sum(x["revisions"] for x in recs) / max(len(recs), 1),
+            "forced": sum(x["forced"] for x in recs),
+            "hit_budget": sum(x["finish"] == "length" for x in recs),
+            "empty_answers": sum(not x["answer"].strip() for x in recs),
+        }
+        run.write_metrics(metrics)
+        return metrics
+    except BaseException:
+        # A model that cannot load (or any failure before the first record) leaves no
+        # new, empty run folder behind, as in chorus-debate.
+        run.discard_if_empty()
+        raise
 
 
 def load_answers(source: str, eval_set: str) -> dict[str, str]:
@@ -301,56 +319,62 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         },
         overwrite=args.overwrite,
     )
-    done = run.finished_ids()
-    last = "pairwise" if kind == "pairwise" else "reference-first"
-    todo = [q for q in questions if f"{q['id']}-{last}" not in done]
-    if todo and plugin:
-        judge = load_pairwise_judge(r.judge)
-        with run:
-            for w in progress(_windows(todo, r.window), desc="judge windows"):
-                for rec in judge_pairwise(judge, w, mine, ref):
-                    run.append(rec)
-    elif todo and likelihood:
-        prompts = {
-            p["category"]: p
-            for p in load_dataset_records("vicuna80-judge", "test", path=r.data_dir)
-        }
-        chooser = ConstrainedChooser(_model(r.judge, r), batch_size=r.batch_size)
-        with run:
-            for w in progress(_windows(todo, r.window), desc="judge windows"):
-                for rec in judge_likelihood(chooser, prompts, w, mine, ref):
-                    run.append(rec)
-    elif todo:
-        prompts = {
-            p["category"]: p
-            for p in load_dataset_records("vicuna80-judge", "test", path=r.data_dir)
-        }
-        judge = _model(r.judge, r)
-        # Only the "constrained" scoring reads the judge's verdict through a chooser.
-        maybe_chooser = (
-            ConstrainedChooser(judge, batch_size=r.batch_size)
-            if r.judge_scores == "constrained"
-            else None
-        )
-        params = SamplingParams(
-            max_new_tokens=r.judge_max_new_tokens, temperature=r.judge_temperature, seed=r.seed
-        )
-        with run:
-            for w in progress(_windows(todo, r.window), desc="judge windows"):
-                for rec in judge_pairs(judge, prompts, w, mine, ref, params, maybe_chooser):
-                    if rec["id"] not in done:
+    try:
+        done = run.finished_ids()
+        last = "pairwise" if kind == "pairwise" else "reference-first"
+        todo = [q for q in questions if f"{q['id']}-{last}" not in done]
+        if todo and plugin:
+            judge = load_pairwise_judge(r.judge)
+            with run:
+                for w in progress(_windows(todo, r.window), desc="judge windows"):
+                    for rec in judge_pairwise(judge, w, mine, ref):
                         run.append(rec)
-    records = run.records()
-    metrics = aggregate_pairwise(records) if kind == "pairwise" else aggregate(records)
-    metrics.update(_answers_info(args.answers))
-    metrics["judge"] = r.judge
-    metrics["judge_scores"] = "pairwise" if plugin else r.judge_scores
-    run.write_metrics(metrics)
-    run.write_report(
-        f"# SelFee pairwise evaluation\n\nanswers: `{args.answers}`  \n"
-        f"reference: `{args.reference}`  \njudge: `{r.judge}` ({kind})\n\n{table(metrics)}\n"
-    )
-    return metrics
+        elif todo and likelihood:
+            prompts = {
+                p["category"]: p
+                for p in load_dataset_records("vicuna80-judge", "test", path=r.data_dir)
+            }
+            chooser = ConstrainedChooser(_model(r.judge, r), batch_size=r.batch_size)
+            with run:
+                for w in progress(_windows(todo, r.window), desc="judge windows"):
+                    for rec in judge_likelihood(chooser, prompts, w, mine, ref):
+                        run.append(rec)
+        elif todo:
+            prompts = {
+                p["category"]: p
+                for p in load_dataset_records("vicuna80-judge", "test", path=r.data_dir)
+            }
+            judge = _model(r.judge, r)
+            # Only the "constrained" scoring reads the judge's verdict through a chooser.
+            maybe_chooser = (
+                ConstrainedChooser(judge, batch_size=r.batch_size)
+                if r.judge_scores == "constrained"
+                else None
+            )
+            params = SamplingParams(
+                max_new_tokens=r.judge_max_new_tokens, temperature=r.judge_temperature, seed=r.seed
+            )
+            with run:
+                for w in progress(_windows(todo, r.window), desc="judge windows"):
+                    for rec in judge_pairs(judge, prompts, w, mine, ref, params, maybe_chooser):
+                        if rec["id"] not in done:
+                            run.append(rec)
+        records = run.records()
+        metrics = aggregate_pairwise(records) if kind == "pairwise" else aggregate(records)
+        metrics.update(_answers_info(args.answers))
+        metrics["judge"] = r.judge
+        metrics["judge_scores"] = "pairwise" if plugin else r.judge_scores
+        run.write_metrics(metrics)
+        run.write_report(
+            f"# SelFee pairwise evaluation\n\nanswers: `{args.answers}`  \n"
+            f"reference: `{args.reference}`  \njudge: `{r.judge}` ({kind})\n\n{table(metrics)}\n"
+        )
+        return metrics
+    except BaseException:
+        # A model that cannot load (or any failure before the first record) leaves no
+        # new, empty run folder behind, as in chorus-debate.
+        run.discard_if_empty()
+        raise
 
 
 def _answers_info(source: str) -> dict:

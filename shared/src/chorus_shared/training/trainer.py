@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,15 @@ def resolve_architecture(recipe: TrainRecipe) -> str:
     except OSError as exc:
         raise model_load_error(path, exc) from exc
     return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+
+
+def check_base_model(recipe: TrainRecipe) -> None:
+    """Raise ``ModelSpecError`` (one clear line) when the recipe's base model cannot be found.
+
+    Reads only the model's config, so a caller can check before writing anything; returns
+    ``None`` when the config loads (or the folder is a PEFT adapter, which ``train`` handles).
+    """
+    resolve_architecture(replace(recipe, architecture="auto"))
 
 
 def load_model_and_tokenizer(recipe: TrainRecipe) -> tuple[Any, Any]:
