@@ -62,3 +62,20 @@ def test_a_wrong_data_dir_stops_before_a_run_folder(
     assert err.startswith("chorus-alpha-umi: error: ") and "--data-dir" in err
     assert str(missing) in err and "toolbench_alpha_umi" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_realtime_evaluate_with_a_judge_that_cannot_load_leaves_no_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chorus_shared.runs import RunDir
+
+    episode = {"id": "q1", "status": "finished", "conversations": []}
+    for name in ("mine", "ref"):
+        with RunDir.create(tmp_path / name, {"recipe": {"name": name}}) as run:
+            run.append(episode)
+    out = tmp_path / "runs" / "realtime"
+    argv = ["evaluate", "--episodes", str(tmp_path / "mine"), "--reference", str(tmp_path / "ref"),
+            "--judge", BAD, "--out", str(out)]  # fmt: skip
+    assert main(argv) == 2
+    _check(capsys.readouterr().err)
+    assert not (tmp_path / "runs").exists()
