@@ -42,6 +42,11 @@ The contract every package relies on:
   are recomputed from them by ``evaluate``, so ``metrics.json`` and ``report.md`` can always
   be rebuilt, also into another folder (:class:`OutputFolder`) when the run folder is
   read-only.
+- **A run that never started leaves nothing.** When the ``with RunDir.create(...)`` block
+  (or a caller's ``except`` calling :meth:`RunDir.discard_if_empty`) fails before the first
+  record of a run this object created (a model that cannot load), the run's files and the
+  folders ``create`` made are removed again, but only when the folder holds nothing else:
+  a checkpoint, a subfolder or a user's file keeps everything.
 - **Failures stop the run.** :meth:`RunDir.append_many` stores a batch (a window) and raises
   :class:`TooManyErrorsError` when every item of it errored or when the errors of this
   session reach ``max_errors``, naming the reason, so a dead server never yields exit 0.
