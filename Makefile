@@ -66,7 +66,7 @@ test: $(STAMP)  ## tests of every package + cross-package tests
 test-fast:  ## the tests without the smoke tests on the embedded model
 	$(PY) -m pytest shared/tests $(PACKAGE_TESTS) tests -q -m "not smoke"
 
-lint:  ## ruff check + format check + mypy (chorus_shared and packages/debate)
+lint:  ## ruff check + format check + mypy (chorus_shared and every package)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

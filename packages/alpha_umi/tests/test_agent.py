@@ -102,6 +102,19 @@ def test_bad_calls_become_error_observations(fake_chat_model) -> None:
     assert episode["bad_calls"] == 1 and episode["status"] == "max_turns"
 
 
+def test_a_call_without_action_line_is_an_error_observation(
+    tmp_path: Path, fake_chat_model
+) -> None:
+    toy = _toy()
+    (toy_out,) = toy.call_many([(TOOLS, None, None)])
+    assert "no 'Action:' line" in json.loads(toy_out)["error"] and toy.calls == []
+    model = fake_chat_model(lambda c: '{"sum": 2}')
+    sim = SimulatedTools(model, tmp_path / "cache.jsonl")
+    out = sim.call_many([(TOOLS, None, None), (TOOLS, "add", {"a": 1, "b": 1})])
+    assert "no 'Action:' line" in json.loads(out[0])["error"]
+    assert out[1] == '{"sum": 2}' and [len(c) for c in model.calls] == [1]
+
+
 def test_full_episode_with_three_tiny_models(tiny_model_dir: Path) -> None:
     models = {
         role: load_chat_model(f"hf:{tiny_model_dir}", batch_size=4)

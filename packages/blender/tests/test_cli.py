@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from chorus_blender.best_of_n import best_of_n_generate
 from chorus_blender.cli import main
 from chorus_blender.fuser import fuse, fuser_prompt
@@ -47,6 +49,14 @@ def test_missing_input_is_one_error_line(tmp_path, capsys):
     argv = ["rank", "--ranker", str(tmp_path), "--input", str(tmp_path / "no.jsonl"), "--out", "x"]
     assert main(argv) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_best_of_n_line_without_prompt_is_one_clear_error(tmp_path):
+    data = tmp_path / "prompts.jsonl"
+    data.write_text(json.dumps({"id": "a", "prompt": "hi"}) + "\n" + json.dumps({"id": "b"}) + "\n")
+    argv = ["best-of-n", "--model", "default", "--ranker", str(tmp_path), "--prompts", str(data)]
+    with pytest.raises(SystemExit, match="every line needs a 'prompt'"):
+        main(argv)
 
 
 class _Chat:

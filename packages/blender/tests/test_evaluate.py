@@ -193,11 +193,17 @@ def test_evaluate_cli_end_to_end(tiny_bert, tmp_path, capsys):
 
 def test_evaluate_without_a_ranker_gives_the_baseline_rows(tmp_path, capsys):
     data = tmp_path / "test.jsonl"
-    data.write_text("".join(json.dumps(it) + "\n" for it in ITEMS))
+    unscored = {**ITEMS[0], "id": "unscored", "candidates": [{"text": "x"}]}
+    no_candidates = {"id": "none", "output": "y", "candidates": "not a list"}
+    bad = [json.dumps(unscored) + "\n", json.dumps(no_candidates) + "\n"]
+    data.write_text("".join(json.dumps(it) + "\n" for it in ITEMS) + "".join(bad))
     out = tmp_path / "eval"
     argv = ["evaluate", "--candidates", str(data), "--no-pointwise", "--out", str(out)]
     assert main(argv) == 0
-    table = json.loads((out / "metrics.json").read_text())["table"]
+    assert capsys.readouterr().err.count("needs id, output and scored candidates") == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["items"] == len(ITEMS)
+    table = metrics["table"]
     assert {RANDOM, BEST_SINGLE, oracle_name("bleu")} <= set(table)
     assert PAIRRANKER not in table and FUSED not in table
     assert main(["evaluate", "--candidates", str(data), "--fuser", "default", "--out", "x"]) == 2

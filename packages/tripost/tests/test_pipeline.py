@@ -269,6 +269,14 @@ def test_collection_stats_go_to_wandb_offline(tmp_path, monkeypatch):
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
 
 
+def test_unknown_wandb_mode_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offlne")
+    recipe = load_recipe("arithmetic_default", report_to="wandb")
+    with pytest.raises(ValueError, match="WANDB_MODE='offlne'"):
+        pipeline._wandb_log(recipe, tmp_path, 1, {"attempts": 4})
+    assert not (tmp_path / "wandb").exists()
+
+
 def test_shipped_recipes_map_onto_training(tmp_path):
     from pathlib import Path
 
@@ -363,3 +371,16 @@ def test_collect_window_for_each_method():
     whole = load_recipe("arithmetic_default", method="ft_demo", convert_to_turns=False)
     records, stats = pipeline.collect_window(whole, None, items)
     assert stats["samples"] == 3 and sum(r["id"].endswith("-traj") for r in records) == 3
+    # lmsi and tripost sample the model: without one, a clear error (not an AttributeError).
+    for method in ("lmsi", "tripost"):
+        recipe = load_recipe("arithmetic_default", method=method)
+        with pytest.raises(ValueError, match="samples the model"):
+            pipeline.collect_window(recipe, None, items)
+
+
+def test_llm_helper_models_need_both_specs():
+    from chorus_tripost.helpers import load_helper_models
+
+    scripted = load_recipe("arithmetic_default")  # scripted helpers: no LLM specs
+    with pytest.raises(ValueError, match="verifier_model and improver_model"):
+        load_helper_models(scripted)

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from chorus_shared.models import Message
+
 ROLES = ("user", "assistant", "caller", "observation", "conclusion")
 ROUTES = ("caller", "conclusion", "give up")
 MAX_NAME = 64
@@ -148,7 +150,7 @@ INSTRUCTIONS = {
 
 def role_prompt(
     role: str, tools: list[dict[str, Any]], history: list[dict[str, str]]
-) -> list[dict[str, str]]:
+) -> list[Message]:
     """Return the chat messages (system + user) that ask ``role`` for its next turn.
 
     The caller and summarizer see the planner's latest thought as the last history turn.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from chorus_shared.models import ChatModel, SamplingParams
+from chorus_shared.models import ChatModel, Message, SamplingParams
 
 JUDGE_PROMPT = (
     "You check whether an assistant that could call tools solved a user's request.\n"
@@ -34,7 +34,7 @@ def parse_verdict(text: str) -> str:
     return match.group(1).lower() if match else "unparseable"
 
 
-def judge_prompt(episode: dict[str, Any]) -> list[dict[str, str]]:
+def judge_prompt(episode: dict[str, Any]) -> list[Message]:
     """Return the judge's chat messages for one finished episode with an answer."""
     turns = episode["conversations"]
     query = turns[0]["value"] if turns else ""
@@ -101,7 +101,7 @@ def parse_preference(text: str) -> str:
     return match.group(1).upper() if match else "unparseable"
 
 
-def pairwise_prompt(query: str, answer_a: str, answer_b: str) -> list[dict[str, str]]:
+def pairwise_prompt(query: str, answer_a: str, answer_b: str) -> list[Message]:
     """Return the pairwise judge's chat messages (answers shortened to MAX_ANSWER_CHARS)."""
     content = PAIRWISE_PROMPT.format(
         query=query, a=answer_a[:MAX_ANSWER_CHARS], b=answer_b[:MAX_ANSWER_CHARS]
@@ -136,7 +136,7 @@ def compare_episodes(
     """
     records: list[dict[str, Any]] = []
     asked: list[int] = []
-    prompts: list[list[dict[str, str]]] = []
+    prompts: list[list[Message]] = []
     for mine, ref in pairs:
         a, b = _answer(mine), _answer(ref)
         record: dict[str, Any] = {

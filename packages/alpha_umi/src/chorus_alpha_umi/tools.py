@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from chorus_alpha_umi.dialog import cut_tool
-from chorus_shared.models import ChatModel, SamplingParams
+from chorus_shared.models import ChatModel, Message, SamplingParams
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -69,9 +69,10 @@ class ToolEnvironment(Protocol):
     def call_many(self, calls: list[tuple[list[dict[str, Any]], str | None, Any]]) -> list[str]: ...
 
 
-def _check(tools: list[dict[str, Any]], api: str | None, arguments: Any) -> str | None:
-    if api is None:
-        return "the caller wrote no 'Action:' line"
+NO_ACTION = "the caller wrote no 'Action:' line"
+
+
+def _check(tools: list[dict[str, Any]], api: str, arguments: Any) -> str | None:
     by_name = {cut_tool(t)["name"]: cut_tool(t) for t in tools}
     if api not in by_name:
         return f"unknown tool {api!r}; available: {sorted(by_name)}"
@@ -114,6 +115,9 @@ class ToyTools:
         """Return the observation of every call (an ``{"error": ...}`` JSON for a bad one)."""
         out = []
         for tools, api, arguments in calls:
+            if api is None:
+                out.append(_error(NO_ACTION))
+                continue
             problem = _check(tools, api, arguments)
             if problem is None and api not in self.functions:
                 problem = f"tool {api!r} has no implementation here"
@@ -173,7 +177,11 @@ class SimulatedTools:
         """Return the observation of every call; one batched ``chat`` for all cache misses."""
         out: list[str | None] = [None] * len(calls)
         misses: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        miss_at: dict[int, str] = {}  # position in ``calls`` -> cache key, for every miss
         for k, (tools, api, arguments) in enumerate(calls):
+            if api is None:
+                out[k] = _error(NO_ACTION)
+                continue
             problem = _check(tools, api, arguments)
             if problem is not None:
                 out[k] = _error(problem)
@@ -184,9 +192,10 @@ class SimulatedTools:
             else:
                 doc = next(cut_tool(t) for t in tools if cut_tool(t)["name"] == api)
                 misses[key] = (doc, arguments)
+                miss_at[k] = key
         failed: dict[str, str] = {}
         if misses:
-            prompts = [
+            prompts: list[list[Message]] = [
                 [
                     {
                         "role": "user",
@@ -214,8 +223,6 @@ class SimulatedTools:
                         text = json.dumps({"response": text})
                     self.cache[key] = text
                     handle.write(json.dumps({"key": key, "response": text}) + "\n")
-        for k, (_, api, arguments) in enumerate(calls):
-            if out[k] is None:
-                key = self.key(api, arguments)
-                out[k] = failed[key] if key in failed else self.cache[key]
+        for k, key in miss_at.items():
+            out[k] = failed[key] if key in failed else self.cache[key]
         return [o for o in out if o is not None]

@@ -236,8 +236,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     items = []
     for n, obj in enumerate(objs):
         cands = obj.get("candidates")
-        ok = isinstance(cands, list) and len(cands) >= 1 and "id" in obj and "output" in obj
-        if ok and all(isinstance(c, dict) and "text" in c and "scores" in c for c in cands):
+        if (
+            isinstance(cands, list)
+            and len(cands) >= 1
+            and "id" in obj
+            and "output" in obj
+            and all(isinstance(c, dict) and "text" in c and "scores" in c for c in cands)
+        ):
             items.append(obj)
         else:
             skipped.append(f"{source} item {n}: needs id, output and scored candidates")
@@ -392,8 +397,9 @@ def cmd_best_of_n(args: argparse.Namespace) -> int:
     objs, skipped = _read_jsonl(args.prompts)
     for message in skipped:
         print(f"skipped: {message}", file=sys.stderr)
-    prompts = [o.get("prompt") or o.get("instruction") for o in objs]
-    if not all(isinstance(p, str) and p for p in prompts):
+    asked = [o.get("prompt") or o.get("instruction") for o in objs]
+    prompts = [p for p in asked if isinstance(p, str) and p]
+    if len(prompts) != len(asked):
         raise SystemExit(f"{args.prompts}: every line needs a 'prompt' (or 'instruction') string")
     model = load_chat_model(args.model)
     ranker = PairRanker.from_pretrained(args.ranker)

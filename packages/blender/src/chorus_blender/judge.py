@@ -28,7 +28,7 @@ class PairRMJudge:
         self, prompts: list[str], answers_a: list[str], answers_b: list[str]
     ) -> list[float]:
         """Return one both-orders-averaged logit per item; positive when A is better."""
-        return compare(  # type: ignore[return-value]
+        return compare(
             self.ranker,
             prompts,
             answers_a,

@@ -18,10 +18,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 SOURCE_TOKEN = "<|source|>"
 CAND1_TOKEN = "<|candidate1|>"
@@ -67,12 +70,21 @@ def _head(hidden: int, n_tasks: int, dropout: float) -> nn.Sequential:
     )
 
 
+def _marker_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int, int]:
+    """Return the token ids of the three marker tokens (added to the tokenizer beforehand)."""
+    ids = tokenizer.convert_tokens_to_ids([SOURCE_TOKEN, CAND1_TOKEN, CAND2_TOKEN])
+    # A list of tokens maps to a list of ids (transformers types the result int | list[int]).
+    if not isinstance(ids, list) or len(ids) != 3:
+        raise RankerCheckpointError(f"the tokenizer has no ids for the marker tokens: {ids}")
+    return ids[0], ids[1], ids[2]
+
+
 class PairRanker(nn.Module):
     """Cross-encoder pairwise ranker over any Hugging Face encoder."""
 
     def __init__(
         self,
-        encoder: nn.Module,
+        encoder: PreTrainedModel,
         tokenizer: Any,
         config: RankerConfig,
         marker_ids: tuple[int, int, int],
@@ -111,8 +123,7 @@ class PairRanker(nn.Module):
         )
         encoder = AutoModel.from_pretrained(str(name_or_path))
         encoder.resize_token_embeddings(len(tokenizer))
-        ids = tokenizer.convert_tokens_to_ids([SOURCE_TOKEN, CAND1_TOKEN, CAND2_TOKEN])
-        return cls(encoder, tokenizer, config or RankerConfig(), (ids[0], ids[1], ids[2]))
+        return cls(encoder, tokenizer, config or RankerConfig(), _marker_ids(tokenizer))
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **budgets: int) -> PairRanker:
@@ -147,7 +158,7 @@ class PairRanker(nn.Module):
             encoder,
             AutoTokenizer.from_pretrained(str(folder)),
             config,
-            tuple(int(raw[k]) for k in MARKER_KEYS),  # type: ignore[arg-type]
+            (int(raw[MARKER_KEYS[0]]), int(raw[MARKER_KEYS[1]]), int(raw[MARKER_KEYS[2]])),
         )
         state = _load_state_dict(folder)
         unexpected = [k for k in state if not k.startswith(("pretrained_model.", "head_layer."))]
@@ -161,8 +172,10 @@ class PairRanker(nn.Module):
                 f"{folder}: weights missing for {', '.join(missing_weights[:5])}"
                 + (" ..." if len(missing_weights) > 5 else "")
             )
-        vocab = ranker.pretrained_model.get_input_embeddings().num_embeddings
-        if max(ranker.marker_ids) >= vocab:
+        embeddings = ranker.pretrained_model.get_input_embeddings()
+        # transformers types this as any nn.Module; encoders' input embeddings are nn.Embedding.
+        vocab = embeddings.num_embeddings if isinstance(embeddings, nn.Embedding) else None
+        if vocab is not None and max(ranker.marker_ids) >= vocab:
             raise RankerCheckpointError(
                 f"{folder}: marker token ids {ranker.marker_ids} are outside the vocabulary "
                 f"({vocab} embeddings)"

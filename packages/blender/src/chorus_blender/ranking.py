@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, overload
 
 import numpy as np
 
@@ -22,10 +22,21 @@ REF_MODES = ("longest", "shortest", "median_length", "first", "last")
 
 
 class PairScorer(Protocol):
-    """What ranking needs from a model: one logit per (source, A, B) triple, A better if > 0."""
+    """What ranking needs from a model: one logit per (source, A, B) triple, A better if > 0.
+
+    The keyword arguments are PairRanker's batching options; ``**batching`` of the functions
+    below is passed through to them.
+    """
 
     def pair_logits(
-        self, sources: Sequence[str], cands1: Sequence[str], cands2: Sequence[str], **kw: int
+        self,
+        sources: Sequence[str],
+        cands1: Sequence[str],
+        cands2: Sequence[str],
+        *,
+        batch_size: int = ...,
+        max_batch_tokens: int = ...,
+        precision: str = ...,
     ) -> list[float]: ...
 
 
@@ -138,6 +149,34 @@ def bubble_best(
     return best
 
 
+@overload
+def rank(
+    scorer: PairScorer,
+    inputs: Sequence[str],
+    candidates: Sequence[Sequence[str]],
+    instructions: Sequence[str] | None = None,
+    *,
+    aggregation: Aggregation = ...,
+    return_scores: Literal[False] = False,
+    seed: int = ...,
+    **batching: Any,
+) -> list[list[int]]: ...
+
+
+@overload
+def rank(
+    scorer: PairScorer,
+    inputs: Sequence[str],
+    candidates: Sequence[Sequence[str]],
+    instructions: Sequence[str] | None = None,
+    *,
+    aggregation: Aggregation = ...,
+    return_scores: Literal[True],
+    seed: int = ...,
+    **batching: Any,
+) -> list[list[float]]: ...
+
+
 def rank(
     scorer: PairScorer,
     inputs: Sequence[str],
@@ -171,6 +210,32 @@ def rank(
     if return_scores:
         return [[float(x) for x in s] for s in scores]
     return [ranks_from_scores(s) for s in scores]
+
+
+@overload
+def compare(
+    scorer: PairScorer,
+    inputs: Sequence[str],
+    cands_a: Sequence[str],
+    cands_b: Sequence[str],
+    instructions: Sequence[str] | None = None,
+    *,
+    return_logits: Literal[False] = False,
+    **batching: Any,
+) -> list[bool]: ...
+
+
+@overload
+def compare(
+    scorer: PairScorer,
+    inputs: Sequence[str],
+    cands_a: Sequence[str],
+    cands_b: Sequence[str],
+    instructions: Sequence[str] | None = None,
+    *,
+    return_logits: Literal[True],
+    **batching: Any,
+) -> list[float]: ...
 
 
 def compare(

@@ -12,7 +12,7 @@ The loop is the Hugging Face ``Trainer`` with the pairwise loss in ``compute_los
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ class PairStats:
     bad_records: list[str] = field(default_factory=list)
 
 
-def record_source(record: dict[str, Any]) -> str:
+def record_source(record: Mapping[str, Any]) -> str:
     """Return the ranker's source text of a record: instruction, then input when present."""
     instruction = str(record.get("instruction", "")).strip()
     extra = str(record.get("input", "") or "").strip()

@@ -47,13 +47,16 @@ def _verb(verbs: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     return p
 
 
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true", help="delete an existing run there first")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chorus-selfee", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
-    overwrite = {"action": "store_true", "help": "delete an existing run there first"}
     gen = _verb(verbs, "generate", "teacher writes answer/feedback/revision chains")
     gen.add_argument("--out", help="run directory")
-    gen.add_argument("--overwrite", **overwrite)
+    _add_overwrite(gen)
 
     tr = _verb(verbs, "train", "build training records and fine-tune")
     tr.add_argument("--data", required=True, help="run dir written by `generate`")
@@ -62,13 +65,13 @@ def _parser() -> argparse.ArgumentParser:
 
     inf = _verb(verbs, "infer", "autonomous or revision-enforced generation")
     inf.add_argument("--out", help="run directory")
-    inf.add_argument("--overwrite", **overwrite)
+    _add_overwrite(inf)
 
     ev = _verb(verbs, "evaluate", "pairwise judge, both orders, vs a reference")
     ev.add_argument("--answers", required=True, help="infer run dir or FastChat answer JSONL")
     ev.add_argument("--reference", required=True, help="infer run dir or FastChat answer JSONL")
     ev.add_argument("--out", help="run directory")
-    ev.add_argument("--overwrite", **overwrite)
+    _add_overwrite(ev)
 
     srv = _verb(verbs, "serve", "serve the model behind FastChat (controller, worker, OpenAI API)")
     srv.add_argument("--host", default="127.0.0.1", help="address of all three servers")
@@ -323,7 +326,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
             for p in load_dataset_records("vicuna80-judge", "test", path=r.data_dir)
         }
         judge = _model(r.judge, r)
-        chooser = (
+        # Only the "constrained" scoring reads the judge's verdict through a chooser.
+        maybe_chooser = (
             ConstrainedChooser(judge, batch_size=r.batch_size)
             if r.judge_scores == "constrained"
             else None
@@ -333,7 +337,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         )
         with run:
             for w in progress(_windows(todo, r.window), desc="judge windows"):
-                for rec in judge_pairs(judge, prompts, w, mine, ref, params, chooser):
+                for rec in judge_pairs(judge, prompts, w, mine, ref, params, maybe_chooser):
                     if rec["id"] not in done:
                         run.append(rec)
     records = run.records()

@@ -122,9 +122,14 @@ def _load_generator(spec: str, batch_size: int) -> tuple[Any, Any, Callable[[flo
 
     backend, _ = parse_spec(spec)
     if backend in ("hf", "default"):
-        chat = load_chat_model(spec, batch_size=batch_size)
-        ctx = getattr(chat.model.config, "max_position_embeddings", None) or 2048
-        return chat.tokenizer, ctx, lambda t: HFContinuer(chat.model, chat.tokenizer, temperature=t)
+        from chorus_shared.models.hf import HFChatModel
+
+        hf = load_chat_model(spec, batch_size=batch_size)
+        # hf:/default specs always load an HFChatModel; its model and tokenizer drive HFContinuer.
+        if not isinstance(hf, HFChatModel):
+            raise TypeError(f"{spec!r} loaded a {type(hf).__name__}, expected an HFChatModel")
+        ctx = getattr(hf.model.config, "max_position_embeddings", None) or 2048
+        return hf.tokenizer, ctx, lambda t: HFContinuer(hf.model, hf.tokenizer, temperature=t)
     chat = load_chat_model(spec)
     return None, 1 << 20, lambda t: ChatContinuer(chat, temperature=t)
 

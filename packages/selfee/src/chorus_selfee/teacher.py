@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from chorus_selfee.chain import NEEDED, NOT_NEEDED, feedback_score, verdict
-from chorus_shared.models import ChatModel, SamplingParams
+from chorus_shared.models import ChatModel, Message, SamplingParams
 
 ANSWER_PROMPT = "{instruction}{input_block}"
 FEEDBACK_PROMPT = (
@@ -124,7 +124,7 @@ def generate_feedback_data(
         live = [s for s in states if not s.done]
         if not live:
             break
-        convs = [
+        convs: list[list[Message]] = [
             [{"role": "user", "content": _feedback_prompt(s, use_reference, chooser is not None)}]
             for s in live
         ]

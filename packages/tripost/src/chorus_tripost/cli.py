@@ -117,37 +117,36 @@ def _collect(args: argparse.Namespace) -> int:
     if (run.path / "metrics.json").exists():
         print(f"{run.path}: this window is already collected (metrics.json); nothing to redo")
         return 0
-    args = recipe  # the fields below read like the original knobs
-    items = tasks.load_items(args.task, "train")
-    random.Random(args.seed).shuffle(items)
-    window = items[: args.collect_train_data_window]
-    model = load_raw_model(args.model)
-    verify, improve = make_helpers(args, items)
+    items = tasks.load_items(recipe.task, "train")
+    random.Random(recipe.seed).shuffle(items)
+    window = items[: recipe.collect_train_data_window]
+    model = load_raw_model(recipe.model)
+    verify, improve = make_helpers(recipe, items)
     kept, stats = loop.collect(
         model,
         window,
         verify=verify,
         improve=improve,
-        max_improvements=args.max_improvements,
+        max_improvements=recipe.max_improvements,
         params=SamplingParams(
-            max_new_tokens=args.max_new_tokens, temperature=0.0, stop=(loop.FEEDBACK,)
+            max_new_tokens=recipe.max_new_tokens, temperature=0.0, stop=(loop.FEEDBACK,)
         ),
     )
     improving, plain = loop.split_turns(kept)
-    if len(improving) + len(plain) < args.min_data_length:
+    if len(improving) + len(plain) < recipe.min_data_length:
         raise SystemExit(
             f"error: only {len(improving) + len(plain)} samples collected, fewer than "
-            f"min_data_length={args.min_data_length}; the loop stops here"
+            f"min_data_length={recipe.min_data_length}; the loop stops here"
         )
     improving, plain = loop.rebalance(
-        improving, plain, improve_data_ratio=args.improve_data_ratio, seed=args.seed
+        improving, plain, improve_data_ratio=recipe.improve_data_ratio, seed=recipe.seed
     )
     records = loop.build_records(
         improving,
         plain,
         window,
-        self_improve_section_weight=args.self_improve_section_weight,
-        mask_before_att_start_text=args.mask_before_att_start_text,
+        self_improve_section_weight=recipe.self_improve_section_weight,
+        mask_before_att_start_text=recipe.mask_before_att_start_text,
     )
     with run:
         done = run.finished_ids()  # a crash mid-write resumes without duplicating records

@@ -16,8 +16,9 @@ import math
 import random
 import re
 from collections.abc import Iterable
+from typing import TypedDict
 
-from chorus_shared.models.base import ChatModel, SamplingParams
+from chorus_shared.models.base import ChatModel, FinishReason, Message, SamplingParams
 from chorus_tripost import loop, tasks
 
 __all__ = [
@@ -33,6 +34,15 @@ __all__ = [
 
 _ANSWER = re.compile(r"\(Final response\)\s*So the answer is:?\s*(.+)")
 _MARKER = re.compile(r"(\n?Feedback:|\n?Updated Answer:(?: Let's think step by step\.)?)")
+
+
+class Attempts(TypedDict):
+    """One item's generation: the first answer then each update, the feedback sections, and
+    the finish reason of the last generation call."""
+
+    answers: list[str]
+    feedback: list[str]
+    finish_reason: FinishReason
 
 
 def _norm(text: str) -> str:
@@ -57,7 +67,8 @@ def parse_trajectory(text: str) -> tuple[list[str], list[str]]:
     """Split a generation into ``(answers, feedback)``: the first answer, then each
     ``Feedback:`` section and ``Updated Answer:`` section in order."""
     chunks = _MARKER.split(text)
-    answers, feedback = [chunks[0].strip()], []
+    answers = [chunks[0].strip()]
+    feedback: list[str] = []
     for marker, chunk in zip(chunks[1::2], chunks[2::2], strict=True):
         (feedback if "Feedback" in marker else answers).append(chunk.strip())
     return answers, feedback
@@ -69,11 +80,13 @@ def self_improve_generate(
     *,
     max_new_tokens: int,
     rounds: int,
-) -> list[dict]:
+) -> list[Attempts]:
     """Return one result per item: ``answers`` (first attempt, then updates), ``feedback``,
     ``finish_reason``. Each round is one batched ``complete`` call over the open items."""
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    states = [{"answers": [], "feedback": [], "finish_reason": "stop"} for _ in items]
+    states: list[Attempts] = [
+        {"answers": [], "feedback": [], "finish_reason": "stop"} for _ in items
+    ]
     open_ = list(range(len(items)))
     for round_ in range(rounds + 1):
         if not open_:
@@ -117,8 +130,8 @@ FEWSHOT_SYSTEM = (
 )
 
 
-def _fewshot_conversation(item: dict, demos: list[dict]) -> list[dict]:
-    msgs = [{"role": "system", "content": FEWSHOT_SYSTEM}]
+def _fewshot_conversation(item: dict, demos: list[dict]) -> list[Message]:
+    msgs: list[Message] = [{"role": "system", "content": FEWSHOT_SYSTEM}]
     for d in demos:
         msgs.append({"role": "user", "content": "".join(loop.attempt_prompt(d)).strip()})
         msgs.append({"role": "assistant", "content": d["rationale"]})
@@ -134,14 +147,14 @@ def fewshot_generate(
     max_new_tokens: int,
     rounds: int = 0,
     seed: int = 0,
-) -> list[dict]:
+) -> list[Attempts]:
     """Return one result per item (as :func:`self_improve_generate`) from few-shot prompting
     of any ChatModel; with ``rounds`` > 0 the same model verifies and improves its answer (its
     demonstrations: planted errors on the demo items with their feedback and repairs, see
     ``helpers.helper_demos``)."""
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     outs = model.chat([_fewshot_conversation(it, demos) for it in items], params)
-    states = [
+    states: list[Attempts] = [
         {
             "answers": [loop.first_answer(_drop_header(o.text))],
             "feedback": [],
@@ -208,7 +221,7 @@ def summarize(results: Iterable[dict]) -> dict:
     return out
 
 
-def grade(item: dict, state: dict, split: str) -> dict:
+def grade(item: dict, state: Attempts, split: str) -> dict:
     """Return the stored evaluation record of one item."""
     answers = state["answers"]
     return {

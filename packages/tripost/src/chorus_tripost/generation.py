@@ -103,5 +103,7 @@ def load_raw_model(spec: str, *, dtype: str = "auto", **options: Any) -> RawText
     device = _pick_device(None)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=_pick_dtype(dtype, device))
-    model.to(device)
+    # transformers decorates PreTrainedModel.to with functools.wraps, whose typeshed type
+    # (_Wrapped) is not a descriptor: mypy then expects ``self`` as the first argument.
+    model.to(device)  # type: ignore[arg-type]
     return RawTextModel(model, tokenizer, spec=spec, **options)

@@ -17,6 +17,7 @@ from chorus_shared.models.base import ChatModel
 from chorus_tripost import loop, tasks
 from chorus_tripost.improver import LLMImprover
 from chorus_tripost.improver import improve as scripted_improve
+from chorus_tripost.recipes import Recipe
 from chorus_tripost.verifier import AnswerCheckedVerifier, LLMVerifier, diff_feedback, verify
 
 __all__ = ["helper_demos", "llm_helpers", "make_helpers", "pick_demos"]
@@ -76,9 +77,10 @@ def llm_helpers(
     answer (:class:`AnswerCheckedVerifier`), so no trajectory ends on a wrong answer.
     """
     ver_demos, imp_demos = helper_demos(demos, seed=seed)
-    verifier: loop.Verifier = LLMVerifier(verifier_model, ver_demos, max_new_tokens=max_new_tokens)
+    llm = LLMVerifier(verifier_model, ver_demos, max_new_tokens=max_new_tokens)
+    verifier: loop.Verifier = llm
     if check_answers and demos and demos[0]["task"] in tasks.MC_TASKS:
-        verifier = AnswerCheckedVerifier(verifier)
+        verifier = AnswerCheckedVerifier(llm)
     improver = LLMImprover(improver_model, imp_demos, max_new_tokens=max_new_tokens)
     return verifier, improver
 
@@ -87,17 +89,29 @@ def _norm(answer: str) -> str:
     return " ".join(answer.strip().rstrip(".").split())
 
 
-def make_helpers(recipe, train_items: list[dict]) -> tuple[loop.Verifier, loop.Improver]:
-    """Return the recipe's (verifier, improver): the scripted ones, or LLMs loaded from
-    ``verifier_model`` / ``improver_model`` (one model when both specs are equal)."""
-    if recipe.verifier_use_scripted:
-        return loop.scripted_verifier, loop.scripted_improver
+def load_helper_models(recipe: Recipe) -> tuple[ChatModel, ChatModel]:
+    """Return the recipe's LLM (verifier, improver) chat models, loaded from ``verifier_model``
+    / ``improver_model`` (one model when both specs are equal)."""
+    if not (recipe.verifier_model and recipe.improver_model):
+        raise ValueError(
+            "LLM helpers need both verifier_model and improver_model (ChatModel specs, e.g. "
+            "openai:gpt-4o or hf:<id>)"
+        )
     vmodel = load_chat_model(recipe.verifier_model)
     imodel = (
         vmodel
         if recipe.improver_model == recipe.verifier_model
         else load_chat_model(recipe.improver_model)
     )
+    return vmodel, imodel
+
+
+def make_helpers(recipe: Recipe, train_items: list[dict]) -> tuple[loop.Verifier, loop.Improver]:
+    """Return the recipe's (verifier, improver): the scripted ones, or LLMs loaded from
+    ``verifier_model`` / ``improver_model`` (one model when both specs are equal)."""
+    if recipe.verifier_use_scripted:
+        return loop.scripted_verifier, loop.scripted_improver
+    vmodel, imodel = load_helper_models(recipe)
     demos = pick_demos(train_items, 2, seed=recipe.seed)
     return llm_helpers(
         vmodel, imodel, demos, seed=recipe.seed, max_new_tokens=recipe.helper_max_new_tokens

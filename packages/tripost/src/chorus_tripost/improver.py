@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from chorus_shared.models.base import ChatModel, SamplingParams
+from collections.abc import Sequence
+
+from chorus_shared.models.base import ChatModel, Message, SamplingParams
 from chorus_tripost import tasks
 from chorus_tripost.verifier import Verdict, _show, parse_rationale
 
@@ -18,8 +20,8 @@ def ground_truth(item: dict) -> tuple[list[tuple[str, str]], str]:
             "verifier_use_scripted: false and give verifier_model / improver_model specs"
         )
     if item["task"] == "multistep_arithmetic":
-        steps, answer = tasks.arithmetic_rationale(item["question"])
-        return [(str(i), s) for i, s in enumerate(steps, 1)], f"So the answer is {answer}."
+        texts, answer = tasks.arithmetic_rationale(item["question"])
+        return [(str(i), s) for i, s in enumerate(texts, 1)], f"So the answer is {answer}."
     steps, ordered = tasks.word_sort_rationale(tasks.word_sort_words(item["question"]))
     return steps, "So the answer is: " + " ".join(ordered) + "."
 
@@ -52,7 +54,7 @@ class LLMImprover:
     def __init__(
         self,
         model: ChatModel,
-        demos: list[tuple[dict, str, str, str]] = (),
+        demos: Sequence[tuple[dict, str, str, str]] = (),
         max_new_tokens: int = 512,
     ):
         self.model = model
@@ -63,8 +65,8 @@ class LLMImprover:
             max_new_tokens=max_new_tokens, temperature=0.0, stop=("\nFeedback:",)
         )
 
-    def _conversation(self, item: dict, attempt: str, feedback: str) -> list[dict]:
-        msgs = [{"role": "system", "content": IMPROVER_PROMPT}]
+    def _conversation(self, item: dict, attempt: str, feedback: str) -> list[Message]:
+        msgs: list[Message] = [{"role": "system", "content": IMPROVER_PROMPT}]
         for d_item, d_attempt, d_feedback, d_improved in self.demos:
             msgs.append(
                 {"role": "user", "content": f"{_show(d_item, d_attempt)}\nFeedback: {d_feedback}"}

@@ -25,7 +25,7 @@ import random
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from chorus_shared.models import SamplingParams, load_chat_model, parse_spec
 from chorus_shared.runs import RunDir
@@ -96,6 +96,20 @@ def window_items(items: list[dict], size: int, iteration: int) -> list[dict]:
     return [items[(start + k) % len(items)] for k in range(min(size, len(items)))]
 
 
+class _Weights(TypedDict):
+    """The record-building options of a recipe (keywords of loop.build_records and friends)."""
+
+    self_improve_section_weight: float
+    mask_before_att_start_text: bool
+
+
+def _sampled(recipe: Recipe, model: loop.RawModel | None) -> loop.RawModel:
+    """Return the model a method samples from (tripost, lmsi); without one, a ValueError."""
+    if model is None:
+        raise ValueError(f"method {recipe.method!r} samples the model: give a model to collect")
+    return model
+
+
 def collect_window(
     recipe: Recipe,
     model: loop.RawModel | None,
@@ -111,7 +125,7 @@ def collect_window(
     ``helpers``: (verifier, improver); by default the recipe's (LLM demonstrations drawn from
     ``train_items``, else from the window).
     """
-    weights = {
+    weights: _Weights = {
         "self_improve_section_weight": recipe.self_improve_section_weight,
         "mask_before_att_start_text": recipe.mask_before_att_start_text,
     }
@@ -124,18 +138,20 @@ def collect_window(
             seed=recipe.seed,
         )
         prompts = [loop.attempt_prompt(it) for it in window for _ in range(recipe.lmsi_samples)]
-        outs = [loop.first_answer(c.text) for c in model.complete(prompts, params)]
+        outs = [
+            loop.first_answer(c.text) for c in _sampled(recipe, model).complete(prompts, params)
+        ]
         k = recipe.lmsi_samples
         samples = [outs[i * k : (i + 1) * k] for i in range(len(window))]
         # One task per window: a multiple-choice answer is any option letter.
         probe = {"task": recipe.task, "choices": "ABCDEFG"}
-        kept, stats = loop.lmsi_select(window, samples, lambda r: tasks.answer_of(probe, r))
-        kept = kept[: recipe.max_data_length] if recipe.max_data_length else kept
+        chosen, stats = loop.lmsi_select(window, samples, lambda r: tasks.answer_of(probe, r))
+        chosen = chosen[: recipe.max_data_length] if recipe.max_data_length else chosen
         records = loop.plain_records(
-            kept, mask_before_att_start_text=recipe.mask_before_att_start_text
+            chosen, mask_before_att_start_text=recipe.mask_before_att_start_text
         )
         records += loop.build_records([], [], gold, **weights)
-        return records, {**stats, "samples": len(kept), "records": len(records)}
+        return records, {**stats, "samples": len(chosen), "records": len(records)}
     verify, improve = helpers or make_helpers(recipe, train_items or window)
     if recipe.method == "ft_demo":
         rng = random.Random(recipe.seed)
@@ -149,7 +165,7 @@ def collect_window(
             max_new_tokens=recipe.max_new_tokens, temperature=0.0, stop=(loop.FEEDBACK,)
         )
         kept, cstats = loop.collect(
-            model, window, verify=verify, improve=improve,
+            _sampled(recipe, model), window, verify=verify, improve=improve,
             max_improvements=recipe.max_improvements, params=params,
         )  # fmt: skip
     stats = cstats.to_dict()
@@ -165,17 +181,17 @@ def collect_window(
             improving = improving[: recipe.max_data_length]
             plain = plain[: max(0, recipe.max_data_length - len(improving))]
         records = loop.build_records(improving, plain, gold, **weights)
-        samples = len(improving) + len(plain)
+        n_samples = len(improving) + len(plain)
         stats.update(improvement_samples=len(improving), plain_samples=len(plain))
     else:
         kept = kept[: recipe.max_data_length] if recipe.max_data_length else kept
         records = loop.trajectory_records(kept, **weights)
         records += loop.build_records([], [], gold, **weights)
-        samples = len(kept)
+        n_samples = len(kept)
     # improvement : non-improvement samples actually kept (the paper's improve_data_ratio)
     plain_n = stats.get("plain_samples", 0)
     stats["ratio"] = stats.get("improvement_samples", 0) / plain_n if plain_n else None
-    stats.update(samples=samples, records=len(records))
+    stats.update(samples=n_samples, records=len(records))
     return records, stats
 
 
@@ -204,19 +220,30 @@ def _done(folder: Path) -> bool:
     return (folder / "metrics.json").is_file()
 
 
+_WANDB_MODES: tuple[Literal["online", "offline", "disabled", "shared"], ...] = (
+    "online",
+    "offline",
+    "disabled",
+    "shared",
+)
+
+
 def _wandb_log(recipe: Recipe, run_dir: Path, step: int, stats: dict) -> None:
     """Log one iteration's collection statistics to wandb (offline unless WANDB_MODE says)."""
     if recipe.report_to != "wandb":
         return
     import wandb
 
+    mode = os.environ.get("WANDB_MODE", "offline")
+    if mode not in _WANDB_MODES:
+        raise ValueError(f"WANDB_MODE={mode!r}: use one of {', '.join(_WANDB_MODES)}")
     run_id = "tripost-" + hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
     run = wandb.init(
         project=os.environ.get("WANDB_PROJECT", "chorus-tripost"),
         dir=str(run_dir),
         id=run_id,
         resume="allow",
-        mode=os.environ.get("WANDB_MODE", "offline"),
+        mode=mode,
         config=asdict(recipe),
     )
     numbers = {f"collect/{k}": v for k, v in stats.items() if isinstance(v, int | float)}
@@ -372,12 +399,13 @@ def run_evaluation(
         raise ValueError(f"unknown evaluation method {method!r}; model | fewshot | fewshot_si")
     parse_spec(model_spec if not Path(model_spec).exists() else "default")
     items = eval_items(recipe.task, recipe.eval_limit, recipe.seed)
+    shown = label or f"{method}:{model_spec}"
     config = {
         "kind": "tripost-evaluate",
         "task": recipe.task,
         "model": model_spec,
         "method": method,
-        "label": label or f"{method}:{model_spec}",
+        "label": shown,
         "eval_limit": recipe.eval_limit,
         "eval_max_new_tokens": recipe.eval_max_new_tokens,
         "test_time_rounds": recipe.test_time_rounds,
@@ -389,9 +417,9 @@ def run_evaluation(
         todo = [it for it in items if it["id"] not in done]
         if todo:
             if method == "model":
-                model = load_raw_model(model_spec)
+                raw = load_raw_model(model_spec)
             else:
-                model = load_chat_model(model_spec)
+                chat = load_chat_model(model_spec)
                 train = tasks.load_items(recipe.task, "train")
                 demos = ev.fewshot_demos(train, recipe.fewshot_k, seed=recipe.seed)
             log(f"evaluating {len(todo)} of {len(items)} items ({method}, {model_spec})")
@@ -399,12 +427,12 @@ def run_evaluation(
                 part = todo[start : start + chunk]
                 if method == "model":
                     states = ev.self_improve_generate(
-                        model, part, max_new_tokens=recipe.eval_max_new_tokens,
+                        raw, part, max_new_tokens=recipe.eval_max_new_tokens,
                         rounds=recipe.test_time_rounds,
                     )  # fmt: skip
                 else:
                     states = ev.fewshot_generate(
-                        model, part, demos, max_new_tokens=recipe.eval_max_new_tokens,
+                        chat, part, demos, max_new_tokens=recipe.eval_max_new_tokens,
                         rounds=recipe.test_time_rounds if method == "fewshot_si" else 0,
                         seed=recipe.seed,
                     )  # fmt: skip
@@ -416,14 +444,12 @@ def run_evaluation(
                 )
                 log(f"  {min(start + chunk, len(todo))}/{len(todo)} items")
         summary = ev.summarize(run.records())
-        summary["label"] = config["label"]
+        summary["label"] = shown
         run.write_metrics(summary)
-        headers, rows = ev.accuracy_table([(config["label"], summary)])
+        headers, rows = ev.accuracy_table([(shown, summary)])
         from chorus_shared.report import markdown_table
 
-        run.write_report(
-            f"# {config['label']} on {recipe.task}\n\n{markdown_table(headers, rows)}\n"
-        )
+        run.write_report(f"# {shown} on {recipe.task}\n\n{markdown_table(headers, rows)}\n")
     return summary
 
 
@@ -447,7 +473,7 @@ def check_helper(recipe: Recipe, out_dir: str | Path, *, n: int = 20, log: Log =
     ones rejected, rejected at the planted step, repairs with the gold answer, and repairs with
     no readable answer. A finished check is not redone.
     """
-    from chorus_tripost.helpers import llm_helpers, pick_demos
+    from chorus_tripost.helpers import llm_helpers, load_helper_models, pick_demos
     from chorus_tripost.verifier import diff_feedback
 
     if recipe.verifier_use_scripted:
@@ -464,12 +490,7 @@ def check_helper(recipe: Recipe, out_dir: str | Path, *, n: int = 20, log: Log =
         items = random.Random(recipe.seed + 1).sample(pool, min(n, len(pool)))
         rng = random.Random(recipe.seed)
         wrong = [loop.plant_error(it, rng) for it in items]
-        vmodel = load_chat_model(recipe.verifier_model)
-        imodel = (
-            vmodel
-            if recipe.improver_model == recipe.verifier_model
-            else load_chat_model(recipe.improver_model)
-        )
+        vmodel, imodel = load_helper_models(recipe)
         verify, improve = llm_helpers(
             vmodel, imodel, demos, seed=recipe.seed, check_answers=False,
             max_new_tokens=recipe.helper_max_new_tokens,

@@ -130,10 +130,14 @@ def _reducible(tree: Tree, path: tuple = ()) -> list[tuple]:
 
 
 def _reduce_at(tree: Tree, path: tuple) -> Tree:
-    if not path:
-        op, a, b = tree
-        return _apply(op, a, b)
+    # ``path`` comes from _reducible: it leads through operations to one on two numbers.
+    if isinstance(tree, int):
+        raise ValueError(f"no operation at path {path} (reached the number {tree})")
     op, a, b = tree
+    if not path:
+        if not (isinstance(a, int) and isinstance(b, int)):
+            raise ValueError(f"the operation {render(tree)} has an unreduced operand")
+        return _apply(op, a, b)
     if path[0] == 1:
         return (op, _reduce_at(a, path[1:]), b)
     return (op, a, _reduce_at(b, path[1:]))
@@ -491,13 +495,15 @@ def rebuild_logical_deduction(root: Path) -> list[dict]:
             right = [k for k, v in enumerate(ex["target_scores"].values()) if v == 1]
             if len(right) != 1:
                 raise ValueError(f"logical_deduction {size}_objects example {idx}: not one answer")
-            split, rationale, answer = labelled.get(key, (None, None, None))
-            if split is not None:
+            found = labelled.get(key)
+            rationale: str | None = None
+            if found is not None:
                 matched += 1
+                split, labelled_rationale, answer = found
                 if answer != _LETTERS_MC[right[0]]:
                     raise ValueError(f"{size}_objects example {idx}: TriPosT answer {answer} "
                                      f"!= BIG-Bench {_LETTERS_MC[right[0]]}")  # fmt: skip
-                rationale = f"{LD_HEADER}\n{rationale}"
+                rationale = f"{LD_HEADER}\n{labelled_rationale}"
             else:
                 split = "unused" if key[0] in used_paragraphs else "test"
             rows.append(

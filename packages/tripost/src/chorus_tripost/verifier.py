@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from chorus_shared.grading import safe_eval_arithmetic
-from chorus_shared.models.base import ChatModel, SamplingParams
+from chorus_shared.models.base import ChatModel, Message, SamplingParams
 from chorus_tripost import tasks
 
 __all__ = [
@@ -99,6 +100,15 @@ def _error(steps: list[Step], index: int, part: str, reason: str) -> Verdict:
     lead = "In"
     feedback = f'{_prefix(steps, index)}{lead} {where} the part "{part}" is incorrect. {reason}'
     return Verdict(False, feedback, error_index=index, part=part, reason=reason)
+
+
+def _ground_truth_group(pattern: str, text: str) -> str:
+    """Return group 1 of ``pattern`` in ``text``, a ground-truth step the tasks module wrote
+    (so it always matches; a mismatch is a bug there, reported as such)."""
+    m = re.search(pattern, text)
+    if m is None:
+        raise ValueError(f"ground-truth step {text!r} does not match {pattern!r}")
+    return m.group(1)
 
 
 def _unreadable(steps: list[Step], index: int, why: str) -> Verdict:
@@ -190,7 +200,7 @@ def verify_arithmetic(question: str, rationale: str) -> Verdict:
         if len(chain) < 2 or chain[0].replace(" ", "") != template.replace(" ", ""):
             return _error(steps, last, chain[0], f'This is because the equation is "{template}".')
         values = {
-            n: int(re.search(r"= (-?\d+)\.$", s).group(1))
+            n: int(_ground_truth_group(r"= (-?\d+)\.$", s))
             for n, s in zip(names, expected_steps[1:], strict=False)
         }
         substituted = re.sub(r"[A-Z]", lambda mm: str(values[mm.group(0)]), template)
@@ -267,7 +277,7 @@ def verify_word_sort(question: str, rationale: str) -> Verdict:
         if want.startswith("The first letter:"):
             return _letters_error(steps, i, got, want, "first")
         if want.startswith("Now sort this subpart") and got.startswith("Now sort this subpart"):
-            which = re.search(r"their (\w+) letters", want).group(1)
+            which = _ground_truth_group(r"their (\w+) letters", want)
             if got.split("letters:")[0] != want.split("letters:")[0]:
                 part = got.split(" by looking")[0]
                 return _error(
@@ -341,14 +351,19 @@ class LLMVerifier:
     """Feedback in the scripted format from any ChatModel, few-shot, batched."""
 
     def __init__(
-        self, model: ChatModel, demos: list[tuple[dict, str, str]] = (), max_new_tokens: int = 256
+        self,
+        model: ChatModel,
+        demos: Sequence[tuple[dict, str, str]] = (),
+        max_new_tokens: int = 256,
     ):
         self.model = model
         self.demos = list(demos)
         self.params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
 
-    def _conversation(self, item: dict, rationale: str) -> list[dict]:
-        msgs = [{"role": "system", "content": VERIFIER_PROMPT.format(all_correct=ALL_CORRECT)}]
+    def _conversation(self, item: dict, rationale: str) -> list[Message]:
+        msgs: list[Message] = [
+            {"role": "system", "content": VERIFIER_PROMPT.format(all_correct=ALL_CORRECT)}
+        ]
         for demo_item, demo_rationale, demo_feedback in self.demos:
             msgs.append({"role": "user", "content": _show(demo_item, demo_rationale)})
             msgs.append({"role": "assistant", "content": demo_feedback})
