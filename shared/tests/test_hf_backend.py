@@ -1,5 +1,6 @@
 """The transformers backend on a tiny random model (and one smoke test on the embedded model)."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,23 @@ def test_repetition_penalty_reaches_generate(model: HFChatModel) -> None:
     assert [c.text for c in plain] != [c.text for c in penalised]
     with pytest.raises(ValueError, match="repetition_penalty must be > 0"):
         SamplingParams(repetition_penalty=0.0)
+
+
+def test_min_p_reaches_generate(model: HFChatModel) -> None:
+    convs = [conv(p) for p in PROMPTS]
+    hot = SamplingParams(max_new_tokens=16, temperature=1.0, seed=0)
+    wild = model.chat(convs, hot)
+    # A random model's next-token distribution is nearly flat; min_p 0.999 keeps only tokens within
+    # 0.1 % of the top one, so the sample must equal greedy decoding, which the plain one does not.
+    greedy = model.chat(convs, SamplingParams(max_new_tokens=16))
+    trimmed = model.chat(convs, replace(hot, min_p=0.999))
+    assert [c.text for c in trimmed] == [c.text for c in greedy]
+    assert [c.text for c in wild] != [c.text for c in greedy]
+    # Off (0.0) is the plain sampler, seed for seed.
+    assert [c.text for c in model.chat(convs, replace(hot, min_p=0.0))] == [c.text for c in wild]
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="min_p must be in"):
+            SamplingParams(min_p=bad)
 
 
 def test_greedy_duplicates_are_generated_once(model: HFChatModel, monkeypatch) -> None:

@@ -73,6 +73,17 @@ def test_repetition_penalty_is_sent_only_when_set() -> None:
     assert penalised["repetition_penalty"] == 1.3
 
 
+def test_min_p_is_sent_only_when_set_beside_the_penalty() -> None:
+    with FakeOpenAIServer() as server:
+        model = fast_model(server)
+        model.chat([user("a")], SamplingParams())
+        model.chat([user("b")], SamplingParams(min_p=0.1, repetition_penalty=1.2))
+        plain, both = server.requests
+    assert "min_p" not in plain
+    # Both extension fields travel in one extra_body, neither overwriting the other.
+    assert (both["min_p"], both["repetition_penalty"]) == (0.1, 1.2)
+
+
 def test_seed_is_offset_per_request_so_identical_prompts_differ() -> None:
     with FakeOpenAIServer() as server:
         fast_model(server).chat([user("same")] * 3, SamplingParams(seed=5, temperature=1.0))

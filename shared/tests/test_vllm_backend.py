@@ -81,11 +81,14 @@ def test_chat_is_one_batched_call_with_mapped_params(fake_vllm) -> None:
             "stop": ["\n"],
             "seed": 3 + k,
             "repetition_penalty": 1.0,
+            "min_p": 0.0,
         }
         for k in range(3)
     ]
     model.chat(convs[:1], SamplingParams(repetition_penalty=1.2))
     assert model._llm.calls[1][1][0]["repetition_penalty"] == 1.2
+    model.chat(convs[:1], SamplingParams(min_p=0.05))
+    assert model._llm.calls[2][1][0]["min_p"] == 0.05
     assert [c.finish_reason for c in out] == ["stop", "length", "error"]
     assert out[0].text == "reply" and out[0].prompt_tokens == 2 and out[0].completion_tokens == 3
     assert out[2].text == "" and "abort" in out[2].error

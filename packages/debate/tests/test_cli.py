@@ -268,6 +268,19 @@ def test_repetition_penalty_is_validated_and_recorded(generate, tmp_path, capsys
     assert "repetition_penalty" not in json.loads((plain / "config.json").read_text())["recipe"]
 
 
+def test_min_p_is_validated_and_recorded(generate, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert generate(out, "--min-p", "1.5", limit=1) == 2
+    assert "min_p must be in [0, 1)" in capsys.readouterr().err
+    assert not (out / "config.json").exists()
+    assert generate(out, "--min-p", "0.1", limit=1) == 0
+    assert json.loads((out / "config.json").read_text())["recipe"]["min_p"] == 0.1
+    # Off (0.0) it is left out of the identity, so runs made before the field existed resume.
+    plain = tmp_path / "plain"
+    assert generate(plain, limit=1) == 0
+    assert "min_p" not in json.loads((plain / "config.json").read_text())["recipe"]
+
+
 def test_out_that_is_a_file_is_a_clean_error(generate, tmp_path, capsys) -> None:
     out = tmp_path / "not_a_dir"
     out.write_text("x")

@@ -143,6 +143,7 @@ def generate(
             temperature=recipe.temperature,
             top_p=recipe.top_p,
             repetition_penalty=recipe.repetition_penalty,
+            min_p=recipe.min_p,
             seed=recipe.seed,
         ),
         judge_params=SamplingParams(max_new_tokens=recipe.judge_max_new_tokens),

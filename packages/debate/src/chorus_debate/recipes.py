@@ -74,6 +74,13 @@ class DebateRecipe:
             "paper's); sent to every backend"
         ),
     )
+    min_p: float = field(
+        default=0.0,
+        metadata=_h(
+            "min-p sampling: drop tokens below min_p x the top token's probability (0 = off, the "
+            "paper's); hf and vLLM, and OpenAI-compatible servers that take vLLM's field"
+        ),
+    )
     judge_max_new_tokens: int = field(default=8, metadata=_h("tokens per fact-check verdict"))
     # Runtime knobs: they change speed and memory, never the results' meaning.
     batch_size: int = field(
@@ -121,6 +128,8 @@ class DebateRecipe:
             raise ValueError(
                 f"repetition_penalty must be > 0 (1.0 = off), got {self.repetition_penalty}"
             )
+        if not 0 <= self.min_p < 1:
+            raise ValueError(f"min_p must be in [0, 1) (0 = off), got {self.min_p}")
         if not self.request_timeout > 0:
             raise ValueError(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
         if self.limit is not None and self.limit < 1:
@@ -132,6 +141,8 @@ class DebateRecipe:
         # Added after runs existed: left out when off, so those runs still resume.
         if identity["repetition_penalty"] == 1.0:
             del identity["repetition_penalty"]
+        if identity["min_p"] == 0.0:
+            del identity["min_p"]
         return identity
 
     def runtime(self) -> dict[str, Any]:

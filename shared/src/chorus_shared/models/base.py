@@ -31,6 +31,11 @@ class SamplingParams:
     # CTRL-style penalty of transformers and vLLM; sent to OpenAI-compatible servers as the
     # vLLM extension field of the same name).
     repetition_penalty: float = 1.0
+    # 0.0 = off; otherwise drop every token whose probability is below min_p times the most
+    # likely token's (min-p sampling, Nguyen et al. 2024). It trims the long tail that lets a
+    # small model drift into noise at temperature 1.0 without making it greedy. transformers and
+    # vLLM implement it; OpenAI-compatible servers get vLLM's extension field.
+    min_p: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -41,6 +46,8 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if not self.repetition_penalty > 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if not 0 <= self.min_p < 1:
+            raise ValueError(f"min_p must be in [0, 1) (0 = off), got {self.min_p}")
         # Accept a list from YAML/CLI but keep the dataclass hashable.
         object.__setattr__(self, "stop", tuple(self.stop))
 

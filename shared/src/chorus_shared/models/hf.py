@@ -329,6 +329,7 @@ class HFChatModel:
             temperature=None if params.greedy else params.temperature,
             top_p=None if params.greedy else params.top_p,
             top_k=None,
+            min_p=None if params.greedy or params.min_p == 0.0 else params.min_p,
             repetition_penalty=(
                 None if params.repetition_penalty == 1.0 else params.repetition_penalty
             ),

@@ -193,9 +193,14 @@ class OpenAIChatModel:
             kwargs["stop"] = list(params.stop)
         if params.seed is not None:
             kwargs["seed"] = params.seed
+        # Not OpenAI fields: vLLM's (and other open servers') extensions, sent only when set.
+        extra: dict[str, float] = {}
         if params.repetition_penalty != 1.0:
-            # Not an OpenAI field: vLLM's (and other open servers') extension, sent only when set.
-            kwargs["extra_body"] = {"repetition_penalty": params.repetition_penalty}
+            extra["repetition_penalty"] = params.repetition_penalty
+        if params.min_p != 0.0:
+            extra["min_p"] = params.min_p
+        if extra:
+            kwargs["extra_body"] = extra
         return kwargs
 
     def _request_one(

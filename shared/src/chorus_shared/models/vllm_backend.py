@@ -169,6 +169,7 @@ class VLLMChatModel:
                 "top_p": params.top_p,
                 "stop": list(params.stop),
                 "repetition_penalty": params.repetition_penalty,
+                "min_p": params.min_p,
             }
             seed = self._request_seed(params, k)
             if seed is not None:
