@@ -89,3 +89,12 @@ def test_a_wrong_data_dir_stops_before_a_run_folder(
     assert err.startswith("chorus-selfee: error: ") and "--data-dir" in err
     assert str(missing) in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_serve_with_a_missing_model_folder_fails_before_starting_servers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log_dir = tmp_path / "logs"
+    assert main(["serve", "--model", BAD, "--log-dir", str(log_dir)]) == 2
+    _check(capsys.readouterr().err)
+    assert not log_dir.exists()  # nothing was started

@@ -257,6 +257,18 @@ def default_model_name(spec: str) -> str:
     return Path(rest.rstrip("/")).name if rest else spec
 
 
+def _check_model_spec(model: str) -> None:
+    """Raise one clear ``ModelSpecError`` for a spec that cannot work, before any server starts:
+    a typo in the backend, or an ``hf:`` local folder that does not exist (the worker would
+    otherwise die in its own process with a traceback). Returns ``None`` otherwise."""
+    from chorus_shared.models import parse_spec
+    from chorus_shared.models.base import looks_like_path, model_load_error
+
+    backend, target = parse_spec(model)
+    if backend == "hf" and looks_like_path(target) and not Path(target).expanduser().exists():
+        raise model_load_error(target, FileNotFoundError(target))
+
+
 def serve(
     model: str,
     *,
@@ -274,6 +286,7 @@ def serve(
 ) -> int:
     """Start controller, SelFee worker and OpenAI API server; block until one exits or a
     SIGTERM/SIGINT arrives, then stop all three. Return the exit code."""
+    _check_model_spec(model)
     # Checked without importing: importing FastChat's serve modules here would redirect this
     # process's stdout into a log file in the working directory (fastchat.utils.build_logger).
     missing = [m for m in _SERVE_MODULES if importlib.util.find_spec(m) is None]
