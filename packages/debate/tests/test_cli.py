@@ -354,8 +354,10 @@ def test_shipped_recipes_load() -> None:
     for name in names:
         if name.endswith("_mistral7b"):
             assert load_recipe(name).max_new_tokens >= 2048
-    # Inherited through base: gsm_default; stated only where it differs.
-    assert (load_recipe("bio_default").max_new_tokens, load_recipe("bio_default").limit) == (384, 2)
+    # Inherited through base: gsm_default; stated only where it differs (biographies: longer).
+    assert load_recipe("math_default").max_new_tokens == load_recipe("gsm_default").max_new_tokens
+    assert (load_recipe("bio_default").max_new_tokens, load_recipe("bio_default").limit) == (768, 2)
+    assert load_recipe("bio_default_single").max_new_tokens == 768
     assert load_recipe("mmlu_mistral7b").model == ["hf:mistralai/Mistral-7B-Instruct-v0.2"]
 
 

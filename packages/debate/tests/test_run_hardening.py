@@ -289,3 +289,40 @@ def test_report_does_not_write_into_the_runs_it_reads(
 
     monkeypatch.setattr(RunDir, "write_metrics", refuse)
     assert main(["report", str(finished_run)]) == 0
+
+
+def test_ends_in_loop_tells_a_repetition_loop_from_long_prose() -> None:
+    from chorus_debate.evaluate import ends_in_loop
+
+    looping = "His work has been influenced by science fiction, and so has he. " * 12
+    prose = " ".join(f"fact{k} about year{k % 7} and place{k % 5}" for k in range(40))
+    bullets = "\n".join(f"- He founded lab {k} in {1970 + k} with grant {3 * k}." for k in range(9))
+    assert ends_in_loop(looping)
+    assert ends_in_loop("A fine start that has no repeats at all. " + looping)
+    assert not ends_in_loop(prose) and not ends_in_loop(bullets)
+    assert not ends_in_loop("seven seven seven")  # too short to call
+
+
+def test_cut_replies_that_loop_are_counted_and_named(tmp_path: Path, capsys) -> None:
+    replies = iter(
+        [
+            "and then it is seven, and then it is seven, " * 20,  # loops until the budget
+            " ".join(f"step{k} gives partial{k}" for k in range(80)),  # still going somewhere
+        ]
+    )
+    out = tmp_path / "run"
+    with FakeOpenAIServer(lambda body: next(replies)) as server:
+        assert _gen(server, out, "--max-new-tokens", "100") == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0
+    err = capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["finish_length"], metrics["cut_in_loop"]) == (2, 1)
+    # Half of the cut replies loop: the warning says a larger budget would not end them.
+    assert "2 of 2 replies (100 %)" in err and "1 of them end in a repetition loop" in err
+    assert "of them ending in a repetition loop | 1 |" in (out / "report.md").read_text()
+    assert main(["report", str(out)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    header = [c.strip() for c in table[2].strip("|").split("|")]
+    row = [c.strip() for c in table[4].strip("|").split("|")]
+    assert row[header.index("cut in a loop")] == "1"

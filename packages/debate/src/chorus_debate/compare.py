@@ -37,6 +37,7 @@ def compare_runs(paths: Sequence[str | Path], out: str | Path | None = None) -> 
                 pct(m.get("accuracy_per_person")),
                 m["unparseable"],
                 f"{m['finish_length']}/{m['replies']} ({100 * m['cut_rate']:.0f} %)",
+                m["cut_in_loop"],
                 m["errors"],
                 m["completion_tokens"],
             ]
@@ -54,6 +55,7 @@ def compare_runs(paths: Sequence[str | Path], out: str | Path | None = None) -> 
             "per-person (%)",
             "unparseable",
             "cut at budget",
+            "cut in a loop",
             "errors",
             "gen. tokens",
         ],

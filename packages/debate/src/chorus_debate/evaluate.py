@@ -89,6 +89,32 @@ def _mean_se(values: list[float]) -> dict[str, float]:
 
 
 CUT_WARNING = 0.10  # warn when more than this share of a run's replies hit the token budget
+LOOP_TAIL_WORDS = 80  # how much of a cut reply's end the loop check reads
+
+
+def ends_in_loop(text: str, tail_words: int = LOOP_TAIL_WORDS) -> bool:
+    """Return True when ``text`` ends in a repetition loop.
+
+    The end is a loop when fewer than half of the word trigrams among its last ``tail_words``
+    words are distinct: a sentence, a line or a table row repeated over and over. A reply cut
+    at the budget while looping would fill any budget, so a larger one does not help; a tail
+    shorter than half of ``tail_words`` is never called a loop.
+    """
+    tail = text.split()[-tail_words:]
+    if len(tail) < tail_words // 2:
+        return False
+    trigrams = list(zip(tail, tail[1:], tail[2:], strict=False))
+    return len(set(trigrams)) < 0.5 * len(trigrams)
+
+
+def _cut_in_loop(records: list[DebateRecord]) -> int:
+    """Return how many replies were cut at the budget while repeating themselves."""
+    return sum(
+        reason == "length" and ends_in_loop(text)
+        for r in records
+        for reasons, texts in zip(r.finish_reasons, r.replies_by_round(), strict=True)
+        for reason, text in zip(reasons, texts, strict=True)
+    )
 
 
 def read_run(run: RunDir) -> tuple[Task, str, list[DebateRecord], RecordSet]:
@@ -167,15 +193,25 @@ def evaluate_run(run: RunDir, *, write: bool = True) -> dict[str, Any]:
             f == "length" for r in records for rnd in r.finish_reasons for f in rnd
         ),
         "replies": sum(len(rnd) for r in records for rnd in r.finish_reasons),
+        # Of the cut replies, those that end in a repetition loop: no budget would end them.
+        "cut_in_loop": _cut_in_loop(records),
         # MMLU is drawn with replacement (as in the paper): the same question can come twice.
         "duplicates": len(records) - len({r.question for r in records}),
     }
     metrics["cut_rate"] = metrics["finish_length"] / metrics["replies"] if metrics["replies"] else 0
     if metrics["cut_rate"] > CUT_WARNING:
+        looping = metrics["cut_in_loop"]
+        # Most cut replies looping means the model, not the budget, keeps them from ending.
+        advice = (
+            f"{looping} of them end in a repetition loop, which a larger budget would not end"
+            if 2 * looping >= metrics["finish_length"]
+            else "the accuracy measures the budget, not the method; raise --max-new-tokens"
+            + (f" ({looping} of them end in a repetition loop)" if looping else "")
+        )
         print(
             f"warning: {metrics['finish_length']} of {metrics['replies']} replies "
             f"({100 * metrics['cut_rate']:.0f} %) in {run.path} were cut at the token budget: "
-            "the accuracy measures the budget, not the method; raise --max-new-tokens",
+            + advice,
             file=sys.stderr,
         )
     if task.judged:
@@ -257,6 +293,7 @@ def write_run_report(run: RunDir | OutputFolder, metrics: dict[str, Any]) -> Pat
                     "replies cut at the token budget",
                     f"{metrics['finish_length']} of {metrics['replies']}",
                 ],
+                ["of them ending in a repetition loop", metrics.get("cut_in_loop", "–")],
                 ["duplicate items (drawn twice)", metrics["duplicates"]],
                 ["generated tokens", metrics["completion_tokens"]],
             ],
