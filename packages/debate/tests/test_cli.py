@@ -255,30 +255,27 @@ def test_invalid_sampling_value_leaves_no_run_folder(generate, tmp_path, capsys)
     assert generate(out, "--temperature", "0.5", limit=1) == 0
 
 
-def test_repetition_penalty_is_validated_and_recorded(generate, tmp_path, capsys) -> None:
+@pytest.mark.parametrize(
+    ("field", "bad", "error", "value"),
+    [
+        ("repetition_penalty", "0", "repetition_penalty must be > 0", 1.3),
+        ("min_p", "1.5", "min_p must be in [0, 1)", 0.1),
+    ],
+)
+def test_sampling_extras_are_validated_and_recorded(
+    generate, tmp_path, capsys, field, bad, error, value
+) -> None:
+    flag = "--" + field.replace("_", "-")
     out = tmp_path / "run"
-    assert generate(out, "--repetition-penalty", "0", limit=1) == 2
-    assert "repetition_penalty must be > 0" in capsys.readouterr().err
+    assert generate(out, flag, bad, limit=1) == 2
+    assert error in capsys.readouterr().err
     assert not (out / "config.json").exists()
-    assert generate(out, "--repetition-penalty", "1.3", limit=1) == 0
-    assert json.loads((out / "config.json").read_text())["recipe"]["repetition_penalty"] == 1.3
-    # Off (1.0) it is left out of the identity, so runs made before the field existed resume.
+    assert generate(out, flag, str(value), limit=1) == 0
+    assert json.loads((out / "config.json").read_text())["recipe"][field] == value
+    # Off, the field is left out of the identity, so runs made before it existed resume.
     plain = tmp_path / "plain"
     assert generate(plain, limit=1) == 0
-    assert "repetition_penalty" not in json.loads((plain / "config.json").read_text())["recipe"]
-
-
-def test_min_p_is_validated_and_recorded(generate, tmp_path, capsys) -> None:
-    out = tmp_path / "run"
-    assert generate(out, "--min-p", "1.5", limit=1) == 2
-    assert "min_p must be in [0, 1)" in capsys.readouterr().err
-    assert not (out / "config.json").exists()
-    assert generate(out, "--min-p", "0.1", limit=1) == 0
-    assert json.loads((out / "config.json").read_text())["recipe"]["min_p"] == 0.1
-    # Off (0.0) it is left out of the identity, so runs made before the field existed resume.
-    plain = tmp_path / "plain"
-    assert generate(plain, limit=1) == 0
-    assert "min_p" not in json.loads((plain / "config.json").read_text())["recipe"]
+    assert field not in json.loads((plain / "config.json").read_text())["recipe"]
 
 
 def test_out_that_is_a_file_is_a_clean_error(generate, tmp_path, capsys) -> None:
