@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -391,6 +391,34 @@ def _answers_info(source: str) -> dict:
     }
 
 
+def _by_group_table(
+    runs: list[tuple[str, dict]], score: str, count_name: str, count: Callable[[dict], str]
+) -> str:
+    """Return one markdown row per run: K, forced revisions, ``score`` per judge prompt group
+    and over all, and ``count`` (how many verdicts were usable) under ``count_name``."""
+    rows = []
+    for d, m in runs:
+        groups = m.get("per_group", {})
+        rows.append(
+            [
+                Path(d).name,
+                m.get("answers_k", ""),
+                m.get("answers_forced", ""),
+                *(pct(groups.get(g, {}).get(score)) for g in GROUPS),
+                pct(m[score]),
+                count(m),
+            ]
+        )
+    header = ["run", "K", "forced", *GROUPS, "all", count_name]
+    return markdown_table(header, rows)
+
+
+def _valid_of_all(m: dict) -> str:
+    """Return "valid/all" comparisons of a pairwise evaluate run's metrics."""
+    valid = m["wins"] + m["losses"] + m["ties"]
+    return f"{valid}/{valid + m['invalid']}"
+
+
 def cmd_report(run_dirs: Sequence[str], out: str | None) -> str:
     """Return the markdown report of evaluate runs (per-run tables, and a comparison across
     runs by judge prompt group); with ``out``, also write report.md, metrics.json and a plot
@@ -399,45 +427,27 @@ def cmd_report(run_dirs: Sequence[str], out: str | None) -> str:
     parts = ["# SelFee evaluation report\n"]
     chat_runs = [(d, m) for d, m in runs if m.get("judge_kind") != "pairwise"]
     if chat_runs:
-        header = ["run", "K", "forced", "general", "coding", "math", "all", "parsed"]
-        rows = []
-        for d, m in chat_runs:
-            groups = m.get("per_group", {})
-            rows.append(
-                [
-                    Path(d).name,
-                    m.get("answers_k", ""),
-                    m.get("answers_forced", ""),
-                    *(pct(groups.get(g, {}).get("relative")) for g in GROUPS),
-                    pct(m["relative"]),
-                    f"{m['parsed']}/{m['parsed'] + m['unparsed']}",
-                ]
-            )
         parts.append(
             "Relative score = total(model) / total(reference) over both orders, by judge "
             "prompt (general / coding / math); K = forced revisions.\n\n"
-            + markdown_table(header, rows)
+            + _by_group_table(
+                chat_runs,
+                "relative",
+                "parsed",
+                lambda m: f"{m['parsed']}/{m['parsed'] + m['unparsed']}",
+            )
         )
     pair_runs = [(d, m) for d, m in runs if m.get("judge_kind") == "pairwise"]
     if pair_runs:
-        header = ["run", "K", "forced", "general", "coding", "math", "all", "valid"]
-        rows = []
-        for d, m in pair_runs:
-            groups = m.get("per_group", {})
-            valid = m["wins"] + m["losses"] + m["ties"]
-            rows.append(
-                [
-                    Path(d).name,
-                    m.get("answers_k", ""),
-                    m.get("answers_forced", ""),
-                    *(pct(groups.get(g, {}).get("win_rate")) for g in GROUPS),
-                    pct(m["win_rate"]),
-                    f"{valid}/{valid + m['invalid']}",
-                ]
-            )
         parts.append(
             "\nPairwise judges: win rate of the model vs the reference ((wins + ties/2) / "
-            "valid), both orders averaged, by judge prompt.\n\n" + markdown_table(header, rows)
+            "valid), both orders averaged, by judge prompt.\n\n"
+            + _by_group_table(
+                pair_runs,
+                "win_rate",
+                "valid",
+                _valid_of_all,
+            )
         )
     for d, m in runs:
         parts.append(f"## {d}\n\n{table(m)}\n")

@@ -143,23 +143,25 @@ def judge_likelihood(
     for n, q in enumerate(questions):
         (mf1, mf2), (rf1, rf2) = lps[2 * n], lps[2 * n + 1]
         margins = (mf1 - mf2, rf2 - rf1)  # model is Assistant 1, then Assistant 2
-        x = sum(margins) / 2
-        valid = math.isfinite(x)
-        records.append(
-            {
-                "id": f"{q['id']}-pairwise",
-                "question": q["id"],
-                "category": q["category"],
-                "group": group_of(q["category"]),
-                "order": "both",
-                "margins": list(margins) if valid else None,
-                "logit": x if valid else None,
-                "winner": None
-                if not valid
-                else ("model" if x > 0 else "reference" if x < 0 else "tie"),
-            }
-        )
+        record = _verdict_record(q, sum(margins) / 2)
+        record["group"] = group_of(q["category"])
+        record["margins"] = list(margins) if record["logit"] is not None else None
+        records.append(record)
     return records
+
+
+def _verdict_record(q: dict, x: float) -> dict:
+    """Return the record of one both-orders verdict ``x`` on question ``q``: > 0 a model win,
+    < 0 a reference win, 0 a tie; a non-finite ``x`` is invalid (logit and winner None)."""
+    valid = math.isfinite(x)
+    return {
+        "id": f"{q['id']}-pairwise",
+        "question": q["id"],
+        "category": q["category"],
+        "order": "both",
+        "logit": x if valid else None,
+        "winner": None if not valid else ("model" if x > 0 else "reference" if x < 0 else "tie"),
+    }
 
 
 def _check_answers(questions: Sequence[dict], mine: dict[str, str], ref: dict[str, str]) -> None:
@@ -190,23 +192,7 @@ def judge_pairwise(
     )
     if len(logits) != len(questions):
         raise ValueError(f"pairwise judge returned {len(logits)} logits for {len(questions)} pairs")
-    records = []
-    for q, logit in zip(questions, logits, strict=True):
-        x = float(logit)
-        valid = math.isfinite(x)
-        records.append(
-            {
-                "id": f"{q['id']}-pairwise",
-                "question": q["id"],
-                "category": q["category"],
-                "order": "both",
-                "logit": x if valid else None,
-                "winner": None
-                if not valid
-                else ("model" if x > 0 else "reference" if x < 0 else "tie"),
-            }
-        )
-    return records
+    return [_verdict_record(q, float(logit)) for q, logit in zip(questions, logits, strict=True)]
 
 
 def aggregate_pairwise(records: Sequence[dict]) -> dict:
