@@ -134,7 +134,8 @@ def generate(
         parse_spec(spec)  # a typo fails here, before a run folder is written
     seed = task.default_seed if recipe.seed is None else recipe.seed
     recipe = replace(recipe, task=task.name, seed=seed)
-    # Built before the run folder so a bad value leaves nothing behind to mismatch on resume.
+    # Built before the run folder so a bad value (SamplingParams checks the sampling fields)
+    # leaves nothing behind to mismatch on resume.
     factory = EngineFactory(
         recipe,
         specs,

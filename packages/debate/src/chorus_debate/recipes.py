@@ -124,12 +124,6 @@ class DebateRecipe:
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.repetition_penalty > 0:
-            raise ValueError(
-                f"repetition_penalty must be > 0 (1.0 = off), got {self.repetition_penalty}"
-            )
-        if not 0 <= self.min_p < 1:
-            raise ValueError(f"min_p must be in [0, 1) (0 = off), got {self.min_p}")
         if not self.request_timeout > 0:
             raise ValueError(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
         if self.limit is not None and self.limit < 1:
