@@ -39,10 +39,15 @@ def test_fresh_stamp_skips_setup_and_stale_stamp_reruns_it(tmp_path: Path) -> No
     (venv / "bin").mkdir(parents=True)
     stamp = venv / ".chorus-setup-stamp"
     stamp.touch()
-    newest = max(
-        p.stat().st_mtime for p in ROOT.glob("**/pyproject.toml") if ".venv" not in p.parts
-    )
-    newest = max(newest, (ROOT / "constraints.txt").stat().st_mtime)
+    # Exactly the Makefile's SETUP_INPUTS: never a glob, which would walk into a virtualenv
+    # (.venv-vllm holds pyproject.toml files of its own once `make setup-vllm` ran).
+    inputs = [
+        ROOT / "constraints.txt",
+        ROOT / "pyproject.toml",
+        ROOT / "shared" / "pyproject.toml",
+        *(ROOT / "packages").glob("*/pyproject.toml"),
+    ]
+    newest = max(p.stat().st_mtime for p in inputs)
     os.utime(stamp, (newest + 10, newest + 10))
     out = _dry_run("test", venv)
     assert "pip install" not in out and "-m pytest" in out

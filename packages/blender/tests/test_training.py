@@ -87,7 +87,9 @@ def test_training_raises_held_out_pairwise_accuracy(tiny_bert, tmp_path):
     metrics = train_ranker(ranker, _toy_pairs(200, 0, *words), tmp_path / "run", args)
     after = pairwise_accuracy(ranker, held_out)
     assert metrics["steps"] == 60
-    assert before < 0.5 and after >= 0.9, (before, after)
+    # No assertion on the untrained ranker alone: its held-out accuracy hinges on exact ties
+    # (0.5 under bf16 on some CPUs). What must hold is that training moves it far, and high.
+    assert after >= 0.9 and after - before >= 0.3, (before, after)
     # The learning shows in exact fp32 arithmetic too (the default is bf16 on AMX CPUs).
     after_fp32 = pairwise_accuracy(ranker, held_out, precision="fp32")
     assert after_fp32 >= 0.9, after_fp32

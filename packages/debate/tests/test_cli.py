@@ -143,7 +143,7 @@ def test_evaluate_export_writes_the_original_format(generate, tmp_path, capsys) 
     (out / "metrics.json").unlink()
     export = tmp_path / "export.json"
     assert main(["evaluate", str(out), "--export", str(export)]) == 0
-    assert "over 4 items" in capsys.readouterr().out
+    assert "over 4 of 4 items" in capsys.readouterr().out
     assert (out / "metrics.json").is_file()
 
     data = json.loads(export.read_text())
@@ -432,7 +432,8 @@ def test_evaluate_names_a_corrupted_line(generate, tmp_path, capsys) -> None:
     assert main(["evaluate", str(out)]) == 0
     captured = capsys.readouterr()
     assert "records.jsonl:2: skipped: not a JSON line" in captured.err
-    assert "over 2 items" in captured.out and "skipped records 1" in captured.out
+    assert "over 2 of 3 items" in captured.out and "skipped records 1" in captured.out
+    assert "only 2 of 3 items are finished" in captured.err
 
 
 def test_evaluate_missing_run(tmp_path, capsys) -> None:

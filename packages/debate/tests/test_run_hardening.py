@@ -133,7 +133,7 @@ def test_duplicated_id_is_counted_once(finished_run: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["evaluate", str(finished_run)]) == 0
     captured = capsys.readouterr()
-    assert "over 2 items" in captured.out
+    assert "over 2 of 2 items" in captured.out
     assert "duplicate id" in captured.err and "records.jsonl:3" in captured.err
 
 
@@ -145,7 +145,7 @@ def test_records_of_another_task_are_not_graded(finished_run: Path, capsys) -> N
     capsys.readouterr()
     assert main(["evaluate", str(finished_run)]) == 0
     captured = capsys.readouterr()
-    assert "over 2 items" in captured.out and "task='gsm'" in captured.err
+    assert "over 2 of 2 items" in captured.out and "task='gsm'" in captured.err
 
 
 @pytest.mark.parametrize(
@@ -165,7 +165,9 @@ def test_a_malformed_record_is_a_counted_skip(finished_run: Path, capsys, damage
     capsys.readouterr()
     assert main(["evaluate", str(finished_run)]) == 0
     captured = capsys.readouterr()
-    assert "over 1 items" in captured.out and "skipped records 1" in captured.out
+    assert "over 1 of 2 items" in captured.out and "skipped records 1" in captured.out
+    # An incomplete run says so: the score covers the finished items alone.
+    assert "only 1 of 2 items are finished" in captured.err
     assert "Traceback" not in captured.err
     # The true line of the damaged record, also for the shape checks made after reading.
     assert "records.jsonl:2: skipped" in captured.err and "records.jsonl:0:" not in captured.err
@@ -183,7 +185,7 @@ def test_a_record_whose_id_is_not_an_item_of_the_run_is_a_counted_skip(
     capsys.readouterr()
     assert main(["evaluate", str(finished_run)]) == 0
     captured = capsys.readouterr()
-    assert "over 2 items" in captured.out and "skipped records 1" in captured.out
+    assert "over 2 of 2 items" in captured.out and "skipped records 1" in captured.out
     assert "records.jsonl:3: skipped: id 'arithmetic-planted' is not an item of this run" in (
         captured.err
     )
@@ -200,7 +202,7 @@ def test_stored_grades_of_an_old_run_are_ignored(finished_run: Path, capsys) -> 
     capsys.readouterr()
     assert main(["evaluate", str(finished_run)]) == 0
     out = capsys.readouterr().out
-    assert "accuracy 0.0 ± 0.0 % over 2 items" in out and "skipped records 0" in out
+    assert "accuracy 0.0 ± 0.0 % over 2 of 2 items" in out and "skipped records 0" in out
 
 
 def test_a_run_made_before_item_ids_still_evaluates_and_says_so(finished_run: Path, capsys) -> None:

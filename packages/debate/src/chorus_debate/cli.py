@@ -12,9 +12,10 @@ from collections.abc import Sequence
 
 from chorus_debate.compare import compare_runs
 from chorus_debate.evaluate import export_original
-from chorus_debate.pipeline import RayOptions, generate, score, summary
+from chorus_debate.pipeline import generate, score, summary
 from chorus_debate.recipes import DebateRecipe, available_recipes, load_recipe
 from chorus_shared.config import add_recipe_arguments, cli_overrides
+from chorus_shared.engine import RayOptions
 from chorus_shared.runs import RunDir
 
 

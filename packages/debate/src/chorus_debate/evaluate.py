@@ -16,9 +16,11 @@ from typing import Any
 from chorus_debate.judge import biography_score, pooled_accuracy
 from chorus_debate.records import DebateRecord, RecordFormatError
 from chorus_debate.tasks import Task, get_task
+from chorus_shared.engine import RunRead
+from chorus_shared.engine import read_run as read_records_of_run
 from chorus_shared.grading import format_stat, majority_vote
 from chorus_shared.report import image_link, line_plot, markdown_table
-from chorus_shared.runs import OutputFolder, RecordSet, RunDir
+from chorus_shared.runs import OutputFolder, RunDir
 
 
 @dataclass(frozen=True)
@@ -117,18 +119,19 @@ def _cut_in_loop(records: list[DebateRecord]) -> int:
     )
 
 
-def read_run(run: RunDir) -> tuple[Task, str, list[DebateRecord], RecordSet]:
+def read_run(run: RunDir) -> tuple[Task, str, list[DebateRecord], RunRead]:
     """Return the run's task, method, typed scorable records and what the reader found.
 
-    Reads through ``RunDir.read_records``: a duplicated id counts once; records of another
-    task or method and records whose id is not one of the run's items (``item_ids`` in
-    config.json) are skipped and counted with their line number. Each remaining line must
-    parse as a :class:`DebateRecord` (every field present and typed; a judged task needs the
-    judge's verdicts), else it is skipped and counted too: never graded, never a traceback.
+    Reads through the engine's one validated path (``chorus_shared.engine.read_run``): a
+    duplicated id counts once; records of another task or method and records whose id is not
+    one of the run's items (``item_ids`` in config.json) are skipped and counted with their
+    line number. Each remaining line must parse as a :class:`DebateRecord` (every field present
+    and typed; a judged task needs the judge's verdicts), else it is skipped and counted too:
+    never graded, never a traceback.
     """
     task = get_task(run.config_value("recipe.task", str))
     method = run.config_value("recipe.method", str)
-    read = run.read_records(match={"task": task.name, "method": method}, ids=item_ids(run))
+    read = read_records_of_run(run, match={"task": task.name, "method": method})
     usable = []
     for line in list(read.finished):
         try:
@@ -136,24 +139,10 @@ def read_run(run: RunDir) -> tuple[Task, str, list[DebateRecord], RecordSet]:
             if task.judged and record.judge is None:
                 raise RecordFormatError("no 'judge' verdicts, but this task is judged")
         except RecordFormatError as err:
-            read.skip(line, f"record {line['id']!r}: malformed: {err}")
+            read.records.skip(line, f"record {line['id']!r}: malformed: {err}")
             continue
         usable.append(record)
     return task, method, usable, read
-
-
-def item_ids(run: RunDir) -> list[str] | None:
-    """Return the ids of the items the run was made for (``item_ids`` in config.json).
-
-    Returns None for a run made before item ids were recorded (its records are then not
-    checked against an item set); a damaged value is one clear ``ValueError``.
-    """
-    if "item_ids" not in run.config:
-        return None
-    ids = run.config_value("item_ids", list)
-    if not all(isinstance(i, str) for i in ids):
-        raise ValueError(f"{run.path / 'config.json'}: 'item_ids' should be a list of strings")
-    return ids
 
 
 def evaluate_run(run: RunDir, *, write: bool = True) -> dict[str, Any]:
@@ -176,17 +165,11 @@ def evaluate_run(run: RunDir, *, write: bool = True) -> dict[str, Any]:
         "agents": len(records[0].agents),
         "rounds": len(records[0].finish_reasons),
         "items": len(records),
-        "errors": len(read.errored),
-        "skipped_records": len(read.skipped),
-        "notes": read.notes()
-        + (
-            []
-            if item_ids(run) is not None
-            else [
-                f"{run.path / 'config.json'} lists no item_ids (a run made before they were "
-                "recorded): records were not checked against the run's item set"
-            ]
-        ),
+        # The run's item set: "k of n" in the summary, and a note when k < n.
+        "expected_items": read.expected,
+        "errors": len(read.records.errored),
+        "skipped_records": len(read.records.skipped),
+        "notes": read.notes(),
         "prompt_tokens": sum(r.usage.prompt_tokens for r in records),
         "completion_tokens": sum(r.usage.completion_tokens for r in records),
         "finish_length": sum(

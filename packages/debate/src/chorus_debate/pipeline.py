@@ -36,10 +36,9 @@ from chorus_debate.methods import plan_method
 from chorus_debate.recipes import DebateRecipe
 from chorus_debate.tasks import get_task
 from chorus_shared.data import track_data_reads
-from chorus_shared.distributed import ray_map_windows
+from chorus_shared.engine import RayOptions, run_windows, start_run
 from chorus_shared.models import ChatModel, SamplingParams, load_chat_model, parse_spec
-from chorus_shared.progress import progress
-from chorus_shared.runs import OutputFolder, RunDir, pending
+from chorus_shared.runs import OutputFolder, RunDir
 
 
 def _backend_options(spec: str, recipe: DebateRecipe) -> dict[str, Any]:
@@ -107,15 +106,6 @@ def _agent_specs(recipe: DebateRecipe, n_agents: int) -> tuple[str, ...]:
     return tuple(specs)
 
 
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how wide to fan out with ``--ray``."""
-
-    address: str | None = None
-    workers: int | None = None
-    gpus_per_worker: float = 0.0
-
-
 def generate(
     recipe: DebateRecipe,
     out: str | None = None,
@@ -153,57 +143,36 @@ def generate(
     # what was read goes into config.json so a resume on other data is refused.
     with track_data_reads() as data_fingerprint:
         items = task.load(recipe.limit, seed, recipe.data_dir)
-    # The writer lock is taken here, before any compute, so a second writer is refused at once.
-    run = RunDir.create(
+    # The engine adds item_ids (what evaluate accepts) and the data fingerprint to config.json
+    # and takes the writer lock before any compute, so a second writer is refused at once.
+    run = start_run(
         out or Path("runs") / "debate" / f"{task.name}-{recipe.method}",
         {
             "recipe": recipe.identity(),
             "task": {"name": task.name, "version": task.version},
             "runtime": recipe.runtime(),
-            "data": data_fingerprint,
-            # The item set: evaluate skips (and counts) a record whose id is not one of these.
-            "item_ids": [str(item["id"]) for item in items],
         },
+        items,
+        data=data_fingerprint,
         overwrite=overwrite,
     )
-    try:
-        _generate_into(run, task.name, recipe, items, factory, ray)
-    except BaseException:
-        # A model that cannot load (or fails at once) leaves no new, empty run folder.
-        run.discard_if_empty()
-        raise
+    # A model that cannot load (or fails at once) leaves no new, empty run folder; a window
+    # that failed whole stops the run after storing it.
+    run_windows(
+        run,
+        items,
+        factory,
+        window=recipe.window,
+        desc=f"{task.name}/{recipe.method} windows",
+        ray=ray,
+    )
     return run
 
 
-def _generate_into(
-    run: RunDir,
-    task_name: str,
-    recipe: DebateRecipe,
-    items: list[dict[str, Any]],
-    factory: EngineFactory,
-    ray: RayOptions | None,
-) -> None:
-    todo = pending(items, run)
-    print(
-        f"{run.path}: {len(items) - len(todo)} of {len(items)} items already done", file=sys.stderr
-    )
-    windows = [todo[k : k + recipe.window] for k in range(0, len(todo), recipe.window)]
-    with run:
-        # append_many stores a window, then stops the run if all of it errored.
-        if windows and ray is not None:
-            ray_map_windows(
-                factory,
-                windows,
-                run.append_many,
-                num_workers=ray.workers,
-                gpus_per_worker=ray.gpus_per_worker,
-                address=ray.address,
-            )
-        elif windows:
-            run_window = factory()
-            desc = f"{task_name}/{recipe.method} windows"
-            for window in progress(windows, total=len(windows), desc=desc):
-                run.append_many(run_window(window))
+def _coverage(metrics: dict[str, Any]) -> str:
+    expected = metrics.get("expected_items")
+    items = metrics["items"]
+    return f"{items} items" if expected is None else f"{items} of {expected} items"
 
 
 def summary(metrics: dict[str, Any]) -> str:
@@ -212,7 +181,7 @@ def summary(metrics: dict[str, Any]) -> str:
     rounds = " → ".join(pct(s) for s in by_round) if by_round else "–"
     return (
         f"{metrics['task']} {metrics['method']}: accuracy {pct(metrics['accuracy'])} % "
-        f"over {metrics['items']} items (by round: {rounds}); "
+        f"over {_coverage(metrics)} (by round: {rounds}); "
         f"unparseable {metrics['unparseable']}, errored items {metrics['errors']}, "
         f"skipped records {metrics['skipped_records']}"
     )
