@@ -95,3 +95,16 @@ def test_seeded_sampling_runs_on_cpu_and_samples_differ(vllm_model) -> None:
         out = vllm_model.chat(convs, params)
     assert len(out) == 4 and all(c.error is None for c in out)
     assert len({c.text for c in out}) > 1
+
+
+def test_raw_prompt_continuation_uses_no_chat_template(vllm_model) -> None:
+    from transformers import AutoTokenizer
+
+    from chorus_shared.models.embedded import default_model_dir
+
+    prompts = ["The capital of France is", "1, 2, 3, 4,"]
+    got = vllm_model.complete(prompts, SamplingParams(max_new_tokens=8))
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
+    # The prompt is the raw text's own tokens, as the hf backend's complete() sends it.
+    assert [c.prompt_tokens for c in got] == [len(tokenizer(p)["input_ids"]) for p in prompts]
+    assert all(c.finish_reason in ("stop", "length") and c.text for c in got)

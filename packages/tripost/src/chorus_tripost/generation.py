@@ -62,7 +62,9 @@ class RawTextModel(HFChatModel):
         """Return the ids of the messages' contents concatenated as raw text (no template)."""
         return prompt_ids([m["content"] for m in conversation], self.tokenizer)
 
-    def complete(self, prompts: list[list[str]], params: SamplingParams) -> list[Completion]:
+    def complete(  # type: ignore[override]  # pieces, not whole prompts (token boundaries)
+        self, prompts: list[list[str]], params: SamplingParams
+    ) -> list[Completion]:
         """Return one continuation per prompt (a list of raw text pieces), in input order."""
         import torch
 

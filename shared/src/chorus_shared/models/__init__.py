@@ -18,6 +18,7 @@ from chorus_shared.models.base import (
     Message,
     ModelSpecError,
     SamplingParams,
+    TextModel,
     model_load_error,
 )
 from chorus_shared.redact import redact_urls
@@ -29,6 +30,7 @@ __all__ = [
     "Message",
     "ModelSpecError",
     "SamplingParams",
+    "TextModel",
     "load_chat_model",
     "model_load_error",
     "parse_spec",

@@ -95,6 +95,21 @@ class ChatModel(Protocol):
         ...
 
 
+@runtime_checkable
+class TextModel(Protocol):
+    """A batched plain LM: raw text prompts in, continuations out (no chat template).
+
+    Every backend (hf, vllm, openai's ``/v1/completions``) implements it beside ``chat``; the
+    papers whose models are plain LMs (SelFee's, TriPosT's) prompt them this way.
+    """
+
+    spec: str
+
+    def complete(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+        """Return one continuation per prompt, in the same order."""
+        ...
+
+
 class ModelSpecError(ValueError):
     """A model spec string could not be resolved to a backend."""
 

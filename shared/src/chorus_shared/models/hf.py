@@ -169,11 +169,11 @@ class HFChatModel:
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.dedupe_greedy = dedupe_greedy
-        if not self.encoder_decoder and getattr(tokenizer, "chat_template", None) is None:
-            raise ChatTemplateError(
-                f"{spec} has no chat template; use an instruction-tuned model whose tokenizer "
-                "defines one (tokenizer_config.json or chat_template.jinja)"
-            )
+        # A plain LM (no chat template: a base model, or SelFee's raw-prompt checkpoints)
+        # loads too; it serves ``complete`` and refuses ``chat`` with a clear error.
+        self.has_chat_template = self.encoder_decoder or (
+            getattr(tokenizer, "chat_template", None) is not None
+        )
         self.pad_token_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
@@ -255,6 +255,12 @@ class HFChatModel:
             # trailing </s>), as the training core's seq2seq path builds the source.
             text = "\n\n".join(m["content"] for m in conversation)
             return self.tokenizer(text)["input_ids"]
+        if not self.has_chat_template:
+            raise ChatTemplateError(
+                f"{self.spec} has no chat template, so it cannot take chat messages: use an "
+                "instruction-tuned model whose tokenizer defines one (tokenizer_config.json or "
+                "chat_template.jinja), or prompt it with raw text (complete)"
+            )
         try:
             text = self.tokenizer.apply_chat_template(
                 conversation, add_generation_prompt=True, tokenize=False
@@ -275,10 +281,22 @@ class HFChatModel:
 
     def chat(self, conversations: list[list[Message]], params: SamplingParams) -> list[Completion]:
         """Return one completion per conversation, in input order."""
+        validate_conversations(conversations)
+        return self._run([self.render(c) for c in conversations], params)
+
+    def complete(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+        """Return one continuation per raw text prompt, in input order (no chat template).
+
+        The prompt is tokenized as written, with the tokenizer's own special tokens (a BOS
+        where the model uses one), as a plain LM was trained.
+        """
+        if not all(isinstance(p, str) for p in prompts):
+            raise ValueError("prompts must be a list of strings")
+        return self._run([self.tokenizer(p)["input_ids"] for p in prompts], params)
+
+    def _run(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
         import torch
 
-        validate_conversations(conversations)
-        prompts = [self.render(c) for c in conversations]
         # Greedy decoding is deterministic, so identical prompts (e.g. every agent's first
         # turn in a debate) are generated once and the reply is shared.
         unique: dict[tuple[int, ...], int] = {}

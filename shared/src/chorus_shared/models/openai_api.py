@@ -144,19 +144,34 @@ class OpenAIChatModel:
         unreachable, erroring, rate limiting or does not know the model.
         """
         validate_conversations(conversations)
+        return self._run(list(conversations), params)
+
+    def complete(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+        """Return one continuation per raw prompt (the server's ``/v1/completions``), in order.
+
+        For plain (non-chat) models such as SelFee's: the prompt is sent as written, with no
+        chat template around it. Errors behave as in :meth:`chat`.
+        """
+        if not all(isinstance(p, str) for p in prompts):
+            raise ValueError("prompts must be a list of strings")
+        return self._run(list(prompts), params)
+
+    def _run(self, inputs: list[Any], params: SamplingParams) -> list[Completion]:
+        # One request per input (a conversation for chat, a string for completions), spread
+        # over the worker pool; the reply order is the input order.
         request_kwargs = self._request_kwargs(params)
-        if not conversations:
+        if not inputs:
             return []
 
         stop = threading.Event()
         pool = ThreadPoolExecutor(
-            max_workers=min(self.max_concurrency, len(conversations)),
+            max_workers=min(self.max_concurrency, len(inputs)),
             thread_name_prefix="chorus-openai",
         )
         try:
             futures = [
-                pool.submit(self._request_one, conv, _seeded(request_kwargs, k), stop)
-                for k, conv in enumerate(conversations)
+                pool.submit(self._request_one, item, _seeded(request_kwargs, k), stop)
+                for k, item in enumerate(inputs)
             ]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             for fut in done:
@@ -204,7 +219,7 @@ class OpenAIChatModel:
         return kwargs
 
     def _request_one(
-        self, conversation: list[Message], kwargs: dict[str, Any], stop: threading.Event
+        self, item: list[Message] | str, kwargs: dict[str, Any], stop: threading.Event
     ) -> _ItemResult:
         attempts = 0
         failure: FailureKind = "transient"
@@ -214,10 +229,13 @@ class OpenAIChatModel:
                 break
             attempts += 1
             try:
-                # Message has the shape of the client's message params; roles were checked
-                # by validate_conversations before any request.
-                messages = cast("list[ChatCompletionMessageParam]", conversation)
-                response = self._client.chat.completions.create(messages=messages, **kwargs)
+                if isinstance(item, str):
+                    response: Any = self._client.completions.create(prompt=item, **kwargs)
+                else:
+                    # Message has the shape of the client's message params; roles were
+                    # checked by validate_conversations before any request.
+                    messages = cast("list[ChatCompletionMessageParam]", item)
+                    response = self._client.chat.completions.create(messages=messages, **kwargs)
             except openai.APIError as exc:
                 try:
                     failure, reason, retry_after = self._classify(exc)
@@ -318,7 +336,10 @@ def _to_completion(response: Any) -> Completion:
         return Completion(text="", finish_reason="error", error="server returned no choices")
     choice = choices[0]
     message = getattr(choice, "message", None)
-    text = (getattr(message, "content", None) or "") if message is not None else ""
+    if message is not None:
+        text = getattr(message, "content", None) or ""
+    else:  # a /v1/completions choice carries the continuation as ``text``
+        text = getattr(choice, "text", None) or ""
     raw_reason = getattr(choice, "finish_reason", None)
     usage = getattr(response, "usage", None)
     extra = {} if raw_reason in (None, "stop", "length") else {"raw_finish_reason": raw_reason}

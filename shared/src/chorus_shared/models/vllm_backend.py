@@ -161,8 +161,33 @@ class VLLMChatModel:
         validate_conversations(conversations)
         if not conversations:
             return []
+        outputs = self._llm.chat(
+            conversations,
+            sampling_params=self._sampling(params, len(conversations)),
+            use_tqdm=False,
+        )
+        return self._completions(outputs, len(conversations))
+
+    def complete(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+        """Return one continuation per raw text prompt (``LLM.generate``, no chat template),
+        in input order, from one batched engine call; prefix caching reuses shared prompts."""
+        if not all(isinstance(p, str) for p in prompts):
+            raise ValueError("prompts must be a list of strings")
+        if not prompts:
+            return []
+        outputs = self._llm.generate(
+            list(prompts), sampling_params=self._sampling(params, len(prompts)), use_tqdm=False
+        )
+        return self._completions(outputs, len(prompts))
+
+    def _completions(self, outputs: Any, n: int) -> list[Completion]:
+        if len(outputs) != n:
+            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {n} requests")
+        return [_to_completion(out) for out in outputs]
+
+    def _sampling(self, params: SamplingParams, n: int) -> list[Any]:
         sampling = []
-        for k in range(len(conversations)):
+        for k in range(n):
             options: dict[str, Any] = {
                 "max_tokens": params.max_new_tokens,
                 "temperature": params.temperature,
@@ -175,12 +200,7 @@ class VLLMChatModel:
             if seed is not None:
                 options["seed"] = seed
             sampling.append(self._vllm.SamplingParams(**options))
-        outputs = self._llm.chat(conversations, sampling_params=sampling, use_tqdm=False)
-        if len(outputs) != len(conversations):
-            raise RuntimeError(
-                f"vLLM returned {len(outputs)} outputs for {len(conversations)} conversations"
-            )
-        return [_to_completion(out) for out in outputs]
+        return sampling
 
 
 def _to_completion(request_output: Any) -> Completion:

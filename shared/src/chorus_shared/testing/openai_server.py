@@ -1,8 +1,9 @@
 """A small OpenAI-compatible HTTP server on 127.0.0.1 for tests.
 
-It speaks just enough of ``POST /v1/chat/completions`` and ``GET /v1/models`` for the real
-``openai`` client, and can be told to fail, demand a key, or answer slowly so that retries,
-error handling and concurrency can be tested without a network or a model::
+It speaks just enough of ``POST /v1/chat/completions``, ``POST /v1/completions`` (raw-prompt
+continuation: the request body has ``prompt`` instead of ``messages``) and ``GET /v1/models``
+for the real ``openai`` client, and can be told to fail, demand a key, or answer slowly so
+that retries, error handling and concurrency can be tested without a network or a model::
 
     with FakeOpenAIServer(fail_first=2) as server:
         model = OpenAIChatModel("fake-model", base_url=server.base_url, backoff_s=0.001)
@@ -27,7 +28,10 @@ Responder = Callable[[dict], str]
 
 
 def echo_responder(request: dict) -> str:
-    """Return ``"echo: <content of the last user message>"`` for a chat request body."""
+    """Return ``"echo: <content of the last user message>"`` for a chat request body, or
+    ``"echo: <prompt>"`` for a completions request body."""
+    if isinstance(request.get("prompt"), str):
+        return f"echo: {request['prompt']}"
     for message in reversed(request.get("messages") or []):
         if message.get("role") == "user":
             return f"echo: {message.get('content', '')}"
@@ -156,8 +160,24 @@ class FakeOpenAIServer:
         text, finish_reason = _apply_limits(str(reply), body)
         prompt_words = sum(
             len(str(m.get("content", "")).split()) for m in body.get("messages") or []
-        )
+        ) + len(str(body.get("prompt") or "").split())
         completion_words = len(text.split())
+        usage = {
+            "prompt_tokens": prompt_words,
+            "completion_tokens": completion_words,
+            "total_tokens": prompt_words + completion_words,
+        }
+        if "prompt" in body:
+            return 200, {
+                "id": f"cmpl-fake-{number}",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": body.get("model", ""),
+                "choices": [
+                    {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
+                ],
+                "usage": usage,
+            }
         return 200, {
             "id": f"chatcmpl-fake-{number}",
             "object": "chat.completion",
@@ -171,11 +191,7 @@ class FakeOpenAIServer:
                     "logprobs": None,
                 }
             ],
-            "usage": {
-                "prompt_tokens": prompt_words,
-                "completion_tokens": completion_words,
-                "total_tokens": prompt_words + completion_words,
-            },
+            "usage": usage,
         }
 
     def _models(self) -> dict:
@@ -223,7 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        if self.path.rstrip("/") != "/v1/chat/completions":
+        if self.path.rstrip("/") not in ("/v1/chat/completions", "/v1/completions"):
             self._send(404, _error(f"no route POST {self.path}", "not_found"))
             return
         try:
@@ -233,6 +249,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not isinstance(body, dict):
             self._send(400, _error("request body must be a JSON object", "invalid_request_error"))
+            return
+        if self.path.rstrip("/").endswith("/chat/completions"):
+            body.pop("prompt", None)  # a chat request is never read as a raw prompt
+        elif not isinstance(body.get("prompt"), str):
+            self._send(400, _error("'prompt' must be a string", "invalid_request_error"))
             return
         status, payload = self.fake._handle_chat(body, self.headers.get("Authorization"))
         self._send(status, payload)
