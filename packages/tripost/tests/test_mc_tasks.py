@@ -205,10 +205,9 @@ def test_fewshot_self_improvement_on_a_multiple_choice_task():
 
     states = fewshot_generate(FakeChatModel(reply), items, demos, max_new_tokens=8, rounds=1)
     it = items[0]
-    r = ev.grade(
-        EvalRecord(it["id"], it["task"], "seen", it["question"], it["answer"], it["choices"],
-                   states[0].answers, states[0].feedback, "stop", states[0].calls)  # fmt: skip
-    )
+    st = states[0]
+    fields = (it["id"], it["task"], "seen", it["question"], it["answer"], it["choices"])
+    r = ev.grade(EvalRecord(*fields, st.answers, st.feedback, "stop", st.calls))
     assert r["correct_first"] is False and r["correct_final"] is True
 
 
