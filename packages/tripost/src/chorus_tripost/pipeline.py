@@ -96,10 +96,10 @@ def collect(
     training records ``out/train.jsonl`` (the original's ``train_itr0.jsonl``); returns the
     statistics (also ``out/stats.json``)."""
     from chorus_tripost.training import (
-        _collect_rounds,
-        _round_stats,
-        _sum_stats,
+        collect_rounds,
         mixture,
+        round_stats,
+        sum_stats,
         window_items,
     )
 
@@ -108,7 +108,7 @@ def collect(
     window = window_items(items, recipe.collect_train_data_window, 1)
     out = Path(out)
     model = None if recipe.method == "ft_demo" else recipe.model
-    rounds = _collect_rounds(
+    rounds = collect_rounds(
         recipe, out, window, model, items, recipe.max_data_itr, log, ray,
         stop_at=recipe.max_data_length,
     )  # fmt: skip
@@ -126,7 +126,7 @@ def collect(
     ]
     (out / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     stats = {
-        **_sum_stats([_round_stats(r) for r in rounds]),
+        **sum_stats([round_stats(r) for r in rounds]),
         "rounds": len(rounds),
         "improvement_samples": mix["improvement"],
         "non_improvement_samples": mix["non_improvement"],

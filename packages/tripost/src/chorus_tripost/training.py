@@ -33,7 +33,16 @@ from chorus_tripost.collection import collect_round, items_fingerprint
 from chorus_tripost.recipes import Recipe
 from chorus_tripost.records import RecordFormatError, TrajectoryRecord
 
-__all__ = ["mixture", "run_training", "train_recipe", "window_items"]
+__all__ = [
+    "collect_rounds",
+    "lmsi_records",
+    "mixture",
+    "round_stats",
+    "run_training",
+    "sum_stats",
+    "train_recipe",
+    "window_items",
+]
 
 Log = Callable[[str], None]
 
@@ -164,7 +173,8 @@ def mixture(
     return samples, stats
 
 
-def _round_stats(records: list[TrajectoryRecord]) -> dict[str, int]:
+def round_stats(records: list[TrajectoryRecord]) -> dict[str, int]:
+    """Return a round's counts: attempts, right at once, corrected, dropped, bad progress."""
     return {
         "attempts": len(records),
         "correct_first": sum(r.accepted and len(r.answers) == 1 for r in records),
@@ -174,7 +184,8 @@ def _round_stats(records: list[TrajectoryRecord]) -> dict[str, int]:
     }
 
 
-def _sum_stats(parts: list[dict[str, int]]) -> dict[str, int]:
+def sum_stats(parts: list[dict[str, int]]) -> dict[str, int]:
+    """Return the key-wise sums of several rounds' counts."""
     out: dict[str, int] = {}
     for part in parts:
         for k, v in part.items():
@@ -238,7 +249,7 @@ def run_training(
     return metrics
 
 
-def _collect_rounds(
+def collect_rounds(
     recipe: Recipe,
     folder: Path,
     window: list[dict],
@@ -251,7 +262,8 @@ def _collect_rounds(
     stop_at: int | None = None,
 ) -> list[list[TrajectoryRecord]]:
     """Run the sampling rounds of one step (each an engine run); stop early once the
-    collected non-duplicate samples reach ``stop_at`` (the original's max_data_length)."""
+    collected non-duplicate samples reach ``stop_at`` (the original's max_data_length).
+    Returns the typed records of each round run."""
     collected: list[list[TrajectoryRecord]] = []
     for i in range(rounds):
         out = folder / f"collect-r{i}"
@@ -292,7 +304,7 @@ def _run_iterations(
             continue
         window = window_items(items, recipe.collect_train_data_window, k)
         model = None if recipe.method == "ft_demo" else f"hf:{current / 'model'}"
-        rounds = _collect_rounds(
+        rounds = collect_rounds(
             recipe, it_dir, window, model, items, recipe.max_data_itr, log, ray,
             stop_at=recipe.max_data_length,
         )  # fmt: skip
@@ -305,7 +317,7 @@ def _run_iterations(
         )
         plain = mix["non_improvement"]
         stats = {
-            **_sum_stats([_round_stats(r) for r in rounds]),
+            **sum_stats([round_stats(r) for r in rounds]),
             "rounds": len(rounds),
             "improvement_samples": mix["improvement"],
             "non_improvement_samples": plain,
@@ -392,7 +404,7 @@ def _run_lmsi(
 
     folder = run_dir / "lmsi"
     if not _done(folder / "train"):
-        rounds = _collect_rounds(
+        rounds = collect_rounds(
             recipe, folder, items, f"hf:{baseline / 'model'}", items, recipe.lmsi_rounds, log, ray
         )
         records = lmsi_records(rounds)
