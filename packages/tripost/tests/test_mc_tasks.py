@@ -10,15 +10,17 @@ import pytest
 from chorus_shared.testing import FakeOpenAIServer
 from chorus_shared.testing.plugin import FakeChatModel
 from chorus_tripost import evaluate as ev
-from chorus_tripost import helpers, loop, pipeline, tasks
+from chorus_tripost import helpers, loop, tasks, training
 from chorus_tripost.recipes import load_recipe
+from chorus_tripost.records import EvalRecord, TrajectoryRecord
+from chorus_tripost.testtime import fewshot_generate
 from chorus_tripost.verifier import ALL_CORRECT, AnswerCheckedVerifier, diff_feedback, verify
 
 
 @pytest.mark.parametrize(
     ("task", "train", "counts"),
     [
-        ("date_understanding", 221, {"seen": 55, "unseen": 22}),
+        ("date_understanding", 191, {"seen": 55, "unseen": 22}),
         ("logical_deduction", 360, {"seen": 52, "unseen": 700}),
     ],
 )
@@ -29,9 +31,13 @@ def test_splits_and_seen_unseen_counts(task, train, counts):
 
 
 def test_logical_deduction_rebuild_from_bigbench():
+    import os
+    from pathlib import Path
+
     from chorus_shared.data import _sibling_roots
 
-    root = next(r for r in _sibling_roots() if (r / "bigbench").is_dir())
+    roots = [Path(os.environ["CHORUS_DATA_DIR"])] if os.environ.get("CHORUS_DATA_DIR") else []
+    root = next(r for r in [*roots, *_sibling_roots()] if (r / "bigbench").is_dir())
     rows = tasks.rebuild_logical_deduction(root)
     assert len(rows) == 300 + 500 + 700
     by = Counter((r["meta_data"]["split"], r["meta_data"]["n_objects"]) for r in rows)
@@ -53,7 +59,7 @@ def test_logical_deduction_rebuild_from_bigbench():
 @pytest.mark.parametrize(
     ("task", "split", "right", "total"),
     [
-        ("date_understanding", "train", 219, 221),
+        ("date_understanding", "train", 190, 191),
         ("date_understanding", "test", 77, 77),
         ("logical_deduction", "train", 358, 360),
     ],
@@ -72,8 +78,9 @@ def test_multiple_choice_answers_and_unreadable_ones():
     assert tasks.answer_of(item, "(1) x\n(Final response) So the answer is (B).") == "B"
     assert tasks.answer_of(item, "(1) So the answer is (A).") is None  # no final response
     assert tasks.answer_of(item, "(Final response) So the answer is (F).") is None  # not an option
-    result = ev.grade(item | {"id": "x"}, {"answers": ["nonsense"], "feedback": [],
-                                          "finish_reason": "length"}, "seen")  # fmt: skip
+    record = EvalRecord("x", "logical_deduction", "seen", "q", "A", "ABC", ["nonsense"], [],
+                        "length", 1)  # fmt: skip
+    result = ev.grade(record)
     assert result["answer_first"] is None and result["correct_first"] is False
     assert ev.summarize([result])["seen"]["unreadable_first"] == 1
 
@@ -105,11 +112,12 @@ def test_no_scripted_helpers_for_multiple_choice():
     item = tasks.load_items("date_understanding", "train")[0]
     with pytest.raises(ValueError, match="no scripted verifier"):
         verify(item, item["rationale"])
-    with pytest.raises(ValueError, match="verifier_use_scripted: false"):
+    with pytest.raises(ValueError, match="verifier_use_scripted and improver_use_scripted false"):
         load_recipe("date_default", verifier_use_scripted=True)
     for name in ("date_offline", "logical_offline", "date_llama7b", "logical_llama7b"):
         recipe = load_recipe(name)
         assert recipe.task in tasks.MC_TASKS and not recipe.verifier_use_scripted
+        assert not recipe.improver_use_scripted
     assert load_recipe("logical_llama7b").deepspeed == "zero2_offload"
 
 
@@ -160,22 +168,24 @@ def test_one_loop_iteration_on_a_tiny_model_with_an_llm_helper(tiny_model_dir, t
             improver_model=spec, train_items=2, collect_train_data_window=2, max_new_tokens=8,
             baseline_epochs=1.0, iteration_epochs=1.0, max_steps=1, max_length=384,
             per_device_train_batch_size=2, report_to="none", learning_rate=1e-4, bf16="false",
+            max_data_itr=1, batch_window=2,
         )  # fmt: skip
-        metrics = pipeline.run_training(recipe, tmp_path / "run", num_iterations=1, log=print)
+        metrics = training.run_training(recipe, tmp_path / "run", num_iterations=1, log=print)
         requests = server.requests
     stats = metrics["iterations"][0]
     assert metrics["iterations_done"] == 1 and metrics["stopped"] is None
     # random weights never answer; the LLM helper repairs both in one round
     assert stats["attempts"] == 2 and stats["correct_first"] == 0
     assert stats["corrected"] == 2 and stats["dropped"] == 0
-    assert stats["llm_accepted_wrong_answer"] == 0
-    assert stats["improvement_samples"] == 2 and stats["records"] == 2 + 2  # + window gold
+    # 2 (attempt, feedback, update) turns, 2 final all-correct turns, 2 gold samples
+    assert (stats["improvement_samples"], stats["non_improvement_samples"]) == (2, 2)
+    assert stats["gold_samples"] == 2 and stats["samples"] == 6
     # verify (2), improve (2), verify again (2): helper calls are per item over HTTP
     assert len(requests) == 6
-    records = [json.loads(x) for x in (tmp_path / "run/iter-1/collect/records.jsonl").open()]
-    turn = next(r for r in records if not r["id"].endswith("-gold"))
-    assert turn["segments"][-1]["weight"] == recipe.self_improve_section_weight
-    assert "Options:\n(A)" in turn["text"] and turn["text"].rstrip().endswith(ALL_CORRECT)
+    lines = (tmp_path / "run/iter-1/collect-r0/records.jsonl").read_text().splitlines()
+    record = TrajectoryRecord.from_json(json.loads(lines[0]))
+    assert record.accepted and record.feedback[-1].endswith(ALL_CORRECT)
+    assert "Options:\n(A)" in record.item["question"]
     assert (tmp_path / "run" / "iter-1" / "train" / "model" / "config.json").is_file()
 
 
@@ -193,8 +203,11 @@ def test_fewshot_self_improvement_on_a_multiple_choice_task():
             return f"(1) fixed.\n(Final response) So the answer is ({answer})."
         return f"(1) guess.\n(Final response) So the answer is ({other})."
 
-    states = ev.fewshot_generate(FakeChatModel(reply), items, demos, max_new_tokens=8, rounds=1)
-    r = ev.grade(items[0], states[0], "seen")
+    states = fewshot_generate(FakeChatModel(reply), items, demos, max_new_tokens=8, rounds=1)
+    it = items[0]
+    st = states[0]
+    fields = (it["id"], it["task"], "seen", it["question"], it["answer"], it["choices"])
+    r = ev.grade(EvalRecord(*fields, st.answers, st.feedback, "stop", st.calls))
     assert r["correct_first"] is False and r["correct_final"] is True
 
 

@@ -1,268 +1,194 @@
-"""Evaluation: accuracy on the seen / unseen splits, with and without test-time self-improvement.
+"""Grading an evaluation run: seen / unseen accuracy without and with test-time self-improvement.
 
-A TriPosT-trained model writes an attempt, then ``Feedback: ...`` on it and, when it finds an
-error, ``Updated Answer: ...``. "Without self-improvement" grades the first attempt, "with" the
-last answer. Both come from the same greedy generation (the attempt is its prefix), so one
-generation gives both numbers. When the model stops after an update without judging it, it is
-prompted again with that update as its answer, up to ``rounds`` updates in all.
+Reads the run's records through the engine's one validated path (``chorus_shared.engine.
+read_run``: only the run's own item ids, a duplicated id once, every skipped line counted with
+its reason) and parses each as an :class:`~chorus_tripost.records.EvalRecord`. Answers are
+graded here every time, so a grading fix applies to old runs. An unreadable answer is wrong
+and counted; an errored item is never graded.
 
-Few-shot baselines prompt any ChatModel with ground-truth demonstrations; "+ self-improvement"
-then lets the same model give feedback and improve (LLM verifier and improver = itself).
+"Without self-improvement" grades the first attempt, "with" the last answer (the original's
+final answer after self-improvement). ``improved`` / ``worsened`` count items whose answer
+went from wrong to right / right to wrong; ``self_improved`` counts items with an update.
 """
 
 from __future__ import annotations
 
 import math
-import random
-import re
-from collections.abc import Iterable
-from typing import TypedDict
+import sys
+from pathlib import Path
+from typing import Any
 
-from chorus_shared.models.base import ChatModel, FinishReason, Message, SamplingParams
-from chorus_tripost import loop, tasks
+from chorus_shared.engine import RunRead, read_run
+from chorus_shared.grading import format_stat
+from chorus_shared.redact import redact_urls
+from chorus_shared.report import markdown_table
+from chorus_shared.runs import OutputFolder, RunDir
+from chorus_tripost import tasks
+from chorus_tripost.records import EvalRecord, RecordFormatError
 
 __all__ = [
+    "EVAL_KIND",
     "accuracy_table",
-    "fewshot_demos",
-    "fewshot_generate",
-    "final_answer",
+    "evaluate_run",
+    "grade",
     "is_correct",
-    "parse_trajectory",
-    "self_improve_generate",
+    "read_eval_run",
+    "score",
     "summarize",
 ]
 
-_ANSWER = re.compile(r"\(Final response\)\s*So the answer is:?\s*(.+)")
-_MARKER = re.compile(r"(\n?Feedback:|\n?Updated Answer:(?: Let's think step by step\.)?)")
-
-
-class Attempts(TypedDict):
-    """One item's generation: the first answer then each update, the feedback sections, and
-    the finish reason of the last generation call."""
-
-    answers: list[str]
-    feedback: list[str]
-    finish_reason: FinishReason
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.strip().rstrip(".").split())
-
-
-def final_answer(rationale: str) -> str | None:
-    """Return the answer stated in the last ``(Final response) So the answer is ...`` line, or
-    None when there is none (an unreadable answer is graded wrong, and counted)."""
-    found = _ANSWER.findall(rationale)
-    return _norm(found[-1]) if found else None
+EVAL_KIND = "tripost-evaluate"
 
 
 def is_correct(item: dict, rationale: str) -> bool:
-    """Return True when the rationale's final answer equals the item's answer (multiple
-    choice: the option letter, read by ``chorus_shared.grading.extract_choice``)."""
-    got = tasks.answer_of(item, rationale)
-    return got is not None and got == _norm(item["answer"])
+    """Return True when the rationale's final answer is the item's answer (arithmetic compares
+    as numbers; multiple choice: the option letter)."""
+    return tasks.answers_match(item, tasks.answer_of(item, rationale))
 
 
-def parse_trajectory(text: str) -> tuple[list[str], list[str]]:
-    """Split a generation into ``(answers, feedback)``: the first answer, then each
-    ``Feedback:`` section and ``Updated Answer:`` section in order."""
-    chunks = _MARKER.split(text)
-    answers = [chunks[0].strip()]
-    feedback: list[str] = []
-    for marker, chunk in zip(chunks[1::2], chunks[2::2], strict=True):
-        (feedback if "Feedback" in marker else answers).append(chunk.strip())
-    return answers, feedback
-
-
-def self_improve_generate(
-    model: loop.RawModel,
-    items: list[dict],
-    *,
-    max_new_tokens: int,
-    rounds: int,
-) -> list[Attempts]:
-    """Return one result per item: ``answers`` (first attempt, then updates), ``feedback``,
-    ``finish_reason``. Each round is one batched ``complete`` call over the open items."""
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    states: list[Attempts] = [
-        {"answers": [], "feedback": [], "finish_reason": "stop"} for _ in items
-    ]
-    open_ = list(range(len(items)))
-    for round_ in range(rounds + 1):
-        if not open_:
-            break
-        prompts = [
-            loop.attempt_prompt(items[i]) + ([states[i]["answers"][-1]] if round_ else [])
-            for i in open_
-        ]
-        outs = model.complete(prompts, params)
-        still = []
-        for i, out in zip(open_, outs, strict=True):
-            st = states[i]
-            prefix = st["answers"].pop() if round_ else ""
-            answers, feedback = parse_trajectory(prefix + out.text)
-            st["answers"] += answers
-            st["feedback"] += feedback
-            st["finish_reason"] = out.finish_reason
-            # An update with no verdict after it: ask the model to judge (and maybe improve) it.
-            if (
-                len(st["answers"]) > len(st["feedback"])
-                and len(st["answers"]) > 1
-                and out.finish_reason == "stop"
-            ):
-                still.append(i)
-        open_ = [i for i in still if len(states[i]["answers"]) - 1 < rounds]
-    for st in states:
-        del st["answers"][rounds + 1 :]  # never grade more updates than allowed
-    return states
-
-
-def fewshot_demos(train_items: list[dict], k: int, *, seed: int = 0) -> list[dict]:
-    """Return ``k`` training items (with ground-truth rationales) to show as demonstrations."""
-    if k > len(train_items):
-        raise ValueError(f"asked for {k} demonstrations, only {len(train_items)} training items")
-    return random.Random(seed).sample(train_items, k)
-
-
-FEWSHOT_SYSTEM = (
-    "Solve the problem step by step in the exact numbered format of the examples, and end "
-    'with the line "(Final response) So the answer is ...".'
-)
-
-
-def _fewshot_conversation(item: dict, demos: list[dict]) -> list[Message]:
-    msgs: list[Message] = [{"role": "system", "content": FEWSHOT_SYSTEM}]
-    for d in demos:
-        msgs.append({"role": "user", "content": "".join(loop.attempt_prompt(d)).strip()})
-        msgs.append({"role": "assistant", "content": d["rationale"]})
-    msgs.append({"role": "user", "content": "".join(loop.attempt_prompt(item)).strip()})
-    return msgs
-
-
-def fewshot_generate(
-    model: ChatModel,
-    items: list[dict],
-    demos: list[dict],
-    *,
-    max_new_tokens: int,
-    rounds: int = 0,
-    seed: int = 0,
-) -> list[Attempts]:
-    """Return one result per item (as :func:`self_improve_generate`) from few-shot prompting
-    of any ChatModel; with ``rounds`` > 0 the same model verifies and improves its answer (its
-    demonstrations: planted errors on the demo items with their feedback and repairs, see
-    ``helpers.helper_demos``)."""
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    outs = model.chat([_fewshot_conversation(it, demos) for it in items], params)
-    states: list[Attempts] = [
-        {
-            "answers": [loop.first_answer(_drop_header(o.text))],
-            "feedback": [],
-            "finish_reason": o.finish_reason,
-        }
-        for o in outs
-    ]
-    if rounds <= 0:
-        return states
-    from chorus_tripost.helpers import llm_helpers
-
-    # The model is its own verifier and improver (no gold answer check at test time).
-    verifier, improver = llm_helpers(
-        model, model, demos, seed=seed, check_answers=False,
-        max_new_tokens=max_new_tokens,
-    )  # fmt: skip
-    open_ = list(range(len(items)))
-    for _ in range(rounds):
-        if not open_:
-            break
-        vs = verifier([items[i] for i in open_], [states[i]["answers"][-1] for i in open_])
-        wrong = []
-        for i, v in zip(open_, vs, strict=True):
-            states[i]["feedback"].append(v.feedback)
-            if not v.correct:
-                wrong.append((i, v))
-        if not wrong:
-            break
-        texts = improver(
-            [items[i] for i, _ in wrong], [states[i]["answers"][-1] for i, _ in wrong],
-            [v for _, v in wrong],
-        )  # fmt: skip
-        for (i, _), text in zip(wrong, texts, strict=True):
-            states[i]["answers"].append(_drop_header(text))
-        open_ = [i for i, _ in wrong]
-    return states
-
-
-def _drop_header(text: str) -> str:
-    text = text.strip()
-    marker = "Let's think step by step."
-    return text.split(marker, 1)[1].strip() if marker in text[:80] else text
-
-
-def summarize(results: Iterable[dict]) -> dict:
-    """Return accuracy (mean, s.e., n) per split (seen, unseen, all) for the first answer
-    (``no_si``) and the last answer (``si``), plus how many answers had no readable result.
-
-    s.e. = sqrt(p (1 - p) / n), the standard error of a mean of 0/1 scores (ddof = 0).
-    """
-    results = list(results)
-    out: dict = {}
-    for split in ("seen", "unseen", "all"):
-        rows = [r for r in results if split == "all" or r["eval_split"] == split]
-        n = len(rows)
-        entry: dict = {"n": n}
-        for key, field_ in (("no_si", "correct_first"), ("si", "correct_final")):
-            p = sum(bool(r[field_]) for r in rows) / n if n else float("nan")
-            entry[key] = {"mean": p, "se": math.sqrt(p * (1 - p) / n) if n else float("nan")}
-        entry["unreadable_first"] = sum(r["answer_first"] is None for r in rows)
-        entry["unreadable_final"] = sum(r["answer_final"] is None for r in rows)
-        entry["improved_at_test_time"] = sum(r["n_updates"] > 0 for r in rows)
-        out[split] = entry
-    return out
-
-
-def grade(item: dict, state: Attempts, split: str) -> dict:
-    """Return the stored evaluation record of one item."""
-    answers = state["answers"]
+def grade(record: EvalRecord) -> dict[str, Any]:
+    """Return the grading of one record: answers read, correctness first/final, updates."""
+    item = record.item()
+    first, final = record.answers[0], record.answers[-1]
     return {
-        "id": item["id"],
-        "eval_split": split,
-        "gold": item["answer"],
-        "answer_first": tasks.answer_of(item, answers[0]),
-        "answer_final": tasks.answer_of(item, answers[-1]),
-        "correct_first": is_correct(item, answers[0]),
-        "correct_final": is_correct(item, answers[-1]),
-        "n_updates": len(answers) - 1,
-        "finish_reason": state["finish_reason"],
-        "answers": answers,
-        "feedback": state["feedback"],
+        "split": record.split,
+        "answer_first": tasks.answer_of(item, first),
+        "answer_final": tasks.answer_of(item, final),
+        "correct_first": is_correct(item, first),
+        "correct_final": is_correct(item, final),
+        "n_updates": len(record.answers) - 1,
+        "calls": record.calls,
     }
 
 
+def _mean_se(values: list[float]) -> dict[str, float]:
+    n = len(values)
+    if not n:
+        return {"mean": float("nan"), "se": float("nan")}
+    p = sum(values) / n
+    # s.e. of a mean of 0/1 scores: sqrt(p (1 - p) / n) (ddof = 0).
+    return {"mean": p, "se": math.sqrt(p * (1 - p) / n)}
+
+
+def summarize(graded: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return accuracy (mean, s.e., n) per split (seen, unseen, all) for the first answer
+    (``no_si``) and the final answer (``si``), and the counters described in the module."""
+    out: dict[str, Any] = {}
+    for split in ("seen", "unseen", "all"):
+        rows = [g for g in graded if split == "all" or g["split"] == split]
+        out[split] = {
+            "n": len(rows),
+            "no_si": _mean_se([float(g["correct_first"]) for g in rows]),
+            "si": _mean_se([float(g["correct_final"]) for g in rows]),
+            "improved": sum(g["correct_final"] and not g["correct_first"] for g in rows),
+            "worsened": sum(g["correct_first"] and not g["correct_final"] for g in rows),
+            "self_improved": sum(g["n_updates"] > 0 for g in rows),
+            "unreadable_first": sum(g["answer_first"] is None for g in rows),
+            "unreadable_final": sum(g["answer_final"] is None for g in rows),
+            "calls": sum(g["calls"] for g in rows),
+        }
+    return out
+
+
+def read_eval_run(run: RunDir) -> tuple[list[EvalRecord], RunRead]:
+    """Return the run's typed evaluation records and what the reader found.
+
+    A folder that is not a chorus-tripost evaluation run is a ``ValueError`` naming it; a
+    line that does not parse as an :class:`EvalRecord` is skipped and counted.
+    """
+    kind = run.config.get("kind")
+    if kind != EVAL_KIND:
+        raise ValueError(
+            f"{run.path} is not a chorus-tripost evaluation run (config.json kind is "
+            f"{kind!r}, expected {EVAL_KIND!r}): give folders written by `chorus-tripost evaluate`"
+        )
+    task = run.config_value("recipe.task", str)
+    read = read_run(run, match={"task": task})
+    usable = []
+    for line in list(read.finished):
+        try:
+            usable.append(EvalRecord.from_json(line))
+        except RecordFormatError as err:
+            read.records.skip(line, f"record {line.get('id')!r}: malformed: {err}")
+    return usable, read
+
+
+def evaluate_run(run: RunDir) -> dict[str, Any]:
+    """Return the run's metrics: the summary per split, the label, "k of n" coverage, the
+    errored and skipped counts and the reader's notes."""
+    records, read = read_eval_run(run)
+    if not records:
+        details = "".join(f"\n  {note}" for note in read.notes())
+        raise ValueError(
+            f"{run.path} has no finished records to score: run `chorus-tripost evaluate` "
+            "again to retry its errored items" + details
+        )
+    metrics = summarize([grade(r) for r in records])
+    metrics.update(
+        label=redact_urls(str(run.config.get("label") or run.path)),
+        task=run.config_value("recipe.task", str),
+        method=run.config.get("method"),
+        items=len(records),
+        expected_items=read.expected,
+        coverage=read.coverage(),
+        errors=len(read.records.errored),
+        skipped_records=len(read.records.skipped),
+        notes=read.notes(),
+    )
+    return metrics
+
+
+def pct(stat: dict[str, float], n: int) -> str:
+    """Return "mean ± se" in percent, or "—" for an empty split."""
+    return format_stat(stat["mean"], stat["se"]) if n else "—"
+
+
 def accuracy_table(rows: list[tuple[str, dict]]) -> tuple[list[str], list[list[str]]]:
-    """Return (headers, rows) of a markdown table from ``(label, summary)`` pairs."""
-
-    def cell(entry: dict, key: str) -> str:
-        a = entry[key]
-        return f"{100 * a['mean']:.1f} ± {100 * a['se']:.1f}" if entry["n"] else "—"
-
+    """Return (headers, rows) of a markdown table from ``(label, metrics)`` pairs."""
     headers = [
         "method",
         "seen (no SI)",
         "seen (SI)",
         "unseen (no SI)",
         "unseen (SI)",
-        "n seen/unseen",
+        "improved / worsened",
+        "items",
     ]
     body = [
         [
             label,
-            cell(s["seen"], "no_si"),
-            cell(s["seen"], "si"),
-            cell(s["unseen"], "no_si"),
-            cell(s["unseen"], "si"),
-            f"{s['seen']['n']}/{s['unseen']['n']}",
+            pct(s["seen"]["no_si"], s["seen"]["n"]),
+            pct(s["seen"]["si"], s["seen"]["n"]),
+            pct(s["unseen"]["no_si"], s["unseen"]["n"]),
+            pct(s["unseen"]["si"], s["unseen"]["n"]),
+            f"{s['all']['improved']} / {s['all']['worsened']}",
+            s.get("coverage", f"{s['all']['n']} items"),
         ]
         for label, s in rows
     ]
     return headers, body
+
+
+def score(run: RunDir, out: str | Path | None = None) -> dict[str, Any]:
+    """Grade ``run``, print the reader's notes, write metrics.json and report.md into the run
+    (or into ``out``); return the metrics."""
+    metrics = evaluate_run(run)
+    for note in metrics["notes"]:
+        print(f"chorus-tripost: note: {note}", file=sys.stderr)
+    headers, body = accuracy_table([(metrics["label"], metrics)])
+    report = f"# {metrics['label']} on {metrics['task']}\n\n{markdown_table(headers, body)}\n"
+    target: RunDir | OutputFolder = run if out is None else OutputFolder(out)
+    target.write_metrics(metrics)
+    target.write_report(report)
+    return metrics
+
+
+def summary_line(metrics: dict[str, Any]) -> str:
+    """Return the one-line result ``evaluate`` prints."""
+    seen, unseen = metrics["seen"], metrics["unseen"]
+    return (
+        f"{metrics['label']} on {metrics['task']}: seen {pct(seen['no_si'], seen['n'])} % "
+        f"-> {pct(seen['si'], seen['n'])} % with SI, unseen {pct(unseen['no_si'], unseen['n'])} "
+        f"% -> {pct(unseen['si'], unseen['n'])} % over {metrics['coverage']}; errored items "
+        f"{metrics['errors']}, skipped records {metrics['skipped_records']}"
+    )

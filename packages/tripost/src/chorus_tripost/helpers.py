@@ -81,12 +81,53 @@ def llm_helpers(
     verifier: loop.Verifier = llm
     if check_answers and demos and demos[0]["task"] in tasks.MC_TASKS:
         verifier = AnswerCheckedVerifier(llm)
-    improver = LLMImprover(improver_model, imp_demos, max_new_tokens=max_new_tokens)
+    # Test-time and check-helper use: greedy, so a measurement does not depend on sampling.
+    improver = LLMImprover(
+        improver_model, imp_demos, max_new_tokens=max_new_tokens, temperature=0.0
+    )
     return verifier, improver
 
 
 def _norm(answer: str) -> str:
     return " ".join(answer.strip().rstrip(".").split())
+
+
+def make_helpers(recipe: Recipe, train_items: list[dict]) -> tuple[loop.Verifier, loop.Improver]:
+    """Return the recipe's (verifier, improver): each the scripted one or an LLM loaded from
+    ``verifier_model`` / ``improver_model`` (one model when both specs are equal), few-shot with
+    demonstrations drawn from ``train_items``; the LLM improver samples at
+    ``improver_temperature`` (the original: 0.7)."""
+    verify: loop.Verifier = loop.scripted_verifier
+    improve: loop.Improver = loop.scripted_improver
+    if recipe.verifier_use_scripted and recipe.improver_use_scripted:
+        return verify, improve
+    cache: dict[str, ChatModel] = {}
+
+    def model(spec: str | None) -> ChatModel:
+        if not spec:
+            raise ValueError(
+                "an LLM helper needs its ChatModel spec (verifier_model / improver_model)"
+            )
+        if spec not in cache:
+            cache[spec] = load_chat_model(spec)
+        return cache[spec]
+
+    demos = pick_demos(train_items, 2, seed=recipe.seed)
+    ver_demos, imp_demos = helper_demos(demos, seed=recipe.seed)
+    if not recipe.verifier_use_scripted:
+        llm = LLMVerifier(
+            model(recipe.verifier_model), ver_demos, max_new_tokens=recipe.helper_max_new_tokens
+        )
+        verify = AnswerCheckedVerifier(llm) if recipe.task in tasks.MC_TASKS else llm
+    if not recipe.improver_use_scripted:
+        improve = LLMImprover(
+            model(recipe.improver_model),
+            imp_demos,
+            max_new_tokens=recipe.helper_max_new_tokens,
+            temperature=recipe.improver_temperature,
+            seed=recipe.seed,
+        )
+    return verify, improve
 
 
 def load_helper_models(recipe: Recipe) -> tuple[ChatModel, ChatModel]:
@@ -104,15 +145,3 @@ def load_helper_models(recipe: Recipe) -> tuple[ChatModel, ChatModel]:
         else load_chat_model(recipe.improver_model)
     )
     return vmodel, imodel
-
-
-def make_helpers(recipe: Recipe, train_items: list[dict]) -> tuple[loop.Verifier, loop.Improver]:
-    """Return the recipe's (verifier, improver): the scripted ones, or LLMs loaded from
-    ``verifier_model`` / ``improver_model`` (one model when both specs are equal)."""
-    if recipe.verifier_use_scripted:
-        return loop.scripted_verifier, loop.scripted_improver
-    vmodel, imodel = load_helper_models(recipe)
-    demos = pick_demos(train_items, 2, seed=recipe.seed)
-    return llm_helpers(
-        vmodel, imodel, demos, seed=recipe.seed, max_new_tokens=recipe.helper_max_new_tokens
-    )

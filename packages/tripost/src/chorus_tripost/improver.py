@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from chorus_shared.models.base import ChatModel, Message, SamplingParams
 from chorus_tripost import tasks
-from chorus_tripost.verifier import Verdict, _show, parse_rationale
+from chorus_tripost.verifier import Failure, Verdict, _show, parse_rationale
 
 __all__ = ["LLMImprover", "ground_truth", "improve"]
 
@@ -56,16 +56,25 @@ class LLMImprover:
         model: ChatModel,
         demos: Sequence[tuple[dict, str, str, str]] = (),
         max_new_tokens: int = 512,
+        *,
+        temperature: float = 0.7,
+        seed: int | None = 0,
     ):
         self.model = model
         self.demos = list(demos)
         # A small helper continues past its answer with its own "Feedback:" (seen with the
         # embedded model): stop there, and cut it where a backend ignores stop strings.
+        # The original samples its improver (Codex) at T = 0.7.
         self.params = SamplingParams(
-            max_new_tokens=max_new_tokens, temperature=0.0, stop=("\nFeedback:",)
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            stop=("\nFeedback:",),
+            seed=seed,
         )
 
-    def _conversation(self, item: dict, attempt: str, feedback: str) -> list[Message]:
+    def _conversation(
+        self, item: dict, attempt: str, feedback: str, prefix: str = ""
+    ) -> list[Message]:
         msgs: list[Message] = [{"role": "system", "content": IMPROVER_PROMPT}]
         for d_item, d_attempt, d_feedback, d_improved in self.demos:
             msgs.append(
@@ -73,17 +82,43 @@ class LLMImprover:
             )
             msgs.append({"role": "assistant", "content": d_improved})
         msgs.append({"role": "user", "content": f"{_show(item, attempt)}\nFeedback: {feedback}"})
+        if prefix:
+            # Start the reply with the kept steps, so the LLM writes from the first error on.
+            msgs[-1]["content"] += f"\nKeep these steps unchanged and continue:\n{prefix}"
         return msgs
 
     def __call__(
         self, items: list[dict], attempts: list[str], verdicts: list[Verdict]
-    ) -> list[str]:
-        """Return one improved rationale per attempt (empty text on a backend error)."""
+    ) -> list[str | Failure]:
+        """Return one improved rationale per attempt: the kept correct prefix of the attempt
+        (the steps before the first error) followed by the LLM's continuation, as the
+        original's improver; a failed reply is a :class:`Failure`."""
+        prefixes = [_correct_prefix(a, v) for a, v in zip(attempts, verdicts, strict=True)]
         conversations = [
-            self._conversation(it, a, v.feedback)
-            for it, a, v in zip(items, attempts, verdicts, strict=True)
+            self._conversation(it, a, v.feedback, p)
+            for it, a, v, p in zip(items, attempts, verdicts, prefixes, strict=True)
         ]
-        return [
-            "" if c.finish_reason == "error" else c.text.split("\nFeedback:", 1)[0].strip()
-            for c in self.model.chat(conversations, self.params)
-        ]
+        out: list[str | Failure] = []
+        for c, prefix in zip(self.model.chat(conversations, self.params), prefixes, strict=True):
+            if c.error or c.finish_reason == "error":
+                out.append(Failure(f"improver: {c.error or 'the backend reported an error'}"))
+            else:
+                text = _drop_repeated_prefix(c.text.split("\nFeedback:", 1)[0].strip(), prefix)
+                out.append((prefix + "\n" + text).strip() if prefix else text)
+        return out
+
+
+def _correct_prefix(attempt: str, verdict: Verdict) -> str:
+    """Return the attempt's steps before the first wrong one (all but the final response when
+    only the final response is wrong), as the original's ``_get_prev_partial_answer``."""
+    lines = [line for line in attempt.strip().splitlines() if line.strip()]
+    if verdict.error_index is None:
+        return ""
+    return "\n".join(lines[: min(verdict.error_index, max(len(lines) - 1, 0))])
+
+
+def _drop_repeated_prefix(text: str, prefix: str) -> str:
+    # An LLM asked to continue often restates the kept steps: keep them once.
+    if prefix and text.startswith(prefix):
+        return text[len(prefix) :].strip()
+    return text

@@ -1,10 +1,16 @@
-"""The data side of TriPosT's interactive loop.
+"""The data side of TriPosT's interactive loop, as the original's collection step does it.
 
-attempts of the current model (one batched ``chat`` call) -> verifier feedback on the first
-error -> improver rewrites from the correct prefix, up to ``max_improvements`` times, until the
-verifier accepts (else the trajectory is dropped) -> trajectories split into single turns ->
-rebalance: non-improvement samples = ceil(improvement samples / improve_data_ratio) -> gold
-samples added -> weighted training records in chorus_shared.training's segment format.
+attempts of the current model -> directly correct ones (right answer, consistent last step)
+kept with the all-correct feedback -> otherwise the model's own feedback/update prefix is kept
+up to the first feedback the verifier disagrees with, and the improver rewrites from there,
+up to ``max_improvements`` times, until the verifier accepts (else the trajectory is dropped);
+an update that does not make progress ends the trajectory, a feedback that does not move the
+first error later keeps only the first turn -> trajectories are split into turns: (attempt,
+feedback, update) improvement samples; the final (attempt, all-correct feedback) turn and the
+directly-correct attempts are non-improvement samples -> per sampling round, de-duplicated,
+non-improvement samples rebalanced to ``ceil(improvement / improve_data_ratio)`` -> gold
+samples (ground-truth rationale + all-correct feedback), ``min(#non-improvement, #gold)`` ->
+weighted training records in chorus_shared.training's segment format.
 """
 
 from __future__ import annotations
@@ -12,38 +18,37 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from chorus_shared.models.base import Completion, SamplingParams
+from chorus_tripost import tasks
 from chorus_tripost import verifier as verifier_mod
 from chorus_tripost.improver import improve as scripted_improve
-from chorus_tripost.verifier import Verdict
+from chorus_tripost.verifier import ALL_CORRECT, Failure, Verdict, parse_rationale
 
 __all__ = [
-    "ANSWER",
-    "CollectStats",
+    "FEEDBACK",
+    "Failure",
+    "Sample",
+    "Trajectory",
+    "all_correct_feedback",
     "attempt_prompt",
-    "build_records",
-    "collect",
-    "first_answer",
-    "lmsi_select",
-    "plain_records",
+    "build_record",
+    "gold_samples",
+    "is_directly_correct",
     "plant_error",
     "rebalance",
     "repair",
-    "split_turns",
-    "trajectory_records",
+    "trajectory_samples",
 ]
 
-ANSWER = "\nAnswer: Let's think step by step.\n"
-FEEDBACK = "\nFeedback: "
-UPDATED = "\nUpdated Answer: Let's think step by step.\n"
+FEEDBACK = "\nFeedback:"
+
 
 Verifier = Callable[[list[dict], list[str]], list[Verdict]]
-Improver = Callable[[list[dict], list[str], list[Verdict]], list[str]]
+Improver = Callable[[list[dict], list[str], list[Verdict]], "list[str | Failure]"]
 
 
 def scripted_verifier(items: list[dict], rationales: list[str]) -> list[Verdict]:
@@ -51,39 +56,28 @@ def scripted_verifier(items: list[dict], rationales: list[str]) -> list[Verdict]
     return [verifier_mod.verify(it, r) for it, r in zip(items, rationales, strict=True)]
 
 
-def scripted_improver(items: list[dict], attempts: list[str], verdicts: list[Verdict]) -> list[str]:
+def scripted_improver(
+    items: list[dict], attempts: list[str], verdicts: list[Verdict]
+) -> list[str | Failure]:
     """The scripted improver over a batch; returns one improved rationale per attempt."""
     return [scripted_improve(i, a, v) for i, a, v in zip(items, attempts, verdicts, strict=True)]
 
 
 def question_text(item: dict) -> str:
-    """Return ``Q: <question>`` without a trailing ``=`` space mess."""
-    return "Q: " + item["question"].strip().removeprefix("Q:").strip()
+    """Return ``Q: <question>`` (arithmetic ends with ``=``, as the original's texts)."""
+    question = item["question"].strip().removeprefix("Q:").strip()
+    if item.get("task") == "multistep_arithmetic" and not question.endswith("="):
+        question += " ="
+    return "Q: " + question
 
 
 def attempt_prompt(item: dict) -> list[str]:
     """Return the raw-text prompt pieces of an attempt: the question, then the answer header.
 
-    The same pieces open every training record (``build_records``), so the prompt is a token
-    prefix of the records (each piece is tokenized on its own, in both places).
+    The same pieces open every training record (:func:`build_record`), so the prompt is a
+    token prefix of the records (each piece is tokenized on its own, in both places).
     """
-    return [question_text(item), ANSWER]
-
-
-@dataclass
-class CollectStats:
-    """Per-window collection statistics (logged per iteration)."""
-
-    attempts: int = 0
-    correct_first: int = 0
-    corrected: int = 0
-    dropped: int = 0
-    improvement_turns: int = 0
-    rounds_used: list[int] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        """Return a JSON-serialisable dict."""
-        return asdict(self)
+    return [question_text(item), tasks.answer_header(item["task"])]
 
 
 class RawModel(Protocol):
@@ -94,213 +88,307 @@ class RawModel(Protocol):
         ...
 
 
-def collect(
-    model: RawModel,
-    items: list[dict],
-    *,
-    verify: Verifier = scripted_verifier,
-    improve: Improver = scripted_improver,
-    max_improvements: int = 5,
-    params: SamplingParams | None = None,
-) -> tuple[list[dict], CollectStats]:
-    """Return the trajectories of one window and the collection statistics.
+# ----------------------------------------------------------------------------- trajectories
+def all_correct_feedback(rationale: str) -> str:
+    """Return the all-correct feedback on ``rationale``: ``Step (1) to step (N) are correct.
+    The final response is also correct.`` with N the label of its last numbered step."""
+    steps, _ = parse_rationale(rationale)
+    last = steps[-1].label if steps else "1"
+    return f"Step (1) to step ({last}) are correct. {ALL_CORRECT}"
 
-    A trajectory is ``{"id", "item", "answers": [y0, y1, ...], "feedback": [f0, f1, ...],
-    "correct": bool}``; ``answers[-1]`` is accepted when ``correct``. Attempts come from one
-    batched ``complete`` call; each improvement round is one batched verifier/improver call.
-    """
-    params = params or SamplingParams(max_new_tokens=512, temperature=0.0, stop=(FEEDBACK,))
-    completions = model.complete([attempt_prompt(it) for it in items], params)
-    attempts = [first_answer(c.text) for c in completions]
-    return repair(
-        items, attempts, verify=verify, improve=improve, max_improvements=max_improvements
+
+def is_directly_correct(item: dict, attempt: str) -> bool:
+    """Return True when an attempt counts as right at once, as the original decides it: the
+    right final answer and a consistent last step (arithmetic: the last numbered step ends in
+    ``= <answer>.``; word sorting: no ``Hence`` step with an unresolved ``?``; multiple choice:
+    the right option)."""
+    got = tasks.answer_of(item, attempt)
+    if not tasks.answers_match(item, got):
+        return False
+    steps, _ = parse_rationale(attempt)
+    if not steps:
+        return False
+    if item["task"] == "multistep_arithmetic":
+        last = steps[-1].text.rstrip()
+        return bool(re.search(rf"=\s?{re.escape(str(got))}\.$", last))
+    if item["task"] == "word_sort":
+        return not any("Hence" in s.text and "?" in s.text for s in steps)
+    return True
+
+
+@dataclass
+class Trajectory:
+    """One item's trajectory: ``answers[k]`` with the feedback ``feedback[k]`` on it."""
+
+    item: dict
+    answers: list[str]
+    feedback: list[str] = field(default_factory=list)
+    accepted: bool = False
+    bad_progress: bool = False
+    error: str | None = None
+
+
+def _error_key(feedback: str) -> tuple[str, str] | None:
+    """Return (wrong step label, wrong part) named by a feedback, or None when all correct."""
+    if ALL_CORRECT.lower() in feedback.lower():
+        return None
+    step = re.search(r"In (?:step \(([^)]+)\)|(the final response))", feedback)
+    part = re.search(r'the part "(.*?)" is incorrect', feedback)
+    label = "" if step is None else (step.group(1) or "final")
+    return label, part.group(1) if part else ""
+
+
+def _step_order(label: str) -> tuple[float, ...]:
+    if label == "final":
+        return (math.inf,)
+    try:
+        return tuple(float(x) for x in label.split("."))
+    except ValueError:
+        return (-1.0,)
+
+
+def _legit_update(previous: str, update: str, verdict: Verdict) -> bool:
+    """The original's check of an update: readable, not the previous answer, and the wrong
+    step rewritten without the wrong part."""
+    steps, final = parse_rationale(update)
+    if not steps or final is None or update.strip() == previous.strip():
+        return False
+    if verdict.error_index is None or not verdict.part:
+        return True
+    old_steps, _ = parse_rationale(previous)
+    if verdict.error_index >= len(old_steps) or verdict.error_index >= len(steps):
+        return True  # the final response was wrong, or the update is shorter: judged next
+    new_step = steps[verdict.error_index].text.lower()
+    return new_step != old_steps[verdict.error_index].text.lower() and (
+        verdict.part.lower() not in new_step
     )
+
+
+def _made_progress(previous: str, current: str) -> bool:
+    """The original's feedback check: the first error moved later (or all is now correct)."""
+    now, before = _error_key(current), _error_key(previous)
+    if now is None:
+        return True
+    if before is None or now == before:
+        return False
+    return _step_order(now[0]) >= _step_order(before[0])
 
 
 def repair(
     items: list[dict],
-    attempts: list[str],
+    generations: list[tuple[list[str], list[str]]],
     *,
     verify: Verifier = scripted_verifier,
     improve: Improver = scripted_improver,
     max_improvements: int = 5,
-) -> tuple[list[dict], CollectStats]:
-    """Return the accepted trajectories grown from ``attempts`` and the statistics: verify,
-    improve the still-wrong ones (one batched call per round) until accepted or dropped."""
-    trajs = [
-        {"id": it["id"], "item": it, "answers": [a], "feedback": [], "correct": False}
-        for it, a in zip(items, attempts, strict=True)
-    ]
-    stats = CollectStats(attempts=len(items))
-    open_ = list(range(len(trajs)))
-    for round_ in range(max_improvements + 1):
+) -> list[Trajectory]:
+    """Return one trajectory per item, grown from the model's generation ``(answers,
+    feedback)`` (its attempt, and from the second iteration on its own feedback and updates).
+
+    Directly-correct first attempts are accepted at once. Otherwise the model's answers are
+    verified in order; its prefix is kept up to the first answer whose model feedback the
+    verifier disagrees with, and the improver repairs from there (one batched call per round).
+    """
+    trajs: list[Trajectory] = []
+    todo: list[int] = []
+    for item, (answers, _) in zip(items, generations, strict=True):
+        trajs.append(Trajectory(item, [answers[0]]))
+        if is_directly_correct(item, answers[0]):
+            trajs[-1].feedback.append(all_correct_feedback(answers[0]))
+            trajs[-1].accepted = True
+        else:
+            todo.append(len(trajs) - 1)
+    # The model's own turns: keep them while the verifier agrees with its feedback.
+    verdicts: dict[int, Verdict] = {}
+    own = {i: generations[i] for i in todo}
+    depth = 0
+    open_ = list(todo)
+    while open_:
+        batch = [i for i in open_ if depth < len(own[i][0])]
+        if not batch:
+            break
+        got = verify([trajs[i].item for i in batch], [own[i][0][depth] for i in batch])
+        next_open = []
+        for i, v in zip(batch, got, strict=True):
+            t = trajs[i]
+            t.answers[-1] = own[i][0][depth]
+            model_fb = own[i][1][depth] if depth < len(own[i][1]) else None
+            agree = model_fb is not None and _error_key(model_fb) == _error_key(v.feedback)
+            if v.error:
+                t.error = v.error
+            elif agree and depth + 1 < len(own[i][0]) and not v.correct:
+                t.feedback.append(model_fb or "")
+                t.answers.append(own[i][0][depth + 1])
+                next_open.append(i)
+                continue
+            verdicts[i] = v
+        open_ = next_open
+        depth += 1
+    # Repair from the first disagreement, round by round.
+    open_ = [i for i in todo if trajs[i].error is None]
+    for i in open_:
+        trajs[i].feedback.append(verdicts[i].feedback)
+        trajs[i].accepted = verdicts[i].correct
+    open_ = [i for i in open_ if not trajs[i].accepted]
+    for _ in range(max_improvements):
         if not open_:
             break
-        verdicts = verify(
-            [trajs[i]["item"] for i in open_], [trajs[i]["answers"][-1] for i in open_]
-        )
-        still = []
-        for i, v in zip(open_, verdicts, strict=True):
-            trajs[i]["feedback"].append(v.feedback)
-            if v.correct:
-                trajs[i]["correct"] = True
-                stats.rounds_used.append(round_)
-                if round_ == 0:
-                    stats.correct_first += 1
-                else:
-                    stats.corrected += 1
-            else:
-                still.append((i, v))
-        if round_ == max_improvements or not still:
-            open_ = [i for i, _ in still]
-            break
         texts = improve(
-            [trajs[i]["item"] for i, _ in still],
-            [trajs[i]["answers"][-1] for i, _ in still],
-            [v for _, v in still],
+            [trajs[i].item for i in open_],
+            [trajs[i].answers[-1] for i in open_],
+            [verdicts[i] for i in open_],
         )
-        for (i, _), text in zip(still, texts, strict=True):
-            trajs[i]["answers"].append(text)
-        open_ = [i for i, _ in still]
-    stats.dropped = len(open_)
-    kept = [t for t in trajs if t["correct"]]
-    stats.improvement_turns = sum(len(t["answers"]) - 1 for t in kept)
-    return kept, stats
+        legit = []
+        for i, text in zip(open_, texts, strict=True):
+            if isinstance(text, Failure):
+                trajs[i].error = text.reason
+            elif _legit_update(trajs[i].answers[-1], text, verdicts[i]):
+                legit.append((i, text))
+        if not legit:
+            break
+        got = verify([trajs[i].item for i, _ in legit], [text for _, text in legit])
+        still = []
+        for (i, text), v in zip(legit, got, strict=True):
+            t = trajs[i]
+            if v.error:
+                t.error = v.error
+                continue
+            if not _made_progress(t.feedback[-1], v.feedback):
+                t.bad_progress = True
+            t.answers.append(text)
+            t.feedback.append(v.feedback)
+            verdicts[i] = v
+            if v.correct:
+                t.accepted = True
+            else:
+                still.append(i)
+        open_ = still
+    return trajs
 
 
-def first_answer(text: str) -> str:
-    """Return the first answer of a generation: the text before any ``Feedback:`` section."""
-    return text.split(FEEDBACK.strip(), 1)[0].strip()
+# ----------------------------------------------------------------------------- samples
+@dataclass(frozen=True)
+class Sample:
+    """One training text: the item, the answer body after the header, and where the
+    weighted section starts (``"Q:"``: all trained at weight 1, as the original's gold and
+    directly-correct samples; ``FEEDBACK``: from the first feedback on, the section weight)."""
+
+    id: str
+    item: dict
+    body: str
+    att_start: str
+
+    @property
+    def text(self) -> str:
+        """Returns the sample's whole text (what the original de-duplicates on)."""
+        return "".join(attempt_prompt(self.item)) + self.body
 
 
-def split_turns(trajectories: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Split accepted trajectories into (improvement turns, non-improvement samples).
+def trajectory_samples(t: Trajectory, *, convert_to_turns: bool = True) -> tuple[list, list]:
+    """Return (improvement samples, non-improvement samples) of an accepted trajectory.
 
-    Turn k of a trajectory is (answer k, feedback k, answer k+1), followed by the accepting
-    feedback when answer k+1 is the final one, so the model also learns when to stop.
-    A trajectory right at the first attempt is one non-improvement sample.
+    Turn k is (answer k, feedback k, Updated Answer k+1); the final (answer, all-correct
+    feedback) turn is a non-improvement sample. A trajectory right at once is one
+    non-improvement sample trained whole; one with ``bad_progress`` keeps only its first turn.
     """
-    improving, plain = [], []
-    for t in trajectories:
-        answers, feedback = t["answers"], t["feedback"]
-        if len(answers) == 1:
-            plain.append(
-                {
-                    "id": f"{t['id']}-t0",
-                    "item": t["item"],
-                    "attempt": answers[0],
-                    "feedback": feedback[0],
-                }
-            )
-            continue
-        for k in range(len(answers) - 1):
-            turn = {
-                "id": f"{t['id']}-t{k}",
-                "item": t["item"],
-                "attempt": answers[k],
-                "feedback": feedback[k],
-                "update": answers[k + 1],
-            }
-            if k + 1 == len(answers) - 1:
-                turn["final_feedback"] = feedback[k + 1]
-            improving.append(turn)
-    return improving, plain
+    item, rid = t.item, t.item["id"]
+    updated = tasks.answer_header(item["task"], updated=True)
+    first = f"{t.answers[0]}{FEEDBACK} {t.feedback[0]}"
+    if t.bad_progress:
+        return [], [Sample(f"{rid}-t0", item, first, FEEDBACK)]
+    if len(t.answers) == 1:
+        return [], [Sample(f"{rid}-t0", item, first, "Q:")]
+    if not convert_to_turns:
+        body = t.answers[0]
+        for k in range(len(t.answers) - 1):
+            body += f"{FEEDBACK} {t.feedback[k]}{updated}{t.answers[k + 1]}"
+        body += f"{FEEDBACK} {t.feedback[-1]}"
+        return [Sample(f"{rid}-traj", item, body, FEEDBACK)], []
+    improving = [
+        Sample(
+            f"{rid}-t{k}",
+            item,
+            f"{t.answers[k]}{FEEDBACK} {t.feedback[k]}{updated}{t.answers[k + 1]}",
+            FEEDBACK,
+        )
+        for k in range(len(t.answers) - 1)
+    ]
+    last = len(t.answers) - 1
+    final = Sample(f"{rid}-t{last}", item, f"{t.answers[-1]}{FEEDBACK} {t.feedback[-1]}", FEEDBACK)
+    return improving, [final]
 
 
 def rebalance(
-    improving: list[dict], plain: list[dict], *, improve_data_ratio: float, seed: int = 0
-) -> tuple[list[dict], list[dict]]:
-    """Keep every improvement turn and ceil(len(improving) / improve_data_ratio) plain samples
-    (all of them when there are fewer); returns (improving, kept plain), order-stable."""
+    improving: list[Sample], plain: list[Sample], *, improve_data_ratio: float, seed: int = 0
+) -> tuple[list[Sample], list[Sample]]:
+    """Keep every improvement sample and ``min(ceil(len(improving) / improve_data_ratio),
+    len(plain))`` non-improvement samples drawn at random, as the original; a ratio <= 0
+    keeps them all (its "do not balance" ablation). Returns (improving, kept plain)."""
     if improve_data_ratio <= 0:
-        raise ValueError(f"improve_data_ratio must be > 0, got {improve_data_ratio}")
-    want = math.ceil(len(improving) / improve_data_ratio)
-    if want >= len(plain):
         return list(improving), list(plain)
-    keep = set(random.Random(seed).sample(range(len(plain)), want))
-    return list(improving), [p for i, p in enumerate(plain) if i in keep]
+    want = min(math.ceil(len(improving) / improve_data_ratio), len(plain))
+    return list(improving), random.Random(seed).sample(plain, want)
 
 
-def build_records(
-    improving: list[dict],
-    plain: list[dict],
-    gold: list[dict],
+def gold_samples(items: list[dict], seen_texts: set[str]) -> list[Sample]:
+    """Return the gold samples of a window: each ground-truth rationale followed by its
+    all-correct feedback, trained whole; texts already collected are left out."""
+    out = []
+    for it in items:
+        rationale = it["rationale"].strip()
+        sample = Sample(
+            f"{it['id']}-gold", it, f"{rationale}{FEEDBACK} {all_correct_feedback(rationale)}", "Q:"
+        )
+        if sample.text not in seen_texts:
+            seen_texts.add(sample.text)
+            out.append(sample)
+    return out
+
+
+def build_record(
+    sample: Sample,
     *,
     self_improve_section_weight: float = 1.5,
-    mask_before_att_start_text: bool = True,
-) -> list[dict]:
-    """Return training records ``{"id", "segments": [{"text", "weight"}], "add_eos": True,
-    "text", "text_att_start_text"}`` (the paper's fields kept for reading).
+    mask_before_att_start_text: bool = False,
+) -> dict[str, Any]:
+    """Return a training record ``{"id", "segments": [{"text", "weight"}], "add_eos": True,
+    "text", "text_att_start_text"}`` (the original's fields kept for reading).
 
-    Weights: the part before the weighted section (the question, and for an improvement turn
-    also the model's own wrong attempt) is 0 when ``mask_before_att_start_text`` else 1; a
-    first answer is 1; the feedback / updated-answer section is ``self_improve_section_weight``.
+    As the original's dataset: with ``att_start == "Q:"`` every token has weight 1; with the
+    feedback marker, the text before the first feedback has weight 1 (0 when
+    ``mask_before_att_start_text``) and from the first feedback on the section weight.
     """
-    before = 0.0 if mask_before_att_start_text else 1.0
-    records = []
-    for t in improving:
-        section = FEEDBACK + t["feedback"] + UPDATED + t["update"]
-        if "final_feedback" in t:
-            section += FEEDBACK + t["final_feedback"]
-        parts = [*_head(t["item"], before, before), (t["attempt"], before)]
-        records.append(_record(t["id"], [*parts, (section, self_improve_section_weight)], FEEDBACK))
-    for p in plain:
-        parts = [*_head(p["item"], before, 1.0), (p["attempt"], 1.0)]
-        section = (FEEDBACK + p["feedback"], self_improve_section_weight)
-        records.append(_record(p["id"], [*parts, section], "\nAnswer:"))
-    for g in gold:
-        parts = [*_head(g, before, 1.0), (g["rationale"], 1.0)]
-        records.append(_record(f"{g['id']}-gold", parts, "\nAnswer:"))
-    return records
-
-
-def trajectory_records(
-    trajectories: list[dict],
-    *,
-    self_improve_section_weight: float = 1.5,
-    mask_before_att_start_text: bool = True,
-) -> list[dict]:
-    """Return one record per whole trajectory (``convert_to_turns`` off): the first attempt
-    [1 when right at once, else context], then every feedback / update [section weight]."""
-    before = 0.0 if mask_before_att_start_text else 1.0
-    records = []
-    for t in trajectories:
-        answers, feedback = t["answers"], t["feedback"]
-        first = 1.0 if len(answers) == 1 else before
-        parts = [*_head(t["item"], before, first), (answers[0], first)]
-        section = FEEDBACK + feedback[0]
-        for k in range(1, len(answers)):
-            section += UPDATED + answers[k] + FEEDBACK + feedback[k]
-        parts.append((section, self_improve_section_weight))
-        records.append(_record(f"{t['id']}-traj", parts, FEEDBACK))
-    return records
-
-
-def plain_records(
-    samples: list[tuple[dict, str, str]], *, mask_before_att_start_text: bool = True
-) -> list[dict]:
-    """Return records that train a bare answer (no feedback): ``(item, answer, id)`` triples
-    (LMSI's self-consistent rationales)."""
-    before = 0.0 if mask_before_att_start_text else 1.0
-    return [
-        _record(rid, [*_head(item, before, 1.0), (answer, 1.0)], "\nAnswer:")
-        for item, answer, rid in samples
-    ]
-
-
-def _head(item: dict, question_weight: float, header_weight: float) -> list[tuple[str, float]]:
-    # Exactly the pieces of ``attempt_prompt``: the generation prompt is a token prefix.
-    question, header = attempt_prompt(item)
-    return [(question, question_weight), (header, header_weight)]
-
-
-def _record(rid: str, parts: list[tuple[str, float]], att_start: str) -> dict:
+    question, header = attempt_prompt(sample.item)
+    if sample.att_start == "Q:":
+        parts = [(question, 1.0), (header, 1.0), (sample.body, 1.0)]
+    else:
+        before = 0.0 if mask_before_att_start_text else 1.0
+        cut = sample.body.find(FEEDBACK)
+        head, section = (sample.body, "") if cut < 0 else (sample.body[:cut], sample.body[cut:])
+        parts = [(question, before), (header, before), (head, before)]
+        if section:
+            parts.append((section, self_improve_section_weight))
     return {
-        "id": rid,
+        "id": sample.id,
+        "segments": [{"text": text, "weight": weight} for text, weight in parts if text],
+        "add_eos": True,
+        "text": "".join(text for text, _ in parts),
+        "text_att_start_text": sample.att_start,
+    }
+
+
+def gold_sft_record(item: dict, *, mask_before_att_start_text: bool = False) -> dict[str, Any]:
+    """Return the baseline SFT record of a ground-truth rationale (the original's baseline
+    files: the question and the rationale, weighted section from ``\\nAnswer:``)."""
+    question, header = attempt_prompt(item)
+    before = 0.0 if mask_before_att_start_text else 1.0
+    parts = [(question, before), (header, 1.0), (item["rationale"].strip(), 1.0)]
+    return {
+        "id": f"{item['id']}-gold",
         "segments": [{"text": text, "weight": weight} for text, weight in parts],
         "add_eos": True,
         "text": "".join(text for text, _ in parts),
-        "text_att_start_text": att_start,
+        "text_att_start_text": "\nAnswer:",
     }
 
 
@@ -310,8 +398,8 @@ _NUMBER = re.compile(r"-?\d+")
 def plant_error(item: dict, rng: random.Random) -> str:
     """Return the item's ground-truth rationale with one number changed in a random step.
 
-    Stands in for a stronger model's mistakes in the "FT from demonstrations" baseline: the
-    demonstrations then show repairs of errors the trained model did not make itself.
+    Our offline stand-in for an LLM's mistakes (the ``planted`` demonstration source of the
+    FT-from-demonstrations baseline; the paper's source is the LLM's own attempts).
     """
     lines = item["rationale"].split("\n")
     # Numbered steps and the final response only (not a header line such as logical
@@ -330,33 +418,3 @@ def plant_error(item: dict, rng: random.Random) -> str:
     wrong = int(m.group()) + rng.choice([-3, -2, -1, 1, 2, 3])
     lines[i] = label + sep + body[: m.start()] + str(wrong) + body[m.end() :]
     return "\n".join(lines)
-
-
-def lmsi_select(
-    items: list[dict], samples: list[list[str]], answer_of: Callable[[str], str | None]
-) -> tuple[list[tuple[dict, str, str]], dict]:
-    """LMSI's self-consistency filter: per item keep the distinct sampled rationales whose
-    final answer is the majority answer (no ground truth used). Returns ``(kept (item,
-    rationale, id) triples, stats)``; items whose samples have no readable answer give none."""
-    kept: list[tuple[dict, str, str]] = []
-    unreadable = 0
-    for item, rationales in zip(items, samples, strict=True):
-        answers = [answer_of(r) for r in rationales]
-        unreadable += sum(a is None for a in answers)
-        votes = Counter(a for a in answers if a is not None)
-        if not votes:
-            continue
-        majority = votes.most_common(1)[0][0]
-        seen: set[str] = set()
-        for k, (r, a) in enumerate(zip(rationales, answers, strict=True)):
-            if a == majority and r not in seen:
-                seen.add(r)
-                kept.append((item, r, f"{item['id']}-lmsi{k}"))
-    stats = {
-        "attempts": sum(len(s) for s in samples),
-        "items": len(items),
-        "items_kept": len({it["id"] for it, _, _ in kept}),
-        "samples_kept": len(kept),
-        "unreadable": unreadable,
-    }
-    return kept, stats

@@ -20,9 +20,11 @@ from dataclasses import asdict, dataclass
 from chorus_shared.grading import safe_eval_arithmetic
 from chorus_shared.models.base import ChatModel, Message, SamplingParams
 from chorus_tripost import tasks
+from chorus_tripost.arithmetic import LETTERS
 
 __all__ = [
     "AnswerCheckedVerifier",
+    "Failure",
     "LLMVerifier",
     "Step",
     "Verdict",
@@ -46,6 +48,13 @@ class Step:
     text: str
 
 
+@dataclass(frozen=True)
+class Failure:
+    """A helper reply that failed (backend error): the item becomes an errored record."""
+
+    reason: str
+
+
 @dataclass
 class Verdict:
     """The verifier's judgement of one rationale.
@@ -60,6 +69,7 @@ class Verdict:
     part: str | None = None
     reason: str | None = None
     parsed: bool = True
+    error: str | None = None  # the LLM verifier's reply failed: the item is errored
 
     def to_dict(self) -> dict:
         """Return a JSON-serialisable dict."""
@@ -154,7 +164,7 @@ def _fmt(v: int | float) -> str:
 def verify_arithmetic(question: str, rationale: str) -> Verdict:
     """Return the verdict on an arithmetic rationale for ``question``."""
     template, groups = tasks.decompose(question)
-    names = tasks._LETTERS[: len(groups)]
+    names = LETTERS[: len(groups)]
     expected_steps, answer = tasks.arithmetic_rationale(question)
     steps, final = parse_rationale(rationale)
     if not steps:
@@ -376,7 +386,10 @@ class LLMVerifier:
         out = []
         for c in self.model.chat(conversations, self.params):
             text = c.text.strip()
-            if c.finish_reason == "error" or not text:
+            if c.error or c.finish_reason == "error":
+                reason = c.error or "the verifier's backend reported an error"
+                out.append(Verdict(False, "", parsed=False, error=f"verifier: {reason}"))
+            elif not text:
                 out.append(Verdict(False, "The verifier gave no feedback.", parsed=False))
             else:
                 out.append(Verdict(ALL_CORRECT.lower() in text.lower(), text))
