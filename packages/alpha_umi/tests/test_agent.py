@@ -165,12 +165,14 @@ def test_cli_run_episodes_with_tiny_model(tmp_path: Path, tiny_model_dir: Path) 
         str(fixtures),
         "--max-turns",
         "2",
+        *("--planner-max-new-tokens", "8", "--caller-max-new-tokens", "8"),
+        *("--summarizer-max-new-tokens", "8"),
         "--out",
         str(out),
     ]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["episodes"] == 3
+    assert metrics["coverage"] == "3 of 3 items"
     assert sum(metrics["status"].values()) == 3
     assert main(argv) == 0  # resumes: nothing left to do, same records
     assert len((out / "records.jsonl").read_text().splitlines()) == 3

@@ -33,16 +33,36 @@ def stage_recipe(recipe: str, stage: str, **overrides: Any) -> dict[str, Any]:
     return merged
 
 
-def read_stage_records(data_dir: str | Path, stage: str) -> list[dict[str, Any]]:
-    """Return the ``{id, messages}`` training records of ``stage`` from a preprocess folder."""
+def read_stage_records(
+    data_dir: str | Path, stage: str, *, raw_text: bool = False
+) -> list[dict[str, Any]]:
+    """Return the training records of ``stage`` from a preprocess folder: ``{id, messages}``
+    (chat models), or with ``raw_text`` ``{id, segments, add_eos}`` (the original's raw
+    "system: " text, for base models without a chat template).
+
+    A line that is not JSON or lacks a key is one ValueError naming the file, line and key.
+    """
     path = Path(data_dir) / f"{stage}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"no {path}; build it with `chorus-alpha-umi preprocess`")
+    keys = ("segments", "add_eos") if raw_text else ("messages",)
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
             row = json.loads(line)
-            records.append({"id": row["id"], "messages": row["messages"]})
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({err})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{lineno}: expected a JSON object")
+        for key in ("id", *keys):
+            if key not in row:
+                raise ValueError(
+                    f"{path}:{lineno}: no {key!r} key; rebuild the folder with "
+                    "`chorus-alpha-umi preprocess`"
+                )
+        records.append({"id": row["id"], **{k: row[k] for k in keys}})
     if not records:
         raise ValueError(f"{path} holds no records")
     return records
