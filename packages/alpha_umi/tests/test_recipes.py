@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from chorus_alpha_umi.cli import main
-from chorus_alpha_umi.glpft import stage_recipe
+from chorus_alpha_umi.glpft import load_glpft_recipe, stage_recipe
 from chorus_alpha_umi.recipes import AgentRecipe, available_recipes, load_recipe
 from chorus_alpha_umi.static import gold_steps, load_dialogs, select_part
 from chorus_shared.config import check_flag_table
@@ -48,10 +48,10 @@ def test_base_inheritance_and_flag_overrides(tmp_path: Path) -> None:
     child.write_text("base: static_default\nlimit: 3\n")
     recipe = load_recipe(str(child), temperature=0.5)
     assert (recipe.limit, recipe.temperature, recipe.planner_max_new_tokens) == (3, 0.5, 96)
-    # GLPFT recipes are shipped package data too; a stage block may inherit with base:.
+    # GLPFT recipes are shipped package data too (their own dataclass); base: works there too.
     glpft = tmp_path / "glpft_mine.yaml"
-    glpft.write_text("base: glpft_offline\ncommon: {max_length: 256}\n")
-    assert stage_recipe(str(glpft), "backbone")["max_length"] == 256
+    glpft.write_text("base: glpft_offline\nmax_length: 256\n")
+    assert stage_recipe(load_glpft_recipe(str(glpft)), "backbone")["max_length"] == 256
 
 
 def test_every_field_is_a_flag(tmp_path: Path, capsys) -> None:

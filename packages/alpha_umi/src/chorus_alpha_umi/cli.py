@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from chorus_alpha_umi import pipeline
 from chorus_alpha_umi.compare import compare_runs
+from chorus_alpha_umi.glpft import GlpftRecipe, available_glpft_recipes, load_glpft_recipe
 from chorus_alpha_umi.recipes import PARTS, ROLES, AgentRecipe, available_recipes, load_recipe
 from chorus_shared.config import add_recipe_arguments, cli_overrides
 from chorus_shared.engine import RayOptions
@@ -56,13 +57,15 @@ def _parser() -> argparse.ArgumentParser:
 
     tr = verbs.add_parser("train", help="GLPFT: --stage backbone | planner | caller | summarizer")
     tr.add_argument("--stage", required=True, choices=("backbone", *ROLES))
-    tr.add_argument("--recipe", default="glpft_offline", help="GLPFT recipe name or YAML")
+    tr.add_argument(
+        "--recipe",
+        default="glpft_offline",
+        help=f"GLPFT recipe ({', '.join(available_glpft_recipes())}) or a YAML path",
+    )
     tr.add_argument("--data", required=True, help="folder written by `preprocess`")
-    tr.add_argument("--model", help="start model (role stages: hf:<backbone run>/model)")
     tr.add_argument("--out", required=True, help="training run directory")
-    tr.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
-    tr.add_argument("--max-length", type=int)
-    tr.add_argument("--limit", type=int, help="first N records")
+    stage_fields = tr.add_argument_group("GLPFT recipe fields (override the recipe's values)")
+    add_recipe_arguments(stage_fields, GlpftRecipe)
 
     ev = verbs.add_parser(
         "evaluate",
@@ -102,10 +105,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         )
         print(json.dumps(stats, indent=2))
     elif args.verb == "train":
-        result = pipeline.train_stage(
-            args.recipe, args.stage, args.data, args.out, model=args.model,
-            max_steps=args.max_steps, max_length=args.max_length, limit=args.limit,
-        )  # fmt: skip
+        glpft = load_glpft_recipe(args.recipe, **cli_overrides(args, GlpftRecipe))
+        result = pipeline.train_stage(glpft, args.stage, args.data, args.out)
         print(json.dumps(result, default=str))
     elif args.verb == "report":
         print(compare_runs(args.run_dirs, args.out))

@@ -42,6 +42,7 @@ from chorus_alpha_umi.evaluate import (
     static_report,
     write_outputs,
 )
+from chorus_alpha_umi.glpft import GlpftRecipe
 from chorus_alpha_umi.judge import judge_episodes
 from chorus_alpha_umi.realtime import KIND as REALTIME
 from chorus_alpha_umi.realtime import judge_window, pair_up, realtime_table
@@ -355,26 +356,18 @@ def preprocess_data(
 
 
 def train_stage(
-    recipe: str,
-    stage: str,
-    data: str | Path,
-    out: str | Path,
-    *,
-    model: str | None = None,
-    max_steps: int | None = None,
-    max_length: int | None = None,
-    limit: int | None = None,
+    recipe: GlpftRecipe, stage: str, data: str | Path, out: str | Path
 ) -> dict[str, Any]:
     """Train one GLPFT stage with :func:`chorus_shared.training.train`; return where the model
-    is and the training metrics."""
+    is and the training metrics. A base model without a chat template trains on the
+    original's raw "system: " + prompt text."""
     from chorus_alpha_umi.glpft import read_stage_records, stage_recipe
     from chorus_shared.training import load_train_recipe, train
 
-    mapping = stage_recipe(recipe, stage, model=model, max_steps=max_steps, max_length=max_length)
-    train_recipe = load_train_recipe(mapping)
+    train_recipe = load_train_recipe(stage_recipe(recipe, stage))
     records = read_stage_records(data, stage, raw_text=_without_chat_template(train_recipe.model))
-    if limit is not None:
-        records = records[:limit]
+    if recipe.limit is not None:
+        records = records[: recipe.limit]
     result = train(train_recipe, records, out)
     return {"model_dir": str(result.model_dir), **result.metrics}
 

@@ -2,9 +2,8 @@
 
 Recipes ship as package data in ``chorus_alpha_umi/recipes/*.yaml`` and state only what
 differs from the defaults below or from the recipe named in their ``base:``. Flags override
-fields. GLPFT training recipes (``glpft_*.yaml``) have another shape (``common`` training keys
-plus one block per stage, see :mod:`chorus_alpha_umi.glpft`) and are read with
-:func:`read_recipe_file`; they are not agent recipes.
+fields. GLPFT training recipes (``glpft_*.yaml``) are another dataclass,
+:class:`chorus_alpha_umi.glpft.GlpftRecipe`; they are not agent recipes.
 """
 
 from __future__ import annotations
@@ -183,11 +182,6 @@ class AgentRecipe:
 def available_recipes() -> list[str]:
     """Return the names of the shipped agent recipes (GLPFT training recipes excluded)."""
     return [n for n in config.available_recipes(PACKAGE) if not n.startswith("glpft")]
-
-
-def read_recipe_file(name_or_path: str) -> dict[str, Any]:
-    """Return the mapping of a shipped recipe name or a YAML path (``base:`` resolved)."""
-    return config.resolve_recipe_data(name_or_path, PACKAGE)
 
 
 def load_recipe(name_or_path: str | None, **overrides: Any) -> AgentRecipe:
