@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from chorus_alpha_umi.cli import main
-from chorus_alpha_umi.pipeline import _without_chat_template
 from chorus_alpha_umi.glpft import load_glpft_recipe, read_stage_records, stage_recipe
+from chorus_alpha_umi.pipeline import _without_chat_template
 
 FIXTURE = Path(__file__).parent / "fixtures" / "toolbench_alpha_umi" / "out_of_domain.json"
 
