@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from chorus_alpha_umi.agent import new_episode, run_episodes
 from chorus_alpha_umi.tools import SimulatedTools, ToyTools, validate_arguments
 from chorus_shared.models import SamplingParams, load_chat_model
@@ -237,3 +239,36 @@ def test_simulator_failure_is_an_error_observation_and_not_cached(tmp_path: Path
     assert not cache.exists() or cache.read_text() == ""
     sim.call_many([(TOOLS, "add", {"a": 1, "b": 2})])
     assert model.calls == 2  # asked again: failures are not remembered
+
+
+def test_simulator_cache_drops_a_torn_last_line_and_names_the_file_otherwise(
+    tmp_path: Path, fake_chat_model
+) -> None:
+    # Issue 20: a torn last line blocked every later run; now it is dropped like in records.jsonl.
+    cache = tmp_path / "cache.jsonl"
+    good = json.dumps({"key": SimulatedTools.key("add", {"a": 3, "b": 4}), "response": "7"})
+    cache.write_text(good + "\n" + '{"key": "add {\\"a\\": 1')
+    model = fake_chat_model(lambda c: '{"sum": 2}')
+    sim = SimulatedTools(model, cache)
+    assert sim.call_many([(TOOLS, "add", {"a": 3, "b": 4})]) == ["7"]
+    sim.call_many([(TOOLS, "add", {"a": 1, "b": 1})])
+    lines = cache.read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(x) for x in lines)  # torn tail gone, one appended
+    cache.write_text("not json\n" + good + "\n")
+    with pytest.raises(ValueError, match=r"cache\.jsonl:1: not a simulator cache line"):
+        SimulatedTools(model, cache)
+
+
+def test_a_server_that_refuses_everything_makes_errored_episodes(tmp_path: Path, capsys) -> None:
+    from chorus_alpha_umi.cli import main
+    from chorus_shared.testing import FakeOpenAIServer
+
+    fixtures = Path(__file__).parent / "fixtures"
+    with FakeOpenAIServer(always_fail_status=400) as server:
+        argv = ["run", "--model", f"openai:m@{server.base_url}", "--data-dir", str(fixtures)]
+        code = main([*argv, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("chorus-alpha-umi: error:") == 1
+    lines = [json.loads(x) for x in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and all("planner: " in r["error"] for r in lines)
+    assert not (tmp_path / "run" / "metrics.json").exists()

@@ -204,3 +204,16 @@ def test_cli_bad_spec_fails_before_run_dir(tmp_path: Path, capsys) -> None:
     assert main(["evaluate", "--planner", "nonsense:x", "--out", str(out)]) == 2
     assert not out.exists()
     assert "error:" in capsys.readouterr().err
+
+
+def test_rescoring_into_another_run_folder_is_refused(tmp_path: Path, capsys) -> None:
+    with FakeOpenAIServer(_responder) as server:
+        base = ["evaluate", "--data-dir", str(FIXTURES), "--limit", "1"]
+        base += ["--model", f"openai:m@{server.base_url}"]
+        assert main([*base, "--out", str(tmp_path / "a")]) == 0
+        assert main([*base, "--out", str(tmp_path / "b")]) == 0
+    before = (tmp_path / "b" / "metrics.json").read_text()
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "a"), "--out", str(tmp_path / "b")]) == 2
+    assert "is another run folder" in capsys.readouterr().err
+    assert (tmp_path / "b" / "metrics.json").read_text() == before

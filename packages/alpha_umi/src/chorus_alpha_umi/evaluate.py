@@ -286,6 +286,14 @@ def write_outputs(
 ) -> None:
     """Write metrics.json (and report.md) into the run folder, or into ``out`` when given;
     print the reader's notes. A read-only run folder gets the metrics printed instead."""
+    if out is not None and Path(out).resolve() != run.path.resolve():
+        other = Path(out)
+        if (other / "config.json").is_file() or (other / "manifest.json").is_file():
+            # Another run's metrics.json / report.md are that run's: never overwrite them.
+            raise ValueError(
+                f"--out {other} is another run folder; give a new or plain folder for the "
+                "metrics and report of " + str(run.path)
+            )
     for note in metrics.get("notes", []):
         print(f"{pkg}: note: {note}", file=sys.stderr)
     target: RunDir | OutputFolder = run if out is None else OutputFolder(out)
