@@ -89,3 +89,13 @@ def test_glpft_split_counts_of_the_real_test_file() -> None:
             routes.count("give up"),
         )
     assert counts == {"train": (320, 923, 233, 88), "heldout": (80, 223, 61, 19)}
+
+
+def test_readme_glpft_flag_table_matches_the_recipe() -> None:
+    from chorus_alpha_umi.glpft import GlpftRecipe
+    from chorus_shared.config import render_flag_table
+
+    text = README.read_text()
+    start, end = "<!-- glpft-flags:start -->\n", "<!-- glpft-flags:end -->"
+    table = text[text.index(start) + len(start) : text.index(end)]
+    assert table.strip() == render_flag_table(GlpftRecipe).strip()
