@@ -272,3 +272,22 @@ def test_a_server_that_refuses_everything_makes_errored_episodes(tmp_path: Path,
     lines = [json.loads(x) for x in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
     assert len(lines) == 3 and all("planner: " in r["error"] for r in lines)
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_real_time_defaults_are_the_originals(fake_chat_model) -> None:
+    # Issue 25 point 8: temperature 0.5, 12 planner turns, observations cut at 1,024 chars.
+    from chorus_alpha_umi.recipes import load_recipe
+
+    recipe = load_recipe(None)
+    assert recipe.params("planner", episodes=True).temperature == 0.5
+    assert recipe.params("planner").temperature == 0.0  # static decoding stays greedy
+    assert (recipe.max_turns, recipe.observation_chars) == (12, 1024)
+    assert recipe.params("caller").max_new_tokens == 512  # per role, as the original
+    long_tool = ToyTools({"add": lambda args: {"text": "x" * 5000}})
+    planner = fake_chat_model(lambda c: "call it. Next: caller.")
+    caller = fake_chat_model(lambda c: 'Action: add\nAction Input: {"a": 1, "b": 2}')
+    models = {"planner": planner, "caller": caller, "summarizer": caller}
+    (episode,) = run_episodes([new_episode("e", TOOLS, "q")], models.__getitem__, long_tool, PARAMS)
+    observations = [t["value"] for t in episode["conversations"] if t["from"] == "observation"]
+    assert len(observations) == 12 and episode["status"] == "max_turns"
+    assert all(len(o) == 1024 for o in observations)
