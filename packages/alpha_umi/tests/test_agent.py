@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from chorus_alpha_umi.agent import new_episode, run_episodes
 from chorus_alpha_umi.tools import SimulatedTools, ToyTools, validate_arguments
 from chorus_shared.models import SamplingParams, load_chat_model
@@ -165,12 +167,14 @@ def test_cli_run_episodes_with_tiny_model(tmp_path: Path, tiny_model_dir: Path) 
         str(fixtures),
         "--max-turns",
         "2",
+        *("--planner-max-new-tokens", "8", "--caller-max-new-tokens", "8"),
+        *("--summarizer-max-new-tokens", "8"),
         "--out",
         str(out),
     ]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["episodes"] == 3
+    assert metrics["coverage"] == "3 of 3 items"
     assert sum(metrics["status"].values()) == 3
     assert main(argv) == 0  # resumes: nothing left to do, same records
     assert len((out / "records.jsonl").read_text().splitlines()) == 3
@@ -235,3 +239,55 @@ def test_simulator_failure_is_an_error_observation_and_not_cached(tmp_path: Path
     assert not cache.exists() or cache.read_text() == ""
     sim.call_many([(TOOLS, "add", {"a": 1, "b": 2})])
     assert model.calls == 2  # asked again: failures are not remembered
+
+
+def test_simulator_cache_drops_a_torn_last_line_and_names_the_file_otherwise(
+    tmp_path: Path, fake_chat_model
+) -> None:
+    # Issue 20: a torn last line blocked every later run; now it is dropped like in records.jsonl.
+    cache = tmp_path / "cache.jsonl"
+    good = json.dumps({"key": SimulatedTools.key("add", {"a": 3, "b": 4}), "response": "7"})
+    cache.write_text(good + "\n" + '{"key": "add {\\"a\\": 1')
+    model = fake_chat_model(lambda c: '{"sum": 2}')
+    sim = SimulatedTools(model, cache)
+    assert sim.call_many([(TOOLS, "add", {"a": 3, "b": 4})]) == ["7"]
+    sim.call_many([(TOOLS, "add", {"a": 1, "b": 1})])
+    lines = cache.read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(x) for x in lines)  # torn tail gone, one appended
+    cache.write_text("not json\n" + good + "\n")
+    with pytest.raises(ValueError, match=r"cache\.jsonl:1: not a simulator cache line"):
+        SimulatedTools(model, cache)
+
+
+def test_a_server_that_refuses_everything_makes_errored_episodes(tmp_path: Path, capsys) -> None:
+    from chorus_alpha_umi.cli import main
+    from chorus_shared.testing import FakeOpenAIServer
+
+    fixtures = Path(__file__).parent / "fixtures"
+    with FakeOpenAIServer(always_fail_status=400) as server:
+        argv = ["run", "--model", f"openai:m@{server.base_url}", "--data-dir", str(fixtures)]
+        code = main([*argv, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("chorus-alpha-umi: error:") == 1
+    lines = [json.loads(x) for x in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and all("planner: " in r["error"] for r in lines)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_real_time_defaults_are_the_originals(fake_chat_model) -> None:
+    # Issue 25 point 8: temperature 0.5, 12 planner turns, observations cut at 1,024 chars.
+    from chorus_alpha_umi.recipes import load_recipe
+
+    recipe = load_recipe(None)
+    assert recipe.params("planner", episodes=True).temperature == 0.5
+    assert recipe.params("planner").temperature == 0.0  # static decoding stays greedy
+    assert (recipe.max_turns, recipe.observation_chars) == (12, 1024)
+    assert recipe.params("caller").max_new_tokens == 512  # per role, as the original
+    long_tool = ToyTools({"add": lambda args: {"text": "x" * 5000}})
+    planner = fake_chat_model(lambda c: "call it. Next: caller.")
+    caller = fake_chat_model(lambda c: 'Action: add\nAction Input: {"a": 1, "b": 2}')
+    models = {"planner": planner, "caller": caller, "summarizer": caller}
+    (episode,) = run_episodes([new_episode("e", TOOLS, "q")], models.__getitem__, long_tool, PARAMS)
+    observations = [t["value"] for t in episode["conversations"] if t["from"] == "observation"]
+    assert len(observations) == 12 and episode["status"] == "max_turns"
+    assert all(len(o) == 1024 for o in observations)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from chorus_alpha_umi.cli import main
+from chorus_alpha_umi.evaluate import pair_metrics
 from chorus_alpha_umi.judge import compare_episodes, parse_preference, win_rate
-from chorus_alpha_umi.realtime import pair_up, realtime_metrics
+from chorus_alpha_umi.realtime import pair_up
 from chorus_shared.models import SamplingParams
 from chorus_shared.runs import RunDir
 from chorus_shared.testing import FakeOpenAIServer
@@ -40,6 +41,7 @@ def _ep(eid: str, status: str, answer: str | None) -> dict:
         "id": eid,
         "status": status,
         "answer": answer,
+        "planner_turns": 1,
         "conversations": [{"from": "user", "value": f"query {eid}"}],
     }
 
@@ -152,8 +154,8 @@ def test_cli_realtime_evaluate_through_openai_client_resumes_and_reports(
     assert metrics["reference_pass_rate"] == pytest.approx(100.0 * 1 / 7)  # p6
     assert metrics["reference_verdicts"]["no answer"] == 2
     assert metrics["win_rate"] == pytest.approx(100.0 * 3 / 7)
-    records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
-    assert realtime_metrics(records) == metrics  # derived again from the records alone
+    again = pair_metrics(RunDir.open(out))  # derived again from the records alone
+    assert again["win_rate"] == metrics["win_rate"] and again["verdicts"] == metrics["verdicts"]
     assert "sk-test" not in (out / "config.json").read_text()
 
     report = tmp_path / "report.md"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from chorus_alpha_umi.cli import main
-from chorus_alpha_umi.glpft import stage_recipe
+from chorus_alpha_umi.glpft import load_glpft_recipe, stage_recipe
 from chorus_alpha_umi.recipes import AgentRecipe, available_recipes, load_recipe
 from chorus_alpha_umi.static import gold_steps, load_dialogs, select_part
 from chorus_shared.config import check_flag_table
@@ -48,10 +48,10 @@ def test_base_inheritance_and_flag_overrides(tmp_path: Path) -> None:
     child.write_text("base: static_default\nlimit: 3\n")
     recipe = load_recipe(str(child), temperature=0.5)
     assert (recipe.limit, recipe.temperature, recipe.planner_max_new_tokens) == (3, 0.5, 96)
-    # GLPFT recipes are shipped package data too; a stage block may inherit with base:.
+    # GLPFT recipes are shipped package data too (their own dataclass); base: works there too.
     glpft = tmp_path / "glpft_mine.yaml"
-    glpft.write_text("base: glpft_offline\ncommon: {max_length: 256}\n")
-    assert stage_recipe(str(glpft), "backbone")["max_length"] == 256
+    glpft.write_text("base: glpft_offline\nmax_length: 256\n")
+    assert stage_recipe(load_glpft_recipe(str(glpft)), "backbone")["max_length"] == 256
 
 
 def test_every_field_is_a_flag(tmp_path: Path, capsys) -> None:
@@ -81,7 +81,7 @@ def test_glpft_split_counts_of_the_real_test_file() -> None:
     counts = {}
     for part in ("train", "heldout"):
         chosen = select_part(dialogs, part)
-        routes = [s["gold_route"] for d in chosen for s in gold_steps(d)]
+        routes = [s["gold_route"] for d in chosen for s in gold_steps(d)[0]]
         counts[part] = (
             len(chosen),
             routes.count("caller"),
@@ -89,3 +89,13 @@ def test_glpft_split_counts_of_the_real_test_file() -> None:
             routes.count("give up"),
         )
     assert counts == {"train": (320, 923, 233, 88), "heldout": (80, 223, 61, 19)}
+
+
+def test_readme_glpft_flag_table_matches_the_recipe() -> None:
+    from chorus_alpha_umi.glpft import GlpftRecipe
+    from chorus_shared.config import render_flag_table
+
+    text = README.read_text()
+    start, end = "<!-- glpft-flags:start -->\n", "<!-- glpft-flags:end -->"
+    table = text[text.index(start) + len(start) : text.index(end)]
+    assert table.strip() == render_flag_table(GlpftRecipe).strip()

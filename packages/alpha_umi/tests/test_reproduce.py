@@ -7,36 +7,33 @@ import json
 from pathlib import Path
 
 from chorus_alpha_umi.cli import main
-from chorus_alpha_umi.glpft import stage_recipe
+from chorus_alpha_umi.glpft import load_glpft_recipe, stage_recipe
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_reproduce_recipe_budget_and_paper_learning_rates() -> None:
-    backbone = stage_recipe("glpft_reproduce", "backbone")
+    budget = load_glpft_recipe("glpft_reproduce")
+    backbone = stage_recipe(budget, "backbone", world_size=1)
     assert backbone["model"] == "default" and backbone["learning_rate"] == 2e-4
     assert backbone["truncation"] == "left" and backbone["bf16"] is True
-    assert backbone["extra_args"]["save_strategy"] == "no"
+    assert backbone["extra_args"]["save_strategy"] == "no" and backbone["max_steps"] == 20
+    offline = load_glpft_recipe("glpft_offline", model="hf:x")
     for role in ("planner", "caller", "summarizer"):
-        stage = stage_recipe("glpft_reproduce", role, model="hf:x")
+        stage = stage_recipe(load_glpft_recipe("glpft_reproduce", model="hf:x"), role, 1)
         # The budget run's scaled-up rate is below the backbone's, as in the paper.
         assert stage["learning_rate"] == 1e-4 and stage["max_steps"] >= 1
         # The paper's rates stay in the full-schedule recipe.
-        assert stage_recipe("glpft_offline", role, model="hf:x")["learning_rate"] == 1e-5
-    assert stage_recipe("glpft_offline", "backbone")["learning_rate"] == 5e-5
+        assert stage_recipe(offline, role, world_size=1)["learning_rate"] == 1e-5
+    assert stage_recipe(load_glpft_recipe("glpft_offline"), "backbone", 1)["learning_rate"] == 5e-5
 
 
 def test_reproduce_sequence_with_tiny_model(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
     # The shipped budget recipe's training settings (bf16 on CPU included), tiny model, 1 step.
     recipe = tmp_path / "glpft_tiny.yaml"
-    recipe.write_text(
-        "base: glpft_reproduce\n"
-        "stages:\n"
-        f"  backbone: {{model: 'hf:{tiny_model_dir}', max_steps: 1}}\n"
-        "  planner: {max_steps: 1}\n"
-        "  caller: {max_steps: 1}\n"
-        "  summarizer: {max_steps: 1}\n"
-    )
+    recipe.write_text(f"base: glpft_reproduce\nbase_model: 'hf:{tiny_model_dir}'\nmax_steps: 1\n")
+    for stage in ("backbone", "planner", "caller", "summarizer"):
+        recipe.write_text(recipe.read_text() + f"{stage}_max_steps: 1\n")
     data = tmp_path / "data"
     split = ["--split", "out_of_domain", "--data-dir", str(FIXTURES)]
     assert main(["preprocess", *split, "--out", str(data)]) == 0

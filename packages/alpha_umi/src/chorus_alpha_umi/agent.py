@@ -13,7 +13,21 @@ from typing import Any
 
 from chorus_alpha_umi.dialog import parse_call, parse_route, role_prompt, strip_route
 from chorus_alpha_umi.tools import ToolEnvironment
-from chorus_shared.models import ChatModel, SamplingParams
+from chorus_shared.engine import first_error
+from chorus_shared.models import ChatModel, Completion, SamplingParams
+
+# The original's real-time agent cuts every observation to this many characters.
+OBSERVATION_CHARS = 1024
+
+
+def _failed(episode: dict[str, Any], completion: Completion, role: str) -> bool:
+    """Mark ``episode`` errored when ``completion`` failed (an errored item, never scored)."""
+    reason = first_error([completion])
+    if reason is None:
+        return False
+    episode["status"] = "error"
+    episode["error"] = f"{role}: {reason}"
+    return True
 
 
 def _is_error(observation: str) -> bool:
@@ -46,11 +60,15 @@ def run_episodes(
     env: ToolEnvironment,
     params: dict[str, SamplingParams],
     *,
-    max_turns: int = 8,
+    max_turns: int = 12,
+    observation_chars: int = OBSERVATION_CHARS,
 ) -> list[dict[str, Any]]:
     """Run every episode to its end; return them with ``status`` (conclusion | give up |
-    max_turns) and ``answer`` set. Each loop iteration makes at most one ``chat`` call per
-    role and one ``call_many`` on the environment, over all episodes still running."""
+    max_turns | error, with ``error`` the reason of a failed reply) and ``answer`` set.
+
+    Each loop iteration makes at most one ``chat`` call per role and one ``call_many`` on the
+    environment, over all episodes still running; observations are cut to
+    ``observation_chars``."""
     while True:
         running = [e for e in episodes if e["status"] == "running"]
         if not running:
@@ -61,6 +79,8 @@ def run_episodes(
         )
         to_call, to_conclude = [], []
         for episode, completion in zip(running, plans, strict=True):
+            if _failed(episode, completion, "planner"):
+                continue
             episode["planner_turns"] += 1
             route, marked = parse_route(completion.text)
             episode["unmarked_plans"] += not marked
@@ -81,13 +101,17 @@ def run_episodes(
                 [role_prompt("caller", e["tools"], with_thought(e)) for e in to_call],
                 params["caller"],
             )
-            parsed = [parse_call(c.text) for c in calls]
+            kept = [
+                (e, c) for e, c in zip(to_call, calls, strict=True) if not _failed(e, c, "caller")
+            ]
+            parsed = [parse_call(c.text) for _, c in kept]
             observations = env.call_many(
-                [(e["tools"], p.api, p.arguments) for e, p in zip(to_call, parsed, strict=True)]
+                [(e["tools"], p.api, p.arguments) for (e, _), p in zip(kept, parsed, strict=True)]
             )
-            for episode, completion, call, observation in zip(
-                to_call, calls, parsed, observations, strict=True
+            for (episode, completion), call, observation in zip(
+                kept, parsed, observations, strict=True
             ):
+                observation = observation[:observation_chars]
                 episode["bad_calls"] += call.error is not None
                 episode["tool_errors"] += _is_error(observation)
                 episode["conversations"].append({"from": "caller", "value": completion.text})
@@ -100,6 +124,8 @@ def run_episodes(
                 params["summarizer"],
             )
             for episode, completion in zip(to_conclude, answers, strict=True):
+                if _failed(episode, completion, "summarizer"):
+                    continue
                 episode["conversations"].append({"from": "conclusion", "value": completion.text})
                 episode["answer"] = completion.text
                 episode["status"] = "conclusion"

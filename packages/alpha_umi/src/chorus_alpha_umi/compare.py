@@ -6,55 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from chorus_alpha_umi.evaluate import (
+    PAPER_COLUMNS,
+    describe_roles,
+    metrics_table,
+    pair_metrics,
+    static_metrics,
+)
 from chorus_alpha_umi.realtime import KIND as REALTIME
-from chorus_alpha_umi.realtime import realtime_metrics, realtime_table
-from chorus_alpha_umi.recipes import ROLES
-from chorus_alpha_umi.static import score_run
-from chorus_shared.report import image_link, markdown_table
+from chorus_alpha_umi.realtime import realtime_table
+from chorus_shared.report import image_link
 from chorus_shared.runs import RunDir
 
-METRIC_COLUMNS = (
-    ("Plan ACC", "plan_acc"),
-    ("Act EM", "act_em"),
-    ("Hallu", "hallucination"),
-    ("Arg F1", "arg_f1"),
-    ("Arg F1 easy", "arg_f1_easy"),
-    ("Arg F1 hard", "arg_f1_hard"),
-    ("R-L", "rouge_l"),
-)
 # The paper's five headline metrics: the ones drawn in the chart.
 PLOTTED = ("plan_acc", "act_em", "hallucination", "arg_f1", "rouge_l")
-
-
-def _fmt(value: Any) -> str:
-    return "—" if value is None else f"{value:.2f}"
-
-
-def metrics_table(rows: list[tuple[str, str, dict[str, Any]]]) -> str:
-    """Return the markdown table of ``(run name, roles, metrics)`` rows (``—`` = no steps)."""
-    headers = ["run", "roles", *(h for h, _ in METRIC_COLUMNS), "steps", "unmarked plans"]
-    body = [
-        [
-            name,
-            roles,
-            *(_fmt(m.get(k)) for _, k in METRIC_COLUMNS),
-            m.get("steps", 0),
-            m.get("planner_without_marker", 0),
-        ]
-        for name, roles, m in rows
-    ]
-    return markdown_table(headers, body)
-
-
-def describe_roles(config: dict[str, Any]) -> str:
-    """Return "1 model" or "3 models" with the specs, from a run's recorded recipe."""
-    recipe = config.get("recipe") or {}
-    specs = [str(recipe.get(role, "?")) for role in ROLES]
-    if len(set(specs)) == 1:
-        return f"1 model, 3 role prompts: `{specs[0]}`"
-    return f"{len(set(specs))} models: " + ", ".join(
-        f"{role} `{spec}`" for role, spec in zip(ROLES, specs, strict=True)
-    )
+LABELS = {k: h for h, k in PAPER_COLUMNS}
 
 
 def bar_chart(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> Path:
@@ -67,7 +33,7 @@ def bar_chart(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> Path:
     matplotlib.use("Agg")  # files only: works on headless machines
     import matplotlib.pyplot as plt
 
-    labels = [h for h, k in METRIC_COLUMNS if k in PLOTTED]
+    labels = [LABELS[k] for k in PLOTTED]
     width = 0.8 / max(len(rows), 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7.2, 4.0))
@@ -83,6 +49,7 @@ def bar_chart(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> Path:
             )
         ax.set_xticks([k + 0.4 - width / 2 for k in range(len(PLOTTED))], labels)
         ax.set_ylabel("%")
+        ax.set_ylim(0, 100)  # the metrics' range, also when every bar is 0
         ax.set_title("alpha-UMi static evaluation")
         ax.grid(axis="y", alpha=0.3)
         ax.legend()
@@ -100,11 +67,16 @@ def compare_runs(run_dirs: list[str], out: str | Path | None = None) -> str:
     rows, realtime_rows = [], []
     for path in run_dirs:
         run = RunDir.open(path)
-        records = run.read_records().finished
-        if run.config.get("kind") == REALTIME:
-            realtime_rows.append((Path(path).name, run.config, realtime_metrics(records)))
+        kind = run.config.get("kind", "static")
+        if kind == REALTIME:
+            realtime_rows.append((Path(path).name, run.config, pair_metrics(run)))
+        elif kind == "static":
+            rows.append((Path(path).name, describe_roles(run.config), static_metrics(run)))
         else:
-            rows.append((Path(path).name, describe_roles(run.config), score_run(records)))
+            raise ValueError(
+                f"{path} is a `run` folder of episodes: compare two of them with "
+                "`evaluate --episodes A --reference B`, then report that folder"
+            )
     parts = []
     if rows:
         parts.append("Static step-level evaluation:\n\n" + metrics_table(rows))

@@ -8,7 +8,6 @@ text format is what the models read and write at inference time.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,63 +17,103 @@ ROLES = ("user", "assistant", "caller", "observation", "conclusion")
 ROUTES = ("caller", "conclusion", "give up")
 MAX_NAME = 64
 MAX_DESCRIPTION = 256
+# The original's exact routing markers, in its priority order: a planner turn that names
+# "give up" gives up even when it also names another role (infer_pipeline.py checks them in
+# this order, with plain substring tests).
+MARKERS = {
+    "give up": "Next: give up.",
+    "conclusion": "Next: conclusion.",
+    "caller": "Next: caller.",
+}
 
-_MARKER = re.compile(r"Next:\s*(caller|conclusion|give up)\s*\.?", re.IGNORECASE)
-_ACTION = re.compile(r"Action:\s*(.*?)\s*(?:\n|$)")
-_INPUT = re.compile(r"Action Input:\s*(.*)\Z", re.DOTALL)
+
+def _marker(text: str) -> tuple[str, int] | None:
+    """Returns ``(route, end of its marker)`` of the routing marker that wins, or None."""
+    for route, marker in MARKERS.items():
+        at = text.find(marker)
+        if at >= 0:
+            return route, at + len(marker)
+    return None
 
 
 def parse_route(text: str) -> tuple[str, bool]:
-    """Return ``(route, had_marker)`` for a planner turn: the first "Next: ..." marker wins.
+    """Return ``(route, had_marker)`` for a planner turn, routed as the original does.
 
-    The paper's default when no marker is present is the caller, so ``had_marker`` is
-    reported to let the metrics count unmarked turns.
+    Priority give up > conclusion > caller, on the exact markers ("Next: give up." ...);
+    no marker routes to the caller (the original's default), and ``had_marker`` is False so
+    the metrics can count unmarked turns.
     """
-    match = _MARKER.search(text)
-    if match is None:
-        return "caller", False
-    return match.group(1).lower(), True
+    found = _marker(text)
+    return ("caller", False) if found is None else (found[0], True)
+
+
+def has_marker(text: str) -> bool:
+    """Return whether ``text`` holds one of the three exact routing markers (a scored step)."""
+    return _marker(text) is not None
+
+
+def cut_plan(text: str) -> str:
+    """Return the planner's turn as the original passes it on: cut right after the marker
+    that routed it; an unmarked turn gets "Next: caller." appended (it was routed there)."""
+    found = _marker(text)
+    return text + MARKERS["caller"] if found is None else text[: found[1]]
 
 
 def strip_route(text: str) -> str:
     """Return the planner's thought without its routing marker (and anything after it)."""
-    match = _MARKER.search(text)
-    return (text[: match.start()] if match else text).strip()
+    found = _marker(text)
+    if found is None:
+        return text.strip()
+    return text[: found[1] - len(MARKERS[found[0]])].strip()
 
 
 @dataclass(frozen=True)
 class Call:
-    """A parsed caller turn. ``api`` is None when no "Action:" line was found; ``arguments``
-    is None when the "Action Input" is missing or not a JSON object (``error`` says which)."""
+    """A parsed caller turn, read as the original reads it.
+
+    ``api`` is None when no "Action:" is written; ``raw_arguments`` is the text after the
+    last "Action Input:" ("{}" when there is none, as the original); ``arguments`` its JSON
+    object, or None when it is not one (``error`` says why).
+    """
 
     api: str | None
     arguments: dict[str, Any] | None
     error: str | None = None
+    raw_arguments: str = "{}"
+
+
+def split_call(text: str) -> tuple[str | None, str]:
+    """Return ``(api, raw arguments)`` of a caller turn exactly as the original's evaluation
+    does: the *last* "Action Input:" and the *last* "Action:" count (a turn that writes two
+    calls is read by its last one); no "Action Input:" reads as "{}", no "Action:" as None.
+    """
+    raw = "{}"
+    if "Action Input:" in text:
+        raw = text[text.rindex("Action Input:") + len("Action Input:") :].strip()
+    if "Action:" not in text:
+        return None, raw
+    api = text[text.rindex("Action:") + len("Action:") :].strip()
+    if "Action Input:" in api:
+        api = api[: api.index("Action Input:")].strip()
+    return api, raw
 
 
 def parse_call(text: str) -> Call:
-    """Return the :class:`Call` written in a caller turn ("Action: ...\\nAction Input: {...}").
+    """Return the :class:`Call` written in a caller turn ("Action: ...\nAction Input: {...}").
 
     Tool calls are data: the arguments are parsed as JSON, never evaluated.
     """
-    action = _ACTION.search(text)
-    if action is None or not action.group(1):
-        return Call(None, None, "no 'Action:' line")
-    api = action.group(1).strip()
-    tail = text[action.end() :]
-    raw = _INPUT.search(tail)
-    if raw is None:
-        return Call(api, None, "no 'Action Input:' line")
-    body = raw.group(1).strip()
-    if body == "":
-        return Call(api, {}, None)
+    api, raw = split_call(text)
+    if not api:
+        return Call(None, None, "no 'Action:' line", raw)
     try:
-        arguments = json.loads(body)
+        arguments = json.loads(raw)
     except json.JSONDecodeError as err:
-        return Call(api, None, f"Action Input is not JSON: {err.msg}")
+        return Call(api, None, f"Action Input is not JSON: {err.msg}", raw)
     if not isinstance(arguments, dict):
-        return Call(api, None, f"Action Input is a JSON {type(arguments).__name__}, not an object")
-    return Call(api, arguments, None)
+        kind = type(arguments).__name__
+        return Call(api, None, f"Action Input is a JSON {kind}, not an object", raw)
+    return Call(api, arguments, None, raw)
 
 
 def format_call(api: str, arguments: dict[str, Any]) -> str:
@@ -84,12 +123,14 @@ def format_call(api: str, arguments: dict[str, Any]) -> str:
 
 def cut_tool(tool: dict[str, Any]) -> dict[str, Any]:
     """Return ``{"name", "description", "parameters"}`` with name and description cut to the
-    paper's 64 / 256 characters. Accepts the test file's ``Name/function/input`` keys too."""
+    paper's 64 (the last) / 256 (the first) characters. Accepts the test file's
+    ``Name/function/input`` keys too."""
     name = str(tool.get("name", tool.get("Name", "")))
     description = str(tool.get("description", tool.get("function", "")))
     parameters = tool.get("parameters", tool.get("input", {})) or {}
     return {
-        "name": name[:MAX_NAME],
+        # ToolBench keeps the *last* 64 characters of a name (the API's own part is at the end).
+        "name": name[-MAX_NAME:],
         "description": description[:MAX_DESCRIPTION],
         "parameters": parameters,
     }
@@ -164,3 +205,69 @@ def role_prompt(
             "content": f"{render_history(history)}\n\n{INSTRUCTIONS[role]}",
         },
     ]
+
+
+# -- the single-LLM baseline: the original's backbone format (prepro_backbone.py) -------------
+
+BACKBONE_SYSTEM = (
+    "You are a tool-using assistant that answers a user's request step by step.\n"
+    "At each step write one short thought, then either a tool call as\n"
+    "Action: <tool name>\nAction Input: <JSON object of arguments>\n"
+    "or, when the request is answered, 'conclusion: <the final answer>', or "
+    "'conclusion: give up.' when it cannot be done.\n"
+    "Available tools:\n{tools}"
+)
+BACKBONE_INSTRUCTION = "Write the assistant's next step."
+
+
+def backbone_turn(turn: dict[str, str], following: dict[str, str] | None) -> str | None:
+    """Return the backbone target of a planner turn (prepro_backbone.py), or None when the
+    turn is not one: thought + "\\n" + the call, thought + "\\nconclusion: " + the answer, or
+    thought + "\\nconclusion: give up."."""
+    value = turn["value"]
+    if MARKERS["give up"] in value:
+        return value.replace(MARKERS["give up"], "").strip() + "\nconclusion: give up."
+    if following is not None and following.get("from") == "caller":
+        return value.replace(MARKERS["caller"], "").strip() + "\n" + following["value"]
+    if following is not None and following.get("from") == "conclusion":
+        thought = value.replace(MARKERS["conclusion"], "").strip()
+        return thought + "\nconclusion: " + following["value"]
+    return None
+
+
+def backbone_history(turns: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Return the history as the backbone sees it: each planner turn folded with the call or
+    conclusion after it into one assistant turn (prepro_backbone.py), observations kept."""
+    out: list[dict[str, str]] = []
+    for k, turn in enumerate(turns):
+        if turn["from"] in ("caller", "conclusion"):
+            continue  # folded into the assistant turn before it
+        if turn["from"] == "assistant":
+            following = turns[k + 1] if k + 1 < len(turns) else None
+            folded = backbone_turn(turn, following)
+            out.append({"from": "assistant", "value": turn["value"] if folded is None else folded})
+        else:
+            out.append(turn)
+    return out
+
+
+def backbone_prompt(tools: list[dict[str, Any]], history: list[dict[str, str]]) -> list[Message]:
+    """Return the chat messages that ask the single backbone model for its next step."""
+    return [
+        {"role": "system", "content": BACKBONE_SYSTEM.format(tools=render_tools(tools))},
+        {
+            "role": "user",
+            "content": f"{render_history(backbone_history(history))}\n\n{BACKBONE_INSTRUCTION}",
+        },
+    ]
+
+
+# The original's labels of the text each role continues after (train.py prefixes "system: ").
+RAW_LABELS = {"planner": "assistant", "caller": "caller", "summarizer": "conclusion"}
+
+
+def raw_prompt(messages: list[Message], role: str) -> str:
+    """Return a chat prompt as the original's raw text, for a base model without a chat
+    template: "system: " + the system text + the request + " <role label>: "."""
+    body = "\n".join(str(m["content"]) for m in messages)
+    return f"system: {body} {RAW_LABELS.get(role, 'assistant')}: "

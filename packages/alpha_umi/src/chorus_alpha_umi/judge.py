@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from chorus_shared.engine import first_error
 from chorus_shared.models import ChatModel, Message, SamplingParams
 
 JUDGE_PROMPT = (
@@ -57,6 +58,11 @@ def judge_episodes(
     if answered:
         replies = judge.chat([judge_prompt(e) for e in answered], params)
         for episode, reply in zip(answered, replies, strict=True):
+            reason = first_error([reply])
+            if reason is not None:
+                # A failed judge call is no verdict: the item is errored and retried.
+                episode["judge_error"] = f"judge: {reason}"
+                continue
             verdict = parse_verdict(reply.text)
             episode.update(verdict=verdict, passed=verdict == "solved", judge_reply=reply.text)
     return episodes
@@ -158,6 +164,10 @@ def compare_episodes(
     if prompts:
         replies = judge.chat(prompts, params)
         for n, k in enumerate(asked):
+            reason = first_error([replies[2 * n], replies[2 * n + 1]])
+            if reason is not None:
+                records[k]["judge_error"] = f"pairwise judge: {reason}"
+                continue
             first, second = replies[2 * n].text, replies[2 * n + 1].text
             # Map each order's letter to a side: in the second order the episode is B.
             side_1 = {"A": "episode", "B": "reference"}.get(parse_preference(first))

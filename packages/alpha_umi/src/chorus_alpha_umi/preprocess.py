@@ -8,7 +8,9 @@ conclusion. Already converted dialogs (``{"tools", "conversations"}``) are accep
 
 Defects of the original fixed here (see the paper notes): every record is kept (no debug cap
 at 20); every record's prompt is built from its own history (the backbone's give-up branch
-reused a stale prompt); tools are cut to 64-character names and 256-character descriptions.
+reused a stale prompt). The prompts are our own wording; targets, tool cuts (the last 64
+characters of a name, the first 256 of a description, flattened parameters), observations
+(the ``response`` field) and which steps give records follow the original.
 """
 
 from __future__ import annotations
@@ -19,13 +21,19 @@ from pathlib import Path
 from typing import Any
 
 from chorus_alpha_umi.dialog import (
+    BACKBONE_INSTRUCTION,
     INSTRUCTIONS,
+    MAX_DESCRIPTION,
+    MAX_NAME,
+    backbone_prompt,
+    backbone_turn,
     cut_tool,
-    format_call,
     parse_route,
+    raw_prompt,
     role_prompt,
     strip_route,
 )
+from chorus_shared.models import Message
 
 ROLE_FILES = ("backbone", "planner", "caller", "summarizer")
 FINISH = "Finish"
@@ -35,59 +43,104 @@ class PreprocessError(ValueError):
     """An input that is neither a ToolBench answer tree nor a converted dialog."""
 
 
-def _arguments(raw: Any, where: str) -> dict[str, Any]:
-    if isinstance(raw, dict):
-        return raw
+def _flat_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """Return a ToolBench function as the original's test-file tool (prepro_raw_stage_1.py):
+    ``Name`` = the last 64 characters of the name, ``function`` = the first 256 of the
+    description, ``input`` = ``{arg: "type, description[-256:]"}`` (or just the type)."""
+    parameters = tool.get("parameters") or {}
+    properties = parameters.get("properties") if isinstance(parameters, dict) else None
+    flat: dict[str, str] = {}
+    for arg, spec in (properties or {}).items():
+        spec = spec if isinstance(spec, dict) else {}
+        kind = str(spec.get("type", ""))
+        flat[arg] = f"{kind}, {str(spec['description'])[-256:]}" if "description" in spec else kind
+    return {
+        "Name": str(tool.get("name", ""))[-MAX_NAME:],
+        "function": str(tool.get("description") or "")[:MAX_DESCRIPTION],
+        "input": flat,
+    }
+
+
+def _finish(arguments: Any, content: str | None) -> str | None:
+    """Return the final answer of a Finish call, or None when it gives up (the original's
+    reading, prepro_raw_stage_2.py, including its fallbacks for arguments that are not JSON)."""
     try:
-        value = json.loads(raw) if isinstance(raw, str) and raw.strip() else {}
-    except json.JSONDecodeError as err:
-        raise PreprocessError(f"{where}: function_call arguments are not JSON ({err.msg})") from err
-    if not isinstance(value, dict):
-        raise PreprocessError(f"{where}: function_call arguments are not a JSON object")
-    return value
+        value = arguments if isinstance(arguments, dict) else json.loads(arguments)
+        if value["return_type"] == "give_up_and_restart":
+            return None
+        return str(value["final_answer"]) if "final_answer" in value else "none"
+    except (json.JSONDecodeError, TypeError, KeyError):
+        text = str(arguments)
+        if "give_up_and_restart" in text:
+            return None
+        key = '"final_answer": '
+        if key in text:
+            return text[text.index(key) + len(key) :].strip().strip("}").strip('"')
+        return content if content is not None else "none"
+
+
+def _observation(content: Any) -> str:
+    """Return an observation as the original keeps it: the ``response`` field of the tool's
+    JSON answer (the text after '"response":' when it is not JSON; else empty)."""
+    text = "" if content is None else str(content)
+    try:
+        value = json.loads(text)
+        response = value["response"]
+    except (json.JSONDecodeError, TypeError, KeyError):
+        key = '"response":'
+        response = text[text.index(key) + len(key) :] if key in text else ""
+    return response if isinstance(response, str) else json.dumps(response, ensure_ascii=False)
 
 
 def tree_to_dialog(answer: dict[str, Any], dialog_id: str) -> dict[str, Any] | None:
-    """Return the alpha-UMi dialog of one ToolBench answer tree, or None when it is marked
-    invalid (``valid_data: false``) or has no messages."""
+    """Return the alpha-UMi dialog of one ToolBench answer tree as the original builds it
+    (prepro_raw_stage_1/2.py), or None when it has no messages (or ``valid_data: false``).
+
+    The last chain of ``train_messages`` is read from its third message on (system and query
+    are replaced by the query); a thought is ``content + "\n"`` then " Next: ...".
+    """
     gen = answer.get("answer_generation")
     if not isinstance(gen, dict):
         raise PreprocessError(f"{dialog_id}: no 'answer_generation' object")
     chains = gen.get("train_messages") or []
     if not gen.get("valid_data", True) or not chains:
         return None
-    tools = [cut_tool(t) for t in gen.get("function", []) if t.get("name") != FINISH]
-    turns: list[dict[str, str]] = []
-    for k, message in enumerate(chains[-1]):
+    functions = gen.get("function") or []
+    if not isinstance(functions, list) or not all(isinstance(t, dict) for t in functions):
+        raise PreprocessError(f"{dialog_id}: 'function' should be a list of objects")
+    tools = [_flat_tool(t) for t in functions if t.get("name") != FINISH]
+    turns: list[dict[str, str]] = [{"from": "user", "value": str(gen.get("query", ""))}]
+    for k, message in enumerate(chains[-1][2:], start=2):
         where = f"{dialog_id} message {k}"
-        role = message.get("role")
-        content = (message.get("content") or "").strip()
-        if role == "system":
-            continue
-        if role == "user":
-            turns.append({"from": "user", "value": content})
-        elif role == "function":
-            turns.append({"from": "observation", "value": content})
-        elif role == "assistant":
+        if not isinstance(message, dict):
+            raise PreprocessError(f"{where}: expected an object")
+        role, content = message.get("role"), message.get("content")
+        if role == "assistant":
+            span = "" if content is None else f"{content}\n"
             call = message.get("function_call")
             if not call:
-                # A thought with no action stays in the history, unscored (no marker).
-                if content:
-                    turns.append({"from": "assistant", "value": content})
-                continue
-            name = call.get("name", "")
-            arguments = _arguments(call.get("arguments", "{}"), where)
-            if name == FINISH:
-                if arguments.get("return_type") == "give_answer":
-                    turns.append({"from": "assistant", "value": f"{content} Next: conclusion."})
-                    final = arguments.get("final_answer") or gen.get("final_answer", "")
-                    turns.append({"from": "conclusion", "value": str(final)})
+                continue  # the original writes nothing for a thought without a call
+            if not isinstance(call, dict) or "name" not in call:
+                raise PreprocessError(f"{where}: function_call without a 'name'")
+            arguments = call.get("arguments", "")
+            if call["name"] == FINISH:
+                final = _finish(arguments, content)
+                if final is None:
+                    turns.append({"from": "assistant", "value": span + " Next: give up."})
                 else:
-                    turns.append({"from": "assistant", "value": f"{content} Next: give up."})
+                    turns.append({"from": "assistant", "value": span + " Next: conclusion."})
+                    turns.append({"from": "conclusion", "value": final})
                 continue
-            turns.append({"from": "assistant", "value": f"{content} Next: caller."})
-            turns.append({"from": "caller", "value": format_call(name[:64], arguments)})
-        else:
+            raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+            turns.append({"from": "assistant", "value": span + " Next: caller."})
+            turns.append(
+                {"from": "caller", "value": f"Action: {call['name']}\nAction Input: {raw}"}
+            )
+        elif role == "user":
+            turns.append({"from": "user", "value": str(content)})
+        elif role == "function":
+            turns.append({"from": "observation", "value": _observation(content)})
+        elif role != "system":
             raise PreprocessError(f"{where}: unknown role {role!r}")
     return {
         "id": dialog_id,
@@ -97,52 +150,74 @@ def tree_to_dialog(answer: dict[str, Any], dialog_id: str) -> dict[str, Any] | N
     }
 
 
+# The original leaves out the planner and caller records of calls to this name (ToolBench's
+# marker for a call to an API that does not exist).
+HALLUCINATED = "invalid_hallucination_function_name"
+
+
 def _record(
-    dialog: dict[str, Any], role: str, index: int, history: list[dict], target: str
+    dialog: dict[str, Any],
+    role: str,
+    index: int,
+    history: list[dict],
+    target: str,
+    messages: list[Message] | None = None,
 ) -> dict[str, Any]:
-    messages = [{**m, "weight": 0.0} for m in role_prompt(role, dialog["tools"], history)] + [
-        {"role": "assistant", "content": target, "weight": 1.0}
-    ]
+    prompt = messages if messages is not None else role_prompt(role, dialog["tools"], history)
     return {
         "id": f"{dialog['id']}-{role}-t{index}",
         "role": role,
         "tools": [cut_tool(t) for t in dialog["tools"]],
         "history": history,
-        "input": INSTRUCTIONS[role],
+        "input": INSTRUCTIONS.get(role, BACKBONE_INSTRUCTION),
         "target": target,
-        "messages": messages,
+        # Chat models train on the role prompt; base models without a chat template on the
+        # original's raw text ("system: " + prompt, then the target and the end of sequence).
+        "messages": [{**m, "weight": 0.0} for m in prompt]
+        + [{"role": "assistant", "content": target, "weight": 1.0}],
+        "segments": [
+            {"text": raw_prompt(prompt, role), "weight": 0.0},
+            {"text": target, "weight": 1.0},
+        ],
+        "add_eos": True,
     }
 
 
 def role_records(dialog: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Return the training records of one dialog per role file (backbone = all three roles).
+    """Return the training records of one dialog per file, as the original's prepro scripts.
 
     Planner: history before its turn -> its turn. Caller / summarizer: history plus the
-    planner's thought (marker removed, as at inference) -> the call / the conclusion.
-    Loss goes on the target only (weight 1 on the assistant message, 0 elsewhere).
+    planner's thought (marker removed, as at inference) -> the call / the conclusion (a
+    conclusion "none" is left out). Calls to ``invalid_hallucination_function_name`` give no
+    planner or caller record. Backbone (the single-LLM baseline, prepro_backbone.py): one
+    record per step, thought + call, thought + "conclusion: " + answer, or thought +
+    "conclusion: give up.". Loss goes on the target only.
     """
     out: dict[str, list[dict[str, Any]]] = {name: [] for name in ROLE_FILES}
     turns = dialog["conversations"]
     for i, turn in enumerate(turns):
         if turn["from"] != "assistant":
             continue
-        route, marked = parse_route(turn["value"])
-        if not marked:
-            continue
-        out["planner"].append(_record(dialog, "planner", i, turns[:i], turn["value"]))
         following = turns[i + 1] if i + 1 < len(turns) else None
+        folded = backbone_turn(turn, following)
+        if folded is not None:
+            prompt = backbone_prompt(dialog["tools"], turns[:i])
+            out["backbone"].append(_record(dialog, "backbone", i, turns[:i], folded, prompt))
+        after = following["from"] if following else None
+        hallucinated = after == "caller" and HALLUCINATED in str(following and following["value"])
+        if (parse_route(turn["value"])[0] == "give up" or after in ("caller", "conclusion")) and (
+            not hallucinated
+        ):
+            out["planner"].append(_record(dialog, "planner", i, turns[:i], turn["value"]))
         thought = {"from": "assistant", "value": strip_route(turn["value"])}
-        if route == "caller" and following and following["from"] == "caller":
+        if after == "caller" and not hallucinated and following:
             out["caller"].append(
                 _record(dialog, "caller", i + 1, [*turns[:i], thought], following["value"])
             )
-        elif route == "conclusion" and following and following["from"] == "conclusion":
+        elif after == "conclusion" and following and following["value"] != "none":
             out["summarizer"].append(
                 _record(dialog, "summarizer", i + 1, [*turns[:i], thought], following["value"])
             )
-    for role in ("planner", "caller", "summarizer"):
-        out["backbone"].extend(out[role])
-    out["backbone"].sort(key=lambda r: int(r["id"].rsplit("-t", 1)[1]))
     return out
 
 

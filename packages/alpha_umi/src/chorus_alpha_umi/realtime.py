@@ -12,29 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from chorus_alpha_umi.judge import compare_episodes, judge_episodes, pass_rate, win_rate
+from chorus_alpha_umi.judge import compare_episodes, judge_episodes
+from chorus_alpha_umi.records import PairRecord
+from chorus_shared.engine import errored_record
 from chorus_shared.models import ChatModel, SamplingParams
 from chorus_shared.report import markdown_table
-from chorus_shared.runs import RunDir, pending
 
 KIND = "realtime"
-
-
-def load_episodes(run_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Return ``{query id: episode record}`` of a `run` folder's finished episodes.
-
-    Raises ValueError when the folder holds no episodes or is not a `run` folder.
-    """
-    records = RunDir.open(run_dir).read_records().finished
-    if not records:
-        raise ValueError(f"{run_dir} holds no finished episodes; run `chorus-alpha-umi run` first")
-    missing = [r.get("id") for r in records if "status" not in r or "conversations" not in r]
-    if missing:
-        raise ValueError(
-            f"{run_dir}: records {missing[:3]} are not episodes (no status/conversations); "
-            "pass folders written by `chorus-alpha-umi run`"
-        )
-    return {r["id"]: r for r in records}
 
 
 def pair_up(
@@ -56,62 +40,36 @@ def pair_up(
 def judge_window(
     pairs: list[tuple[dict[str, Any], dict[str, Any]]], judge: ChatModel, params: SamplingParams
 ) -> list[dict[str, Any]]:
-    """Return one evaluation record per pair: pass verdicts of both sides and the outcome."""
+    """Return one evaluation record per pair: pass verdicts of both sides and the outcome,
+    or an errored record when a judge reply of the pair failed."""
     mine = judge_episodes([dict(m) for m, _ in pairs], judge, params)
     ref = judge_episodes([dict(r) for _, r in pairs], judge, params)
     outcomes = compare_episodes(pairs, judge, params)
     records = []
     for m, r, o in zip(mine, ref, outcomes, strict=True):
+        reason = m.get("judge_error") or r.get("judge_error") or o.get("judge_error")
+        if reason:
+            records.append(errored_record(o["id"], reason))
+            continue
+        extra = {
+            **o,
+            "status": m["status"],
+            "judge_reply": m["judge_reply"],
+            "reference_status": r["status"],
+            "reference_judge_reply": r["judge_reply"],
+        }
         records.append(
-            {
-                **o,
-                "status": m["status"],
-                "verdict": m["verdict"],
-                "passed": m["passed"],
-                "judge_reply": m["judge_reply"],
-                "reference_status": r["status"],
-                "reference_verdict": r["verdict"],
-                "reference_passed": r["passed"],
-                "reference_judge_reply": r["judge_reply"],
-            }
+            PairRecord(
+                id=str(o["id"]),
+                outcome=o["outcome"],
+                verdict=m["verdict"],
+                passed=m["passed"],
+                reference_verdict=r["verdict"],
+                reference_passed=r["passed"],
+                extra=extra,
+            ).to_json()
         )
     return records
-
-
-def evaluate_realtime(
-    run: RunDir,
-    pairs: list[tuple[dict[str, Any], dict[str, Any]]],
-    judge: ChatModel,
-    params: SamplingParams,
-    *,
-    window: int = 64,
-) -> int:
-    """Judge every pending pair into ``run`` window by window; return how many were judged."""
-    by_id = {m["id"]: (m, r) for m, r in pairs}
-    todo = [by_id[item["id"]] for item in pending([{"id": m["id"]} for m, _ in pairs], run)]
-    for start in range(0, len(todo), window):
-        run.append_many(judge_window(todo[start : start + window], judge, params))
-    return len(todo)
-
-
-def realtime_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Return pass rates of both sides, the win rate of the episodes' side and the counts."""
-    mine = pass_rate(records)
-    ref = pass_rate(
-        [
-            {"verdict": r["reference_verdict"], "passed": r["reference_passed"]}
-            for r in records
-            if "reference_verdict" in r
-        ]
-    )
-    return {
-        "queries": len(records),
-        "pass_rate": mine["pass_rate"],
-        "verdicts": mine["verdicts"],
-        "reference_pass_rate": ref["pass_rate"],
-        "reference_verdicts": ref["verdicts"],
-        **win_rate(records),
-    }
 
 
 def _fmt(value: float | None) -> str:

@@ -2,9 +2,8 @@
 
 Recipes ship as package data in ``chorus_alpha_umi/recipes/*.yaml`` and state only what
 differs from the defaults below or from the recipe named in their ``base:``. Flags override
-fields. GLPFT training recipes (``glpft_*.yaml``) have another shape (``common`` training keys
-plus one block per stage, see :mod:`chorus_alpha_umi.glpft`) and are read with
-:func:`read_recipe_file`; they are not agent recipes.
+fields. GLPFT training recipes (``glpft_*.yaml``) are another dataclass,
+:class:`chorus_alpha_umi.glpft.GlpftRecipe`; they are not agent recipes.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from chorus_shared.models import SamplingParams, parse_spec
 PACKAGE = "chorus_alpha_umi"
 ROLES = ("planner", "caller", "summarizer")
 PARTS = ("all", "train", "heldout")
+MODES = ("multi", "backbone")
 
 
 def _h(text: str, **more: Any) -> dict[str, Any]:
@@ -53,10 +53,33 @@ class AgentRecipe:
     limit: int | None = field(
         default=None, metadata=_h("first N dialogs of the part (smaller is a prefix of larger)")
     )
-    planner_max_new_tokens: int = field(default=128, metadata=_h("tokens per planner turn"))
-    caller_max_new_tokens: int = field(default=96, metadata=_h("tokens per caller turn"))
-    summarizer_max_new_tokens: int = field(default=192, metadata=_h("tokens per conclusion"))
-    temperature: float = field(default=0.0, metadata=_h("sampling temperature (0 = greedy)"))
+    mode: str = field(
+        default="multi",
+        metadata=_h(
+            "multi: planner / caller / summarizer (alpha-UMi); backbone: one model writes the "
+            "original's backbone reply (the single-LLM baseline), scored as evaluate-backbone.py",
+            choices=MODES,
+        ),
+    )
+    gold_routed_diagnostic: bool = field(
+        default=False,
+        metadata=_h(
+            "static: also ask the caller / summarizer at the gold steps the planner misrouted, "
+            "scored apart as a labelled diagnostic (not the paper's protocol)"
+        ),
+    )
+    planner_max_new_tokens: int = field(
+        default=512, metadata=_h("tokens per planner turn (the original: 512 per role)")
+    )
+    caller_max_new_tokens: int = field(default=512, metadata=_h("tokens per caller turn"))
+    summarizer_max_new_tokens: int = field(default=512, metadata=_h("tokens per conclusion"))
+    temperature: float = field(
+        default=0.0, metadata=_h("static sampling temperature (0 = greedy, the original)")
+    )
+    episode_temperature: float = field(
+        default=0.5,
+        metadata=_h("real-time (run) sampling temperature (the original's 0.5)"),
+    )
     top_p: float = field(default=1.0, metadata=_h("nucleus sampling mass"))
     repetition_penalty: float = field(
         default=1.0,
@@ -66,7 +89,13 @@ class AgentRecipe:
         ),
     )
     seed: int = field(default=0, metadata=_h("sampling seed"))
-    max_turns: int = field(default=8, metadata=_h("planner turns before an episode stops (run)"))
+    max_turns: int = field(
+        default=12, metadata=_h("planner turns before an episode stops (run; the original's 12)")
+    )
+    observation_chars: int = field(
+        default=1024,
+        metadata=_h("real-time observations are cut to this many characters (the original's)"),
+    )
     simulator: str | None = field(
         default=None,
         metadata=_h("model spec that plays the APIs on cache misses (run); null = the planner's"),
@@ -103,7 +132,13 @@ class AgentRecipe:
                 f"unknown part {self.part!r}{config.did_you_mean(self.part, PARTS)}; "
                 f"choose one of {', '.join(PARTS)}"
             )
+        if self.mode not in MODES:
+            raise ValueError(
+                f"unknown mode {self.mode!r}{config.did_you_mean(self.mode, MODES)}; "
+                f"choose one of {', '.join(MODES)}"
+            )
         for name in (
+            "observation_chars",
             "planner_max_new_tokens",
             "caller_max_new_tokens",
             "summarizer_max_new_tokens",
@@ -123,11 +158,11 @@ class AgentRecipe:
         """Return the model spec of ``role``."""
         return getattr(self, role) or self.model
 
-    def params(self, role: str) -> SamplingParams:
-        """Return the sampling parameters of ``role``."""
+    def params(self, role: str, *, episodes: bool = False) -> SamplingParams:
+        """Return the sampling parameters of ``role`` (static, or real-time ``episodes``)."""
         return SamplingParams(
             max_new_tokens=int(getattr(self, f"{role}_max_new_tokens")),
-            temperature=self.temperature,
+            temperature=self.episode_temperature if episodes else self.temperature,
             top_p=self.top_p,
             seed=self.seed,
             repetition_penalty=self.repetition_penalty,
@@ -147,11 +182,6 @@ class AgentRecipe:
 def available_recipes() -> list[str]:
     """Return the names of the shipped agent recipes (GLPFT training recipes excluded)."""
     return [n for n in config.available_recipes(PACKAGE) if not n.startswith("glpft")]
-
-
-def read_recipe_file(name_or_path: str) -> dict[str, Any]:
-    """Return the mapping of a shipped recipe name or a YAML path (``base:`` resolved)."""
-    return config.resolve_recipe_data(name_or_path, PACKAGE)
 
 
 def load_recipe(name_or_path: str | None, **overrides: Any) -> AgentRecipe:

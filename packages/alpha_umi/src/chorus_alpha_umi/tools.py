@@ -9,6 +9,7 @@ the API from its documentation (as StableToolBench does), caching what it answer
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -136,6 +137,57 @@ class ToyTools:
         return out
 
 
+def read_cache(path: Path) -> dict[str, str]:
+    """Return ``{key: response}`` of a simulator cache file (empty when there is none).
+
+    Like records.jsonl: a last line without its newline (a write cut short) is dropped and
+    cut off the file, so later appends start on a clean line; any other bad line is one
+    ValueError naming the file and the line.
+    """
+    if not path.is_file():
+        return {}
+    data = path.read_bytes()
+    complete = data.rfind(b"\n") + 1
+    if complete < len(data):
+        with path.open("r+b") as handle:  # drop the torn tail
+            handle.truncate(complete)
+            handle.flush()
+            os.fsync(handle.fileno())
+    cache: dict[str, str] = {}
+    for lineno, raw in enumerate(data[:complete].split(b"\n")[:-1], start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(
+                f"{path}:{lineno}: not a simulator cache line ({err}); fix or delete the line"
+            ) from None
+        if not (
+            isinstance(row, dict)
+            and isinstance(row.get("key"), str)
+            and isinstance(row.get("response"), str)
+        ):
+            raise ValueError(
+                f"{path}:{lineno}: a simulator cache line needs string 'key' and 'response'"
+            )
+        cache[row["key"]] = row["response"]
+    return cache
+
+
+def append_cache(path: Path, rows: list[tuple[str, str]]) -> None:
+    """Append ``(key, response)`` lines to the cache file, flushed and fsynced (a crash loses
+    at most the line being written, which :func:`read_cache` then drops)."""
+    if not rows:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps({"key": k, "response": v}) + "\n" for k, v in rows)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 SIMULATOR_PROMPT = (
     "You play a REST API for testing. Documentation:\n{doc}\n"
     "Reply with the API's JSON response to this call and nothing else.\n"
@@ -162,11 +214,7 @@ class SimulatedTools:
         self.cache: dict[str, str] = {}
         self.non_json = 0
         self.errors = 0
-        if self.cache_path.is_file():
-            for line in self.cache_path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    self.cache[row["key"]] = row["response"]
+        self.cache = read_cache(self.cache_path)
 
     @staticmethod
     def key(api: str, arguments: dict[str, Any]) -> str:
@@ -206,23 +254,21 @@ class SimulatedTools:
                 ]
                 for doc, arguments in misses.values()
             ]
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.cache_path.open("a", encoding="utf-8") as handle:
-                for key, completion in zip(
-                    misses, self.model.chat(prompts, self.params), strict=True
-                ):
-                    if completion.error is not None or completion.finish_reason == "error":
-                        self.errors += 1
-                        failed[key] = _error(f"the API simulator failed: {completion.error}")
-                        continue
-                    text = completion.text.strip()
-                    try:
-                        json.loads(text)
-                    except json.JSONDecodeError:
-                        self.non_json += 1
-                        text = json.dumps({"response": text})
-                    self.cache[key] = text
-                    handle.write(json.dumps({"key": key, "response": text}) + "\n")
+            fresh: list[tuple[str, str]] = []
+            for key, completion in zip(misses, self.model.chat(prompts, self.params), strict=True):
+                if completion.error is not None or completion.finish_reason == "error":
+                    self.errors += 1
+                    failed[key] = _error(f"the API simulator failed: {completion.error}")
+                    continue
+                text = completion.text.strip()
+                try:
+                    json.loads(text)
+                except json.JSONDecodeError:
+                    self.non_json += 1
+                    text = json.dumps({"response": text})
+                self.cache[key] = text
+                fresh.append((key, text))
+            append_cache(self.cache_path, fresh)
         for k, key in miss_at.items():
             out[k] = failed[key] if key in failed else self.cache[key]
         return [o for o in out if o is not None]
