@@ -1,7 +1,8 @@
 """A small OpenAI-compatible HTTP server on 127.0.0.1 for tests.
 
-It speaks just enough of ``POST /v1/chat/completions`` and ``GET /v1/models`` for the real
-``openai`` client, and can be told to fail, demand a key, or answer slowly so that retries,
+It speaks just enough of ``POST /v1/chat/completions``, ``POST /v1/completions`` (raw-prompt
+continuation; the responder sees the body with its ``prompt``) and ``GET /v1/models`` for the
+real ``openai`` client, and can be told to fail, demand a key, or answer slowly so that retries,
 error handling and concurrency can be tested without a network or a model::
 
     with FakeOpenAIServer(fail_first=2) as server:
@@ -156,8 +157,24 @@ class FakeOpenAIServer:
         text, finish_reason = _apply_limits(str(reply), body)
         prompt_words = sum(
             len(str(m.get("content", "")).split()) for m in body.get("messages") or []
-        )
+        ) + len(str(body.get("prompt") or "").split())
         completion_words = len(text.split())
+        usage = {
+            "prompt_tokens": prompt_words,
+            "completion_tokens": completion_words,
+            "total_tokens": prompt_words + completion_words,
+        }
+        if "prompt" in body and "messages" not in body:  # POST /v1/completions
+            return 200, {
+                "id": f"cmpl-fake-{number}",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": body.get("model", ""),
+                "choices": [
+                    {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
+                ],
+                "usage": usage,
+            }
         return 200, {
             "id": f"chatcmpl-fake-{number}",
             "object": "chat.completion",
@@ -223,7 +240,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        if self.path.rstrip("/") != "/v1/chat/completions":
+        route = self.path.rstrip("/")
+        if route not in ("/v1/chat/completions", "/v1/completions"):
             self._send(404, _error(f"no route POST {self.path}", "not_found"))
             return
         try:
@@ -234,6 +252,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict):
             self._send(400, _error("request body must be a JSON object", "invalid_request_error"))
             return
+        if route == "/v1/completions":
+            # A completion request is told apart by its "prompt" (and has no "messages").
+            body.pop("messages", None)
+            body.setdefault("prompt", "")
         status, payload = self.fake._handle_chat(body, self.headers.get("Authorization"))
         self._send(status, payload)
 
