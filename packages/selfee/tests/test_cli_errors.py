@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from chorus_selfee.cli import main
-from chorus_shared.runs import RunDir
 
 BAD = "hf:/nonexistent/model"
 
@@ -51,17 +50,17 @@ def test_a_model_that_cannot_load_leaves_no_run(
 def test_train_with_a_base_model_that_cannot_load_leaves_no_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = tmp_path / "data"
-    with RunDir.create(data, {"recipe": {"x": 1}}) as run:
-        run.append(
+    data = tmp_path / "data.jsonl"
+    data.write_text(
+        json.dumps(
             {
-                "id": "i0",
                 "instruction": "Add 1 and 1",
                 "input": "",
-                "errors": 0,
                 "outputs": [{"output": "2", "feedback": "Revision is not needed"}],
             }
         )
+        + "\n"
+    )
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"train": {"model": BAD, "report_to": "none"}}))
     out = tmp_path / "runs" / "train"

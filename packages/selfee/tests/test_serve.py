@@ -45,8 +45,10 @@ def serving(tmp_path: Path, model: str, k: int, name: str = "selfee-test") -> It
                 model,
                 "--model-name",
                 name,
-                "--max-num-revision",
+                "--serve-min-revisions",
                 str(k),
+                "--serve-max-revisions",
+                str(max(k, 3)),
                 "--infer-max-new-tokens",
                 "64",
                 "--batch-size",
@@ -65,7 +67,7 @@ def serving(tmp_path: Path, model: str, k: int, name: str = "selfee-test") -> It
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a loaded 2-core machine: model loading is slow
         while "ready at" not in log.read_text():
             assert proc.poll() is None, f"serve exited early:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"serve not ready:\n{log.read_text()[-3000:]}"
@@ -108,13 +110,14 @@ def test_micro_batcher_merges_concurrent_requests() -> None:
 def test_serve_tiny_model_round_trip_through_openai_client(tmp_path, tiny_model_dir) -> None:
     with serving(tmp_path, f"hf:{tiny_model_dir}", k=1) as base_url:
         client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
-        assert [m.id for m in client.models.list().data] == ["selfee-test"]
+        assert [m.id for m in client.models.list().data] == ["selfee-test", "selfee-test-chain"]
         msgs = [{"role": "user", "content": "Name a colour."}]
         r = client.chat.completions.create(
             model="selfee-test", messages=msgs, max_tokens=8, temperature=0
         )
         text = r.choices[0].message.content
         assert isinstance(text, str) and 1 <= r.usage.completion_tokens <= 8
+        assert "### Feedback" not in text  # the final answer, not the chain
         assert r.choices[0].finish_reason in ("stop", "length")
         assert r.usage.prompt_tokens > len(build_prompt("Name a colour.").split())
         # Streaming gets the same (greedy) chain, in one chunk once it is finished.
@@ -126,12 +129,15 @@ def test_serve_tiny_model_round_trip_through_openai_client(tmp_path, tiny_model_
 
 
 def _scripted_chain(body: dict) -> str:
-    # The worker's model is this fake endpoint: it sees the SelFee prefix as the user turn and
-    # always ends its feedback with "not needed", so only revision-enforce makes revisions.
-    prefix = body["messages"][-1]["content"]
+    # The worker's model is this fake completions endpoint: it continues the raw SelFee prompt
+    # and always says no revision is needed, so only revision-enforce makes revisions.
+    prefix = body["prompt"]
     n = prefix.count("### Revision ")
-    text = "Blue." if n == 0 else f"Blue, revised {n}."
-    return f"{text}\n\n### Feedback {n + 1}:\nScore: {5 + n}/10. {NOT_NEEDED}. extra"
+    head = "Blue." if n == 0 and prefix.endswith("### Answer:\n") else ""
+    if prefix.endswith("needed"):  # forced: it writes the next revision itself
+        head = f".\n\n### Revision {n + 1}:\nBlue, revised {n + 1}."
+        n += 1
+    return f"{head}\n\n### Feedback {n + 1}:\nScore: {5 + n}/10. {NOT_NEEDED}."
 
 
 def test_serve_enforces_k_revisions_and_checks_api_keys(tmp_path, monkeypatch) -> None:
@@ -146,15 +152,16 @@ def test_serve_enforces_k_revisions_and_checks_api_keys(tmp_path, monkeypatch) -
                     model="selfee-k2", messages=[{"role": "user", "content": "x"}]
                 )
             client = openai.OpenAI(base_url=base_url, api_key="sk-serve-test", max_retries=0)
+            msgs = [{"role": "user", "content": "Name a colour."}]
             r = client.chat.completions.create(
-                model="selfee-k2",
-                messages=[{"role": "user", "content": "Name a colour."}],
-                max_tokens=60,
-                temperature=0,
+                model="selfee-k2", messages=msgs, max_tokens=60, temperature=0
             )
-        first = backend.requests[0]["messages"][-1]["content"]
-    assert first == build_prompt("Name a colour.")  # the conversation template, end to end
-    chain = parse_chain(r.choices[0].message.content)
+            whole = client.chat.completions.create(
+                model="selfee-k2-chain", messages=msgs, max_tokens=60, temperature=0
+            )
+        first = backend.requests[0]["prompt"]
+    assert first == build_prompt("Name a colour.")  # the conversation template, raw prompt
+    assert r.choices[0].message.content == "Blue, revised 2."  # the final answer
+    chain = parse_chain(whole.choices[0].message.content)  # the whole chain on request
     assert chain.revisions == ["Blue, revised 1.", "Blue, revised 2."]  # exactly K = 2
     assert len(chain.feedbacks) == 3 and chain.stopped
-    assert chain.final_answer == "Blue, revised 2."

@@ -7,21 +7,25 @@ from chorus_shared.runs import RunDir
 
 
 def test_train_verb_fine_tunes_through_the_training_core(tmp_path, tiny_model_dir) -> None:
-    data = RunDir.create(tmp_path / "data", {"recipe": {"x": 1}})
-    with data:
-        for k in range(4):
-            data.append(
+    # The original's data format (no ids, no run folder), as the released files are.
+    data = tmp_path / "feedback.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps(
                 {
-                    "id": f"i{k}",
                     "instruction": f"Add {k} and 1",
                     "input": "",
-                    "errors": 0,
                     "outputs": [
                         {"output": "wrong", "feedback": "Revision is needed"},
                         {"output": str(k + 1), "feedback": "Revision is not needed"},
                     ],
+                    "iteration": 2,
                 }
             )
+            + "\n"
+            for k in range(4)
+        )
+    )
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         yaml.safe_dump(
@@ -40,12 +44,7 @@ def test_train_verb_fine_tunes_through_the_training_core(tmp_path, tiny_model_di
         )
     )
     out = tmp_path / "train"
-    assert (
-        main(
-            ["train", "--recipe", str(recipe), "--data", str(tmp_path / "data"), "--out", str(out)]
-        )
-        == 0
-    )
+    assert main(["train", "--recipe", str(recipe), "--data", str(data), "--out", str(out)]) == 0
     assert (out / "train_records.jsonl").is_file()
     assert any((out / "model").glob("*.safetensors"))
     assert (

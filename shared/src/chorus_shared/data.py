@@ -38,6 +38,7 @@ __all__ = [
     "HubSource",
     "list_datasets",
     "load_dataset_records",
+    "read_data_text",
     "register_dataset",
     "track_data_reads",
 ]
@@ -94,6 +95,13 @@ def _read_data_bytes(file: Path, root: Path) -> bytes:
             name = file.name
         reads[name] = f"sha256:{hashlib.sha256(data).hexdigest()}:{len(data)}"
     return data
+
+
+def read_data_text(file: Path, root: Path, encoding: str = "utf-8") -> str:
+    """Returns the text of a data file a registered reader opens under ``root``, noting its
+    fingerprint for :func:`track_data_reads` (so packages' own readers are fingerprinted as
+    the built-in ones are); a non-UTF-8 byte is a ValueError naming the file and line."""
+    return _decode(_read_data_bytes(file, root), file, encoding)
 
 
 def _decode(data: bytes, file: Path, encoding: str = "utf-8") -> str:

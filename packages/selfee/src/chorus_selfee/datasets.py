@@ -5,20 +5,31 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from chorus_shared.data import load_dataset_records, register_dataset
+from chorus_shared.data import load_dataset_records, read_data_text, register_dataset
 
 
-def _jsonl(path: Path) -> list[dict]:
+def _jsonl(path: Path, root: Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"no {path}")
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    # Read through chorus_shared.data so the file is fingerprinted in the run's config.
+    for n, line in enumerate(read_data_text(path, root).splitlines(), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{n}: not JSON: {exc}") from None
+            if not isinstance(rows[-1], dict):
+                raise ValueError(f"{path}:{n}: expected a JSON object")
     return rows
+
+
+def _need(row: dict, keys: tuple[str, ...], path: Path, n: int) -> dict:
+    """Returns ``row`` when it has every key, else raises ValueError naming file, line, key."""
+    for key in keys:
+        if key not in row:
+            raise ValueError(f"{path}:{n}: no {key!r} (each line needs {', '.join(keys)})")
+    return row
 
 
 def _base(root: Path, name: str) -> Path:
@@ -26,7 +37,11 @@ def _base(root: Path, name: str) -> Path:
 
 
 def _read_vicuna80(root: Path, split: str) -> list[dict]:
-    rows = _jsonl(root if root.is_file() else _base(root, "vicuna80") / "question.jsonl")
+    path = root if root.is_file() else _base(root, "vicuna80") / "question.jsonl"
+    rows = [
+        _need(r, ("question_id", "text", "category"), path, n)
+        for n, r in enumerate(_jsonl(path, root), 1)
+    ]
     return [
         {
             "id": f"vicuna80-{r['question_id']}",
@@ -41,9 +56,17 @@ def _read_vicuna80(root: Path, split: str) -> list[dict]:
 
 def _read_vicuna80_judge(root: Path, split: str) -> list[dict]:
     base = _base(root, "vicuna80")
-    prompts = {p["prompt_id"]: p for p in _jsonl(base / "prompt.jsonl")}
+    keys = ("prompt_id", "system_prompt", "prompt_template", "defaults")
+    prompts = {
+        p["prompt_id"]: _need(p, keys, base / "prompt.jsonl", n)
+        for n, p in enumerate(_jsonl(base / "prompt.jsonl", root), 1)
+    }
     out = []
-    for r in _jsonl(base / "reviewer.jsonl"):
+    for n, r in enumerate(_jsonl(base / "reviewer.jsonl", root), 1):
+        _need(r, ("prompt_id", "category"), base / "reviewer.jsonl", n)
+        if r["prompt_id"] not in prompts:
+            where = base / "reviewer.jsonl"
+            raise ValueError(f"{where}:{n}: prompt_id {r['prompt_id']!r} is not in prompt.jsonl")
         p = prompts[r["prompt_id"]]
         out.append(
             {
@@ -58,7 +81,11 @@ def _read_vicuna80_judge(root: Path, split: str) -> list[dict]:
 
 
 def _read_mt_bench(root: Path, split: str) -> list[dict]:
-    rows = _jsonl(_base(root, "mt_bench") / "mt_bench" / "question.jsonl")
+    path = _base(root, "mt_bench") / "mt_bench" / "question.jsonl"
+    rows = [
+        _need(r, ("question_id", "turns", "category"), path, n)
+        for n, r in enumerate(_jsonl(path, root), 1)
+    ]
     # First turns only, as SelFee's evaluation is single-turn.
     return [
         {

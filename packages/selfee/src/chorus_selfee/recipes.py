@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 from chorus_selfee.datasets import INSTRUCTION_SETS
 from chorus_selfee.judge import JUDGE_SCORE_MODES
-from chorus_selfee.records import OBJECTIVES
 from chorus_selfee.teacher import TEACHER_VERDICT_MODES
+from chorus_selfee.training_data import OBJECTIVES
 from chorus_shared import config
 
 PACKAGE = "chorus_selfee"
@@ -54,7 +54,7 @@ class SelfeeRecipe:
         ),
     )
     max_iterations: int = field(
-        default=5, metadata=_h("generate: feedback rounds per instruction, 1..5")
+        default=5, metadata=_h("generate: texts per instruction (answer + revisions), 1..5")
     )
     use_reference: bool = field(
         default=False, metadata=_h("generate: show the teacher the reference answer as a hint")
@@ -63,7 +63,15 @@ class SelfeeRecipe:
         default=1.0,  # the original teacher (gpt-3.5-turbo) ran at temperature 1
         metadata=_h("generate: teacher sampling temperature"),
     )
-    max_new_tokens: int = field(default=256, metadata=_h("generate: tokens per teacher reply"))
+    answer_tokens: int = field(
+        default=512, metadata=_h("generate: tokens per teacher answer (the original's 512)")
+    )
+    critique_tokens: int = field(
+        default=128, metadata=_h("generate: tokens per teacher critique (the original's 128)")
+    )
+    revision_tokens: int = field(
+        default=512, metadata=_h("generate: tokens per teacher revision (the original's 512)")
+    )
     teacher_verdict: str = field(
         default="generate",
         metadata=_h(
@@ -80,6 +88,14 @@ class SelfeeRecipe:
         metadata=_h(
             "train: full (answer + feedback/revision chain + EOS) or answer-only",
             choices=OBJECTIVES,
+        ),
+    )
+    train_data: str | None = field(
+        default=None,
+        metadata=_h(
+            "train: a generate run folder, or a .json/.jsonl file of records in the original's "
+            "format (instruction, input, outputs [{output, feedback}]; no ids needed)",
+            flags=["--data"],
         ),
     )
     train: dict = field(
@@ -103,7 +119,17 @@ class SelfeeRecipe:
         default=0, metadata=_h("infer/serve: enforce at least K revisions (0 = autonomous)")
     )
     infer_max_new_tokens: int = field(
-        default=512, metadata=_h("infer/serve: token budget per answer, whole chain")
+        default=2048, metadata=_h("infer/serve: token budget per answer, whole chain")
+    )
+    infer_temperature: float = field(
+        default=0.7,  # the original samples SelFee's chains at 0.7
+        metadata=_h("infer/serve: sampling temperature of the SelFee model (0 = greedy)"),
+    )
+    serve_min_revisions: int = field(
+        default=1, metadata=_h("serve: revisions enforced per reply (the original demo's 1)")
+    )
+    serve_max_revisions: int = field(
+        default=3, metadata=_h("serve: a reply ends after this many revisions (demo: 3)")
     )
     # evaluate
     judge: str = field(
@@ -114,7 +140,9 @@ class SelfeeRecipe:
         default=0.2,  # the original GPT-4 reviewer's temperature
         metadata=_h("evaluate: judge sampling temperature"),
     )
-    judge_max_new_tokens: int = field(default=256, metadata=_h("evaluate: tokens per review"))
+    judge_max_new_tokens: int = field(
+        default=1024, metadata=_h("evaluate: tokens per review (the original's 1024)")
+    )
     judge_scores: str = field(
         default="review",
         metadata=_h(
@@ -126,12 +154,15 @@ class SelfeeRecipe:
     # Runtime knobs: they change speed and memory, never the results' meaning.
     window: int = field(default=16, metadata=_h("items in flight at once (one chat call per step)"))
     batch_size: int = field(default=16, metadata=_h("sequences per generate() micro-batch (hf)"))
+    request_timeout: float = field(
+        default=600.0, metadata=_h("seconds per API request (openai: specs)")
+    )
     data_dir: str | None = field(
         default=None,
         metadata=_h("folder with vicuna80/, gsm8k/ … (else $CHORUS_DATA_DIR, ../shared/data)"),
     )
 
-    RUNTIME: ClassVar[tuple[str, ...]] = ("window", "batch_size", "data_dir")
+    RUNTIME: ClassVar[tuple[str, ...]] = ("window", "batch_size", "request_timeout", "data_dir")
     VERB_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
         "generate": (
             "teacher",
@@ -141,11 +172,13 @@ class SelfeeRecipe:
             "max_iterations",
             "use_reference",
             "temperature",
-            "max_new_tokens",
+            "answer_tokens",
+            "critique_tokens",
+            "revision_tokens",
             "teacher_verdict",
             "seed",
         ),
-        "train": ("objective", "train"),
+        "train": ("objective", "train_data", "train"),
         "infer": (
             "model",
             "eval_set",
@@ -153,6 +186,7 @@ class SelfeeRecipe:
             "per_category",
             "max_num_revision",
             "infer_max_new_tokens",
+            "infer_temperature",
             "seed",
         ),
         "evaluate": (
@@ -164,12 +198,20 @@ class SelfeeRecipe:
             "judge_scores",
             "seed",
         ),
-        "serve": ("model", "max_num_revision", "infer_max_new_tokens"),
+        "serve": (
+            "model",
+            "serve_min_revisions",
+            "serve_max_revisions",
+            "infer_max_new_tokens",
+            "infer_temperature",
+        ),
     }
 
     def __post_init__(self) -> None:
         for name in (
-            "max_new_tokens",
+            "answer_tokens",
+            "critique_tokens",
+            "revision_tokens",
             "infer_max_new_tokens",
             "judge_max_new_tokens",
             "window",
@@ -181,6 +223,13 @@ class SelfeeRecipe:
             raise ValueError(f"max_iterations must be in 1..5, got {self.max_iterations}")
         if self.max_num_revision < 0:
             raise ValueError(f"max_num_revision must be >= 0, got {self.max_num_revision}")
+        if not 0 <= self.serve_min_revisions <= self.serve_max_revisions:
+            raise ValueError(
+                "serve_min_revisions must be in 0..serve_max_revisions, got "
+                f"{self.serve_min_revisions} and {self.serve_max_revisions}"
+            )
+        if self.request_timeout <= 0:
+            raise ValueError(f"request_timeout must be > 0, got {self.request_timeout}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
         if self.per_category is not None and self.per_category < 1:
@@ -230,7 +279,7 @@ def verb_view(verb: str) -> type:
         raise ValueError(f"unknown verb {verb!r}{config.did_you_mean(verb, VERBS)}")
     wanted = set(SelfeeRecipe.VERB_FIELDS[verb])
     if verb == "serve":
-        wanted.add("batch_size")
+        wanted |= {"batch_size", "request_timeout"}
     elif verb != "train":
         wanted |= {"limit", "seed", *SelfeeRecipe.RUNTIME}
     hints = typing.get_type_hints(SelfeeRecipe)

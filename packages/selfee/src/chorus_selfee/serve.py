@@ -5,17 +5,21 @@ Three processes, as FastChat deploys a model (fschat 0.2.36):
 - FastChat's **controller** (``python -m fastchat.serve.controller``), unchanged;
 - a **custom model worker** (this module's ``worker`` command): FastChat's worker base class
   and HTTP app (``fastchat.serve.base_model_worker``) with our generation behind it. Requests
-  that arrive together are merged into one batched ``enforce_prompts`` call, so
-  ``--max-num-revision K`` is applied inside batched generation exactly as ``infer`` does;
+  that arrive together are merged into one batched ``enforce_prompts`` call on the raw
+  prompt, with the original demo's limits: at least ``min_revisions`` (1) enforced revisions,
+  and a reply ends after ``max_revisions`` (3) revisions;
 - FastChat's **OpenAI-compatible API server** (``fastchat.serve.openai_api_server``'s app,
-  started by this module's ``api`` command only so that API keys come from the environment
+  started by this module's ``api`` command so that API keys come from the environment
   variable ``CHORUS_SELFEE_API_KEYS`` rather than from argv).
 
-The worker's conversation template renders a user message as the SelFee training prompt
-(``build_prompt``), and a reply is the whole chain (answer, feedback, revisions). Streaming
-requests get the chain in one chunk when it is finished (no per-token stream); fschat 0.2.36's
-streaming needs a small pydantic-2 shim (``patch_fastchat_streaming``). Client ``stop``
-strings are not applied (the chain's own verdict ends a reply).
+A client asking for model ``<name>`` gets the final answer (as the demo shows it: the last
+revision); ``<name>-chain`` returns the whole chain (answer, feedback, revisions). The model
+spec reaches the worker through the environment (``CHORUS_SELFEE_MODEL``), never argv, so a
+password in an ``openai:...@http://user:pass@host`` spec is not visible in ``ps``; httpx's
+request log lines (which print URLs) are silenced, and error bodies never carry Python file
+paths. Ports already taken are refused at once, before anything starts. Streaming requests
+get the reply in one chunk when it is finished; fschat 0.2.36's streaming needs a small
+pydantic-2 shim (``patch_fastchat_streaming``). Client ``stop`` strings are not applied.
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import os
 import queue
+import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,11 +45,16 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from chorus_selfee.chain import PROMPT_TEMPLATE
-from chorus_selfee.enforce import ChatContinuer, HFContinuer, InferResult, enforce_prompts
+from chorus_selfee.chain import PROMPT_NO_INPUT, final_answer
+from chorus_selfee.enforce import HFContinuer, InferResult, enforce_prompts, load_continuer
 
 _SERVE_MODULES = ("fastchat", "fastapi", "uvicorn", "aiohttp", "shortuuid", "tiktoken")
 API_KEYS_ENV = "CHORUS_SELFEE_API_KEYS"  # comma-separated; unset = no key required
+MODEL_ENV = "CHORUS_SELFEE_MODEL"  # the worker's model spec (may hold a password: never argv)
+CHAIN_SUFFIX = "-chain"  # model name suffix that returns the whole chain
+_PY_PATH = re.compile(
+    r"""(?:File ")?(?:[A-Za-z]:)?(?:[\\/][^\s\\/"':,]+)+\.pyc?"?(?:, line \d+|:\d+)?"""
+)
 _SERVE_HINT = (
     "FastChat serving needs the serve extra: pip install -c constraints.txt "
     "'chorus-selfee[serve]' (fschat==0.2.36, fastapi, uvicorn, aiohttp, shortuuid, tiktoken)"
@@ -55,7 +67,7 @@ def selfee_conversation() -> Any:
     ``### Answer:`` as the two roles."""
     from fastchat.conversation import Conversation, SeparatorStyle
 
-    header, _ = PROMPT_TEMPLATE.split("### Instruction:", 1)
+    header, _ = PROMPT_NO_INPUT.split("### Instruction:", 1)
     return Conversation(
         name="selfee",
         system_message=header,
@@ -116,22 +128,33 @@ class MicroBatcher:
                     r[3].set_result(res)
 
 
-def _load_generator(spec: str, batch_size: int) -> tuple[Any, Any, Callable[[float], Any]]:
-    """Return (tokenizer or None, context length, temperature -> Continuer) for a model spec."""
-    from chorus_shared.models import load_chat_model, parse_spec
+def scrub_paths(text: str) -> str:
+    """Return ``text`` without Python source file paths (``File "/x/y.py", line 3``,
+    ``/x/y.py:3``): error bodies sent to clients never show where our code lives."""
+    return _PY_PATH.sub("<source>", text)
 
-    backend, _ = parse_spec(spec)
-    if backend in ("hf", "default"):
-        from chorus_shared.models.hf import HFChatModel
 
-        hf = load_chat_model(spec, batch_size=batch_size)
-        # hf:/default specs always load an HFChatModel; its model and tokenizer drive HFContinuer.
-        if not isinstance(hf, HFChatModel):
-            raise TypeError(f"{spec!r} loaded a {type(hf).__name__}, expected an HFChatModel")
+def quiet_http_logs() -> None:
+    """Silence httpx/httpcore request logging (its lines print full URLs, which may hold a
+    password) in a serving process; returns ``None``."""
+    for name in ("httpx", "httpcore", "openai"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _load_generator(spec: str, window: int) -> tuple[Any, int, Callable[[float], Any]]:
+    """Return (tokenizer or None, context length, temperature -> Continuer) for a model spec
+    (raw prompts: a SelFee model needs no chat template)."""
+    base = load_continuer(spec, window=window)
+    if isinstance(base, HFContinuer):
+        hf = base
         ctx = getattr(hf.model.config, "max_position_embeddings", None) or 2048
         return hf.tokenizer, ctx, lambda t: HFContinuer(hf.model, hf.tokenizer, temperature=t)
-    chat = load_chat_model(spec)
-    return None, 1 << 20, lambda t: ChatContinuer(chat, temperature=t)
+
+    def at(t: float) -> Any:
+        base.temperature = t  # one batch at a time (MicroBatcher): safe to set per call
+        return base
+
+    return None, 1 << 20, at
 
 
 def make_worker(
@@ -140,13 +163,16 @@ def make_worker(
     worker_addr: str,
     model: str,
     model_name: str,
-    max_num_revision: int,
+    min_revisions: int,
+    max_revisions: int,
     max_new_tokens: int,
+    temperature: float = 0.7,
     batch_size: int = 16,
     concurrency: int = 64,
 ) -> Any:
     """Return a FastChat model worker (a ``BaseModelWorker``) serving ``model`` with
-    revision-enforce; it registers with the controller and is the module app's worker."""
+    revision-enforce as ``model_name`` (final answers) and ``model_name``-chain (whole
+    chains); it registers with the controller and is the module app's worker."""
     from fastchat.serve import base_model_worker
 
     class SelfeeWorker(base_model_worker.BaseModelWorker):
@@ -159,18 +185,25 @@ def make_worker(
             self.call_ct += 1
             try:
                 budget = min(int(params.get("max_new_tokens") or max_new_tokens), max_new_tokens)
-                temp = float(params.get("temperature") or 0.0)
+                given = params.get("temperature")
+                temp = float(temperature if given is None else given)
                 res = self.batcher.submit(params["prompt"], max(budget, 1), temp).result()
+                if res.error is not None:
+                    raise RuntimeError(res.error)
             except Exception as exc:  # reported to the client as an API error
                 from fastchat.constants import ErrorCode
 
                 return {
-                    "text": f"selfee worker error: {exc}",
+                    "text": scrub_paths(f"selfee worker error: {type(exc).__name__}: {exc}"),
                     "error_code": ErrorCode.INTERNAL_ERROR,
                 }
             prompt_tokens = self.count_token({"prompt": params["prompt"]})["count"]
+            chain = str(params.get("model", "")).endswith(CHAIN_SUFFIX)
+            # The demo's last bubble is the last revision: a chain the revision cap ended is
+            # complete; otherwise the original's parse() rule gives the answer.
+            answer = _served_answer(res)
             return {
-                "text": res.text,
+                "text": res.text if chain else answer,
                 "error_code": 0,
                 "usage": {
                     "prompt_tokens": prompt_tokens,
@@ -194,7 +227,7 @@ def make_worker(
         worker_addr,
         uuid.uuid4().hex[:8],
         model,
-        [model_name],
+        [model_name, model_name + CHAIN_SUFFIX],
         concurrency,
     )
     tokenizer, ctx, continuer_for = _load_generator(model, batch_size)
@@ -204,14 +237,83 @@ def make_worker(
         return enforce_prompts(
             continuer_for(temperature),
             prompts,
-            max_num_revision=max_num_revision,
+            max_num_revision=min_revisions,
             max_new_tokens=budgets,
+            max_revisions=max_revisions,
         )
 
     worker.batcher = MicroBatcher(run, max_batch=batch_size)
     base_model_worker.worker = worker
     worker.init_heart_beat()
     return worker
+
+
+def _served_answer(res: InferResult) -> str:
+    """Return the answer a client gets: the last revision of a chain the revision cap ended
+    (it is complete), else the original's final answer."""
+    if res.capped:
+        last = res.text.rsplit("### Revision ", 1)
+        if len(last) == 2:
+            return re.sub(r"^\d+:\n?", "", last[1]).strip()
+    return final_answer(res.text).text.strip()
+
+
+def worker_argv(
+    controller: str,
+    host: str,
+    port: int,
+    name: str,
+    *,
+    min_revisions: int,
+    max_revisions: int,
+    max_new_tokens: int,
+    temperature: float,
+    batch_size: int,
+) -> list[str]:
+    """Return the worker process's command line. It never holds the model spec (which may
+    carry a password, and argv is visible to every user in ``ps``): the worker reads the
+    spec from ``CHORUS_SELFEE_MODEL`` in its environment."""
+    return [
+        sys.executable,
+        "-m",
+        "chorus_selfee.serve",
+        "worker",
+        "--controller-address",
+        controller,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--model-name",
+        name,
+        "--min-revisions",
+        str(min_revisions),
+        "--max-revisions",
+        str(max_revisions),
+        "--max-new-tokens",
+        str(max_new_tokens),
+        "--temperature",
+        str(temperature),
+        "--batch-size",
+        str(batch_size),
+    ]
+
+
+def check_ports_free(host: str, ports: dict[str, int]) -> None:
+    """Raise ``RuntimeError`` naming the first port another service already holds (so serve
+    fails at once instead of talking to that service); returns ``None``."""
+    for what, port in ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                flag = {"controller": "--controller-port", "worker": "--worker-port"}.get(
+                    what, "--port"
+                )
+                raise RuntimeError(
+                    f"the {what} port {host}:{port} is already in use ({exc.strerror}); stop "
+                    f"the service holding it or pass another {flag}"
+                ) from None
 
 
 def _post_json(
@@ -252,8 +354,11 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def default_model_name(spec: str) -> str:
-    """Return the served model name for a spec: the model folder's name, or the spec."""
-    _, _, rest = spec.partition(":")
+    """Return the served model name for a spec: the model folder's name, the API model's name
+    (never its URL, which may hold a password), or the spec."""
+    backend, _, rest = spec.partition(":")
+    if backend == "openai":
+        rest = rest.partition("@")[0]
     return Path(rest.rstrip("/")).name if rest else spec
 
 
@@ -272,8 +377,10 @@ def _check_model_spec(model: str) -> None:
 def serve(
     model: str,
     *,
-    max_num_revision: int,
-    max_new_tokens: int,
+    min_revisions: int = 1,
+    max_revisions: int = 3,
+    max_new_tokens: int = 2048,
+    temperature: float = 0.7,
     host: str = "127.0.0.1",
     port: int = 8000,
     controller_port: int = 21001,
@@ -293,7 +400,14 @@ def serve(
     if missing:
         raise ImportError(f"{_SERVE_HINT} (missing: {', '.join(missing)})")
     name = model_name or default_model_name(model)
-    env = dict(os.environ, LOGDIR=log_dir or tempfile.mkdtemp(prefix="selfee-serve-"))
+    if len({port, controller_port, worker_port}) != 3:
+        raise ValueError("--port, --controller-port and --worker-port must differ")
+    check_ports_free(host, {"controller": controller_port, "worker": worker_port, "API": port})
+    env = dict(
+        os.environ,
+        LOGDIR=log_dir or tempfile.mkdtemp(prefix="selfee-serve-"),
+        **{MODEL_ENV: model},
+    )
     Path(env["LOGDIR"]).mkdir(parents=True, exist_ok=True)
     ctrl = f"http://{host}:{controller_port}"
     py = sys.executable
@@ -334,28 +448,17 @@ def serve(
         worker_url = f"http://{host}:{worker_port}"
         procs.append(
             subprocess.Popen(
-                [
-                    py,
-                    "-m",
-                    "chorus_selfee.serve",
-                    "worker",
-                    "--controller-address",
+                worker_argv(
                     ctrl,
-                    "--host",
                     host,
-                    "--port",
-                    str(worker_port),
-                    "--model",
-                    model,
-                    "--model-name",
+                    worker_port,
                     name,
-                    "--max-num-revision",
-                    str(max_num_revision),
-                    "--max-new-tokens",
-                    str(max_new_tokens),
-                    "--batch-size",
-                    str(batch_size),
-                ],
+                    min_revisions=min_revisions,
+                    max_revisions=max_revisions,
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    batch_size=batch_size,
+                ),
                 env=env,
             )
         )
@@ -391,7 +494,8 @@ def serve(
             ready_timeout,
         )
         print(
-            f"chorus-selfee serve: ready at {api} (model {name!r}, K={max_num_revision}, "
+            f"chorus-selfee serve: ready at {api} (model {name!r}: final answers, "
+            f"{name + CHAIN_SUFFIX!r}: whole chains; revisions {min_revisions}..{max_revisions}, "
             f"logs {env['LOGDIR']})",
             flush=True,
         )
@@ -415,19 +519,26 @@ def _worker_main(argv: Sequence[str]) -> None:
     p.add_argument("--controller-address", required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--model", required=True)
     p.add_argument("--model-name", required=True)
-    p.add_argument("--max-num-revision", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--min-revisions", type=int, default=1)
+    p.add_argument("--max-revisions", type=int, default=3)
+    p.add_argument("--max-new-tokens", type=int, default=2048)
+    p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--batch-size", type=int, default=16)
     a = p.parse_args(argv)
+    model = os.environ.get(MODEL_ENV)
+    if not model:
+        sys.exit(f"{MODEL_ENV} is not set: start the worker through `chorus-selfee serve`")
+    quiet_http_logs()
     make_worker(
         controller_addr=a.controller_address,
         worker_addr=f"http://{a.host}:{a.port}",
-        model=a.model,
+        model=model,
         model_name=a.model_name,
-        max_num_revision=a.max_num_revision,
+        min_revisions=a.min_revisions,
+        max_revisions=a.max_revisions,
         max_new_tokens=a.max_new_tokens,
+        temperature=a.temperature,
         batch_size=a.batch_size,
     )
     uvicorn.run(base_model_worker.app, host=a.host, port=a.port, log_level="warning")
@@ -451,6 +562,17 @@ def patch_fastchat_streaming() -> None:
         cls.json = _json
 
 
+def scrub_error_bodies(oas: Any) -> None:
+    """Make every error body of FastChat's API server path-free: its handlers build them
+    with the module's ``create_error_response``, which is wrapped here; returns ``None``."""
+    original = oas.create_error_response
+
+    def create_error_response(code: int, message: str) -> Any:
+        return original(code, scrub_paths(str(message)))
+
+    oas.create_error_response = create_error_response
+
+
 def _api_main(argv: Sequence[str]) -> None:
     import uvicorn
     from fastchat.serve import openai_api_server as oas
@@ -460,7 +582,9 @@ def _api_main(argv: Sequence[str]) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     a = p.parse_args(argv)
+    quiet_http_logs()
     patch_fastchat_streaming()
+    scrub_error_bodies(oas)
     oas.app_settings.controller_address = a.controller_address
     keys = [k for k in os.environ.get(API_KEYS_ENV, "").split(",") if k]
     oas.app_settings.api_keys = keys or None

@@ -1,42 +1,69 @@
 """Feedback-and-revision data generation with any ChatModel teacher, batched across items.
 
-Per instruction: answer -> critique (under 100 words, a 1-10 score, a verdict) -> revision
-when the verdict asks for one -> critique again ... up to ``max_iterations`` critiques. Every
-instruction still in the loop shares one ``chat`` call per step. Records follow the original
-format: ``{instruction, input, output, outputs: [{output, feedback}, ...], iteration,
-iteration_truncated}`` plus an ``id`` and the counts we report (missing verdicts, errors).
+The loop of the original's data_augmentation scripts, per instruction: the teacher answers
+(512 tokens), critiques the answer (128 tokens: under 100 words, a 1-10 score, "Revision is
+needed" / "Revision is not needed"; a score below 9 should normally be revised), and revises
+following its own critique (512 tokens, a multi-turn conversation: critique, then "revise"),
+all at the teacher temperature (1.0 in the original); it keeps revising unless the critique
+says there is nothing to revise (:func:`chorus_selfee.chain.wants_revision`), up to 5 texts.
+Revisions are cleaned as the original cleans them (a closing sentence about the revision and
+an opening apology are dropped); a critique whose closing sentence hedges its verdict
+("..., but revision is needed") ends with the plain verdict. After the second revision the
+critique conversation starts afresh, as in the original. Prompts are in our own words.
+
+Every instruction still in the loop shares one ``chat`` call per step. A failed reply makes
+the item an errored record (kept with its reason, retried on resume, never trained on).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
-from chorus_selfee.chain import NEEDED, NOT_NEEDED, feedback_score, verdict
-from chorus_shared.models import ChatModel, Message, SamplingParams
+from chorus_selfee.chain import NEEDED, NOT_NEEDED, verdict, wants_revision
+from chorus_selfee.records import ChainStep, TeacherRecord
+from chorus_shared.engine import errored_record
+from chorus_shared.models import ChatModel, Completion, Message, SamplingParams
 
-ANSWER_PROMPT = "{instruction}{input_block}"
-FEEDBACK_PROMPT = (
-    "Here is a request and a candidate response.\n\n"
-    "Request:\n{instruction}{input_block}\n\nResponse:\n{answer}\n\n{hint}"
-    "Critique the response in under 100 words: say what is wrong or missing. Then write "
-    "'Score: N/10' with N from 1 to 10. End with exactly one line, either 'Revision is needed' "
-    "or 'Revision is not needed'."
+MAX_TEXTS = 5  # the original stops at 5 answers/revisions (``iteration >= 5``)
+ANSWER_TOKENS, CRITIQUE_TOKENS, REVISION_TOKENS = 512, 128, 512
+
+CRITIQUE_PROMPT = (
+    "{context}Here is a proposed answer:\n{answer}\n\n"
+    "Do you have any comments on or criticism of this answer? If so, write them in fewer "
+    "than 100 words. You may rate the answer from 1 to 10 (1: no code or makes no sense; "
+    '10: perfect). Then say whether it needs a revision, ending with "Revision is needed" '
+    'or "Revision is not needed". As a rule, an answer rated below 9 should be revised.'
+    "\n\n{hint}Critique:"
 )
 # Constrained mode: the critique is free text; the score and verdict are then chosen by the
 # teacher itself among the allowed strings (see ``chorus_selfee.constrained``).
-CRITIQUE_PROMPT = (
-    "Here is a request and a candidate response.\n\n"
-    "Request:\n{instruction}{input_block}\n\nResponse:\n{answer}\n\n{hint}"
-    "Critique the response in under 100 words: say what is wrong or missing."
+CONSTRAINED_CRITIQUE_PROMPT = (
+    "{context}Here is a proposed answer:\n{answer}\n\n"
+    "Do you have any comments on or criticism of this answer? If so, write them in fewer "
+    "than 100 words.\n\n{hint}Critique:"
+)
+REVISE_FIRST = (
+    "Revise the answer following your critique, in at most 500 words. Keep it simple and "
+    "clear, with no remarks such as apologies for earlier mistakes, and write it as if it "
+    "were your first attempt.\nRevision:"
+)
+REVISE_LATER = (
+    "Revise the answer following your critique, in at most 500 words. Keep it simple and "
+    "clear, with no remarks such as apologies for earlier mistakes.\nRevision:"
+)
+HINT = (
+    "A reference answer exists. Use it only to point at mistakes, and never reveal it:\n"
+    "{reference}\n\n"
 )
 SCORE_PREFIX = "\n\nScore: "
 VERDICT_CHOICES: tuple[str, ...] = tuple(
     f"{n}/10\n{v}" for n in range(1, 11) for v in (NEEDED, NOT_NEEDED)
 )
 TEACHER_VERDICT_MODES = ("generate", "constrained")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 class Chooser(Protocol):
@@ -50,31 +77,58 @@ class Chooser(Protocol):
     ) -> list[int]: ...
 
 
-HINT = (
-    "A reference solution exists (do not reveal it, use it only to point at errors):\n"
-    "{reference}\n\n"
-)
-REVISION_PROMPT = (
-    "Request:\n{instruction}{input_block}\n\nPrevious response:\n{answer}\n\n"
-    "Feedback on it:\n{feedback}\n\n"
-    "Write an improved response that fixes what the feedback points out. Reply with the "
-    "response only, no preamble."
-)
-
-
 @dataclass
 class _State:
     item: dict
-    outputs: list[dict]
+    outputs: list[ChainStep] = field(default_factory=list)
+    conversation: list[Message] = field(default_factory=list)  # the critique conversation
     done: bool = False
     truncated: bool = False
     missing_verdicts: int = 0
-    errors: int = 0
+    error: str | None = None
+
+    @property
+    def context(self) -> str:
+        text = self.item.get("input") or ""
+        return f"{self.item['instruction']}\n{text}\n" if text else f"{self.item['instruction']}\n"
 
 
-def _input_block(item: dict) -> str:
-    text = item.get("input") or ""
-    return f"\n\nInput:\n{text}" if text.strip() else ""
+def drop_revision_remark(text: str) -> str:
+    """Return ``text`` without closing sentences that talk about the revision (a sentence of
+    the last line containing "revision "), nor trailing empty lines, as the original cleans
+    every revision."""
+    while True:
+        lines = text.split("\n")
+        sentences = [s for s in _SENTENCE_END.split(lines[-1]) if s.strip()]
+        if not sentences:
+            cleaned = "\n".join(lines[:-1])
+        elif "revision " in sentences[-1]:
+            cleaned = "\n".join([*lines[:-1], " ".join(sentences[:-1])])
+        else:
+            cleaned = text
+        if cleaned == text:
+            return text
+        text = cleaned
+
+
+def drop_apology(text: str) -> str:
+    """Return ``text`` without an opening sentence (up to the first '.') that apologises."""
+    head, dot, rest = text.partition(".")
+    if dot and "i apologize" in head.lower():
+        return rest.lstrip()
+    return text
+
+
+def plain_verdict(feedback: str) -> str:
+    """Return ``feedback`` whose last '.'-sentence, when it hedges a verdict ("..., but
+    revision is needed"), is replaced by the plain verdict (as the original does)."""
+    parts = feedback.split(".")
+    last = parts[-1].lower()
+    if "but" in last and ("revision is needed" in last or "revision is not needed" in last):
+        plain = NEEDED if "revision is needed" in last else NOT_NEEDED
+        parts[-1] = f" {plain}" if len(parts) > 1 else plain
+        return ".".join(parts)
+    return feedback
 
 
 def generate_feedback_data(
@@ -82,102 +136,102 @@ def generate_feedback_data(
     items: Sequence[dict],
     params: SamplingParams,
     *,
-    max_iterations: int = 5,
+    max_iterations: int = MAX_TEXTS,
     use_reference: bool = False,
     chooser: Chooser | None = None,
-) -> list[dict]:
-    """Return one record per item (``{id, instruction, input[, reference]}``), in order.
+    tokens: tuple[int, int, int] = (ANSWER_TOKENS, CRITIQUE_TOKENS, REVISION_TOKENS),
+) -> list[dict[str, Any]]:
+    """Return one record per item (``{id, instruction, input[, reference]}``), in order: a
+    :class:`TeacherRecord` as JSON, or an errored record when a teacher reply failed.
 
-    Free-text mode (``chooser`` None, the paper's): the critique must state the score and the
-    verdict; one without a verdict ends that item's loop (counted as ``missing_verdicts``).
-    Constrained mode: the teacher writes a critique only, then ``chooser`` makes it continue
-    with ``Score: N/10`` and one of the two verdicts (every feedback has one). A backend
-    error on the answer leaves ``output`` empty and is counted in ``errors``.
+    ``max_iterations`` caps the texts (answer + revisions) at 1..5; ``tokens`` are the answer,
+    critique and revision budgets (the original's 512/128/512); ``params`` gives the
+    temperature and seed. Constrained mode (``chooser``): the teacher writes a critique only,
+    then picks ``Score: N/10`` and one of the two verdicts.
     """
-    if not 1 <= max_iterations <= 5:
+    if not 1 <= max_iterations <= MAX_TEXTS:
         raise ValueError(f"max_iterations must be in 1..5 (the paper's cap), got {max_iterations}")
-    states = [_State(item=dict(it), outputs=[]) for it in items]
+    states = [_State(item=dict(it)) for it in items]
     for s in states:
         if not str(s.item.get("instruction", "")).strip():
             raise ValueError(f"item {s.item.get('id')!r} has an empty instruction")
-    answers = teacher.chat(
-        [
-            [
-                {
-                    "role": "user",
-                    "content": ANSWER_PROMPT.format(
-                        instruction=s.item["instruction"], input_block=_input_block(s.item)
-                    ),
-                }
-            ]
-            for s in states
-        ],
-        params,
-    )
+    answer_p, critique_p, revision_p = (replace(params, max_new_tokens=t) for t in tokens)
+    answers = teacher.chat([[{"role": "user", "content": s.context}] for s in states], answer_p)
     for s, c in zip(states, answers, strict=True):
-        if c.finish_reason == "error" or not c.text.strip():
-            s.errors += 1
-            s.done = True
-        s.outputs.append({"output": c.text, "feedback": None})
+        if _failed(s, c):
+            continue
+        s.outputs.append(ChainStep(c.text, None))
+        s.conversation = [_critique_turn(s, c.text, use_reference, chooser is not None)]
 
-    for _ in range(max_iterations):
-        live = [s for s in states if not s.done]
-        if not live:
-            break
-        convs: list[list[Message]] = [
-            [{"role": "user", "content": _feedback_prompt(s, use_reference, chooser is not None)}]
-            for s in live
-        ]
-        feedback = teacher.chat(convs, params)
+    while live := [s for s in states if not s.done]:
+        convs = [list(s.conversation) for s in live]
+        feedback = teacher.chat(convs, critique_p)
         if chooser is not None:
             feedback = _constrained_feedback(chooser, convs, feedback)
         revise = []
         for s, c in zip(live, feedback, strict=True):
-            s.outputs[-1]["feedback"] = c.text
-            s.outputs[-1]["score"] = feedback_score(c.text)
-            v = verdict(c.text) if c.finish_reason != "error" else None
-            if c.finish_reason == "error":
-                s.errors += 1
-            if v is None:
-                s.missing_verdicts += 1
+            if _failed(s, c):
+                continue
+            text = plain_verdict(c.text)
+            s.outputs[-1] = ChainStep(s.outputs[-1].output, text)
+            s.conversation.append({"role": "assistant", "content": text})
+            if verdict(text) is None:
+                s.missing_verdicts += 1  # no verdict: the original revises (counted)
+            if not wants_revision(text):
                 s.done = True
-            elif v is False:
-                s.done = True
+            elif len(s.outputs) >= max_iterations:
+                s.done = s.truncated = True
             else:
                 revise.append(s)
         if not revise:
             continue
-        revisions = teacher.chat(
-            [
-                [
-                    {
-                        "role": "user",
-                        "content": REVISION_PROMPT.format(
-                            instruction=s.item["instruction"],
-                            input_block=_input_block(s.item),
-                            answer=s.outputs[-1]["output"],
-                            feedback=s.outputs[-1]["feedback"],
-                        ),
-                    }
-                ]
-                for s in revise
-            ],
-            params,
-        )
+        for s in revise:
+            first = len(s.outputs) <= 2  # the original drops "first attempt" after 2 revisions
+            s.conversation.append(
+                {"role": "user", "content": REVISE_FIRST if first else REVISE_LATER}
+            )
+        revisions = teacher.chat([list(s.conversation) for s in revise], revision_p)
         for s, c in zip(revise, revisions, strict=True):
-            if c.finish_reason == "error" or not c.text.strip():
-                s.errors += 1
+            if _failed(s, c):
+                continue
+            if "N/A" in c.text:  # the original gives up on a revision that declines
                 s.done = True
                 continue
-            s.outputs.append({"output": c.text, "feedback": None})
-    for s in states:
-        # Still revising after the last critique, or a revision nobody critiqued: truncated.
-        last = s.outputs[-1]
-        s.truncated = not s.done or (last["feedback"] is None and len(s.outputs) > 1)
+            text = drop_apology(drop_revision_remark(c.text))
+            s.outputs.append(ChainStep(text, None))
+            turn = _critique_turn(s, text, use_reference, chooser is not None)
+            if len(s.outputs) > 2:
+                s.conversation = [turn]  # later critiques start afresh, as the original's
+            else:
+                s.conversation += [{"role": "assistant", "content": text}, turn]
     return [_record(s) for s in states]
 
 
-def _constrained_feedback(chooser: Chooser, convs: list, critiques: list) -> list:
+def _failed(s: _State, c: Completion) -> bool:
+    """Mark ``s`` errored when ``c`` failed; return whether it did."""
+    if c.error or c.finish_reason == "error":
+        s.error = c.error or "the teacher's reply failed"
+        s.done = True
+        return True
+    return False
+
+
+def _critique_turn(s: _State, answer: str, use_reference: bool, constrained: bool) -> Message:
+    ref = s.item.get("reference")
+    prompt = CONSTRAINED_CRITIQUE_PROMPT if constrained else CRITIQUE_PROMPT
+    return {
+        "role": "user",
+        "content": prompt.format(
+            context=s.context,
+            answer=answer,
+            hint=HINT.format(reference=ref) if use_reference and ref else "",
+        ),
+    }
+
+
+def _constrained_feedback(
+    chooser: Chooser, convs: list[list[Message]], critiques: list[Completion]
+) -> list[Completion]:
     """Return the critiques completed with the teacher's own constrained score + verdict."""
     # Cut a critique at any score/verdict it wrote itself: the constrained choice decides.
     texts = [_cut_free_verdict(c.text) for c in critiques]
@@ -193,28 +247,19 @@ def _cut_free_verdict(text: str) -> str:
     return (text[: m.start()] if m else text).strip()
 
 
-def _feedback_prompt(s: _State, use_reference: bool, constrained: bool = False) -> str:
-    ref = s.item.get("reference")
-    return (CRITIQUE_PROMPT if constrained else FEEDBACK_PROMPT).format(
-        instruction=s.item["instruction"],
-        input_block=_input_block(s.item),
-        answer=s.outputs[-1]["output"],
-        hint=HINT.format(reference=ref) if use_reference and ref else "",
-    )
-
-
-def _record(s: _State) -> dict:
+def _record(s: _State) -> dict[str, Any]:
+    if s.error is not None:
+        return errored_record(s.item["id"], s.error, instruction=s.item["instruction"])
     outputs = s.outputs
-    if outputs[-1]["feedback"] is None and len(outputs) > 1:
-        outputs = outputs[:-1]  # an uncritiqued last revision cannot enter the chain
-    return {
-        "id": s.item["id"],
-        "instruction": s.item["instruction"],
-        "input": s.item.get("input") or "",
-        "output": outputs[-1]["output"],
-        "outputs": outputs,
-        "iteration": sum(1 for o in outputs if o["feedback"] is not None),
-        "iteration_truncated": s.truncated,
-        "missing_verdicts": s.missing_verdicts,
-        "errors": s.errors,
-    }
+    # A text nobody critiqued (a failed or declined step) cannot enter the chain.
+    if outputs[-1].feedback is None and len(outputs) > 1:
+        outputs = outputs[:-1]
+    return TeacherRecord(
+        id=str(s.item["id"]),
+        instruction=s.item["instruction"],
+        input=s.item.get("input") or "",
+        outputs=outputs,
+        iteration=len(outputs),
+        iteration_truncated=s.truncated,
+        missing_verdicts=s.missing_verdicts,
+    ).to_json()
