@@ -10,7 +10,7 @@ import torch
 from chorus_shared.training import WeightedCollator, train, weighted_token_loss
 from chorus_shared.training.optim import MasterWeightAdamW
 from chorus_shared.training.packing import PackedCollator, packed_forward_loss
-from chorus_shared.training.recipe import load_train_recipe
+from chorus_shared.training.recipe import load_train_recipe, training_arguments
 from chorus_shared.training.trainer import choose_batching, use_varlen_attention
 
 # Three examples of different lengths; weights 0 (context), 1 and 2 as TriPosT uses them.
@@ -117,7 +117,7 @@ def test_training_step_packed_equals_padded(tiny_model_dir: Path, tmp_path: Path
         assert torch.allclose(packed[key], padded[key], atol=1e-5), key
 
 
-def test_batching_choice(tiny_model_dir: Path) -> None:
+def test_batching_choice(tiny_model_dir: Path, tmp_path: Path) -> None:
     from transformers import T5Config, T5ForConditionalGeneration
 
     llama = _model(tiny_model_dir)
@@ -133,6 +133,9 @@ def test_batching_choice(tiny_model_dir: Path) -> None:
         choose_batching(load_train_recipe({"model": "x", "batching": "packed"}), t5)
     with pytest.raises(ValueError, match="batching must be one of"):
         load_train_recipe({"model": "x", "batching": "pack"})
+    grouped = load_train_recipe({"model": "x", "batching": "grouped", "report_to": "none"})
+    assert training_arguments(grouped, tmp_path).train_sampling_strategy == "group_by_length"
+    assert training_arguments(auto, tmp_path).train_sampling_strategy == "random"
 
 
 def test_master_weights_keep_updates_that_bf16_would_round_away() -> None:
