@@ -123,12 +123,13 @@ def base_model(model: Any) -> Any:
     return get_base() if callable(get_base) else model
 
 
-def packing_unsupported(model: Any) -> str | None:
+def packing_unsupported(model: Any, longest: int = 0) -> str | None:
     """Returns why ``model`` cannot train on packed rows (None when it can).
 
     Packing needs a decoder-only model whose attention goes through transformers' attention
     interface (it then receives ``cu_seq_lens_q``) and whose forward takes ``position_ids``
-    and an index tensor as ``logits_to_keep``.
+    and an index tensor as ``logits_to_keep``, without attention soft-capping, and, where
+    layers attend through a sliding window, examples (``longest`` tokens at most) that fit it.
     """
     inner = base_model(model)
     config = getattr(inner, "config", None)
@@ -142,6 +143,14 @@ def packing_unsupported(model: Any) -> str | None:
             return f"{type(inner).__name__}.forward takes no {name!r}"
     if getattr(config, "attn_logit_softcapping", None):
         return "the model soft-caps attention logits"
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        windowed = "sliding_attention" in layer_types
+    else:
+        windowed = bool(getattr(config, "use_sliding_window", True))
+    if window and windowed and longest > int(window):
+        return f"an example ({longest} tokens) is longer than the sliding window ({window})"
     return None
 
 

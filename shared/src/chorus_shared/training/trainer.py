@@ -161,17 +161,18 @@ def WeightedLossTrainer(*args: Any, **kwargs: Any) -> Any:
     return _trainer_class()(*args, **kwargs)
 
 
-def choose_batching(recipe: TrainRecipe, model: Any) -> str:
+def choose_batching(recipe: TrainRecipe, model: Any, longest: int = 0) -> str:
     """Returns ``packed``, ``grouped`` or ``padded`` for the recipe's ``batching`` and ``model``.
 
-    ``auto`` packs when the model supports it (see ``packing_unsupported``), else pads; asking
-    for ``packed`` with a model that cannot raises ``ValueError`` saying why.
+    ``auto`` packs when the model supports it for examples of up to ``longest`` tokens (see
+    ``packing_unsupported``), else pads; asking for ``packed`` with a model that cannot raises
+    ``ValueError`` saying why.
     """
     from chorus_shared.training.packing import packing_unsupported
 
     if recipe.batching in ("grouped", "padded"):
         return recipe.batching
-    why = packing_unsupported(model)
+    why = packing_unsupported(model, longest)
     if why is None:
         return "packed"
     if recipe.batching == "packed":
@@ -180,12 +181,19 @@ def choose_batching(recipe: TrainRecipe, model: Any) -> str:
     return "padded"
 
 
-def use_varlen_attention(model: Any) -> str:
-    """Switches ``model`` to the per-example packed attention; returns the previous one."""
+def use_varlen_attention(model: Any) -> str | None:
+    """Makes ``model`` attend per packed example; returns the attention to restore (or None).
+
+    A model on transformers' flash-attention kernels keeps them: they read the packed
+    boundaries (``cu_seq_lens_q``/``_k``) themselves. Any other (sdpa, eager) is swapped for
+    :func:`~chorus_shared.training.packing.varlen_sdpa_attention` while training.
+    """
     from chorus_shared.training.packing import base_model, register_varlen_attention
 
     inner = base_model(model)
     previous = str(inner.config._attn_implementation or "sdpa")
+    if "flash" in previous:
+        return None
     inner.set_attn_implementation(register_varlen_attention())
     return previous
 
@@ -455,7 +463,8 @@ def _train_in(
             records, tokenizer, max_length=recipe.max_length, truncation=recipe.truncation
         )
         dataset = _ListDataset(examples)
-        batching = choose_batching(recipe, model)
+        longest = max(len(e.input_ids) for e in examples)
+        batching = choose_batching(recipe, model, longest)
         if batching == "packed":
             from chorus_shared.training.packing import PackedCollator
 
