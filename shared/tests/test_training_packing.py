@@ -135,9 +135,10 @@ def test_batching_choice(tiny_model_dir: Path, tmp_path: Path) -> None:
         load_train_recipe({"model": "x", "batching": "pack"})
     from transformers import MistralConfig, MistralForCausalLM
 
-    windowed = MistralForCausalLM(MistralConfig(vocab_size=32, hidden_size=16, intermediate_size=32,
-                                                 num_hidden_layers=1, num_attention_heads=2,
-                                                 num_key_value_heads=1, sliding_window=4))  # fmt: skip
+    config = MistralConfig(vocab_size=32, hidden_size=16, intermediate_size=32,
+                           num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                           sliding_window=4)  # fmt: skip
+    windowed = MistralForCausalLM(config)
     assert choose_batching(auto, windowed, longest=4) == "packed"
     assert choose_batching(auto, windowed, longest=5) == "padded"  # would cross the window
     grouped = load_train_recipe({"model": "x", "batching": "grouped", "report_to": "none"})
