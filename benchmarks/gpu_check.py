@@ -300,12 +300,14 @@ def section_ranker(dry_run: bool, work: Path) -> list[dict]:
     device = device_or_skip(dry_run)
     values = shape(DEBERTA_V3_LARGE, dry_run)
     torch.manual_seed(0)
-    encoder = AutoModel.from_config(auto_config(values))
+    with torch.device(device):
+        encoder = AutoModel.from_config(auto_config(values))
     tokenizer = word_tokenizer(values["vocab_size"])
     tokenizer.add_special_tokens(
         {"additional_special_tokens": [SOURCE_TOKEN, CAND1_TOKEN, CAND2_TOKEN]}
     )
-    encoder.resize_token_embeddings(len(tokenizer))
+    # as PairRanker.from_backbone does; random rows are as good as mean-resized ones here
+    encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     ranker = PairRanker(encoder, tokenizer, RankerConfig(), _marker_ids(tokenizer)).to(device)
     ranker.eval()
     n_inputs, n_cands = (2, 3) if dry_run else (16, 8)
@@ -379,6 +381,9 @@ def _train_launch(dry_run: bool, work: Path, kind: str, layers: int) -> list[dic
     if kind == "zero3":
         recipe["deepspeed"] = "zero3"
     (work / f"{kind}.yaml").write_text(yaml.safe_dump(recipe))
+    from chorus_shared.training import load_train_recipe
+
+    load_train_recipe(work / f"{kind}.yaml")  # a bad key fails here, before any launch
     args = ["-m", "chorus_shared.training", "--recipe", str(work / f"{kind}.yaml"),
             "--data", str(work / f"{kind}.jsonl"), "--out", str(work / f"run-{kind}")]  # fmt: skip
     if kind == "zero3":
