@@ -7,6 +7,7 @@ the same seeded permutation; an effective batch of 8 examples per step on both s
   each batch of 8 padded to its longest example (what a user writes first);
 - ``ours``: ``chorus_shared.training.train``: packed micro-batches (no padding, attention per
   example), logits only where trained, bf16 autocast;
+- ``ours-fp32``: the same in fp32 (what packing alone buys; a recipe's default on a CPU);
 - ``ours-bf16w``: the same with ``bf16_weights: true`` (bf16 model, fp32 master AdamW);
 - ``ours-compile``: ``ours`` under ``torch_compile`` (not in the default list; see README).
 
@@ -44,7 +45,7 @@ from typing import Any
 
 from machine_load import machine_busy_seconds, own_cpu_seconds
 
-VARIANTS = ("plain", "ours", "ours-bf16w", "ours-compile")
+VARIANTS = ("plain", "ours-fp32", "ours", "ours-bf16w", "ours-compile")
 BATCH = 8  # examples per optimizer step on every side: the plain Trainer's batch of 8
 TRIPOST_FILE = "tripost/training/word_sorting/word_sorting_baseline_rationale_1-7.jsonl"
 GOAL = 3.0
@@ -355,7 +356,8 @@ def run_ours(
     recipe = {
         "model": f"hf:{model_path}", "max_length": max_length, "max_steps": steps,
         "per_device_train_batch_size": micro, "gradient_accumulation_steps": BATCH // micro,
-        "bf16": True, "bf16_weights": variant == "ours-bf16w", "report_to": "none",
+        "bf16": variant != "ours-fp32", "bf16_weights": variant == "ours-bf16w",
+        "report_to": "none",
         "save_steps": 1_000_000, "logging_steps": 1_000_000, "extra_args": extra,
     }  # fmt: skip
     collation = Collation()
