@@ -188,7 +188,7 @@ def use_varlen_attention(model: Any) -> str | None:
     boundaries (``cu_seq_lens_q``/``_k``) themselves. Any other (sdpa, eager) is swapped for
     :func:`~chorus_shared.training.packing.varlen_sdpa_attention` while training.
     """
-    from chorus_shared.training.packing import base_model, register_varlen_attention
+    from chorus_shared.training.packing import register_varlen_attention
 
     inner = base_model(model)
     previous = str(inner.config._attn_implementation or "sdpa")
