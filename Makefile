@@ -90,7 +90,7 @@ bench: $(PY)  ## speed benchmarks, each against its baseline in the same run (< 
 		--vllm-python $(VPY) --json $(BENCH_OUT)/debate.json
 	$(PY) benchmarks/ranker_full.py --inputs 8
 	$(PY) benchmarks/selfee_enforce.py --questions 8 --budget 64 --threads 1 --naive-limit-s 60
-	$(PY) benchmarks/train_throughput.py --steps 3 --seq 128 --batch 2 --json $(BENCH_OUT)/train.json
+	$(PY) benchmarks/train_throughput.py --steps 3 --variants plain,ours --json $(BENCH_OUT)/train.json
 
 # The memory target: peak RSS (whole process tree) of the offline GSM8K reproduction, from a
 # fresh run folder (a resumed run would skip the work), without re-running setup (-o: needs

@@ -64,16 +64,18 @@ def test_lora_adapter_and_merged_both_load_with_the_trained_logits(
 
 _CHILD = textwrap.dedent(
     """
-    import sys, time
+    import json, sys, time
+    from transformers import TrainerCallback
     import chorus_shared.training.trainer as t
 
-    call = t.WeightedCollator.__call__
-    def slow(self, features):  # slow steps so the parent can kill mid-run
-        time.sleep(0.3)
-        return call(self, features)
-    t.WeightedCollator.__call__ = slow
-    import json
-    t.train(json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3])
+    class HangAfterFirstSave(TrainerCallback):
+        # The checkpoint is complete when on_save runs: wait there for the parent's SIGKILL
+        # (a fixed delay would race against how fast the remaining steps run).
+        def on_save(self, args, state, control, **kwargs):
+            time.sleep(600)
+
+    t.train(json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3],
+            callbacks=[HangAfterFirstSave()])
     """
 )
 

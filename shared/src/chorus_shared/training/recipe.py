@@ -16,6 +16,11 @@ SHIPPED_DEEPSPEED = {
 }
 REPORT_TO = ("none", "wandb", "tensorboard")
 ARCHITECTURES = ("auto", "causal", "seq2seq")
+# packed: each micro-batch's examples end to end in one row, attention per example (no
+# padding, same loss and same batches as padded); grouped: padded batches of similar lengths
+# (less padding, but other batches); padded: random batches padded to the longest example;
+# auto: packed where the model supports it (decoder-only, transformers attention), else padded.
+BATCHINGS = ("auto", "packed", "grouped", "padded")
 
 
 @dataclass
@@ -50,6 +55,11 @@ class TrainRecipe:
     architecture: str = "auto"
     # seq2seq only: the decoder target's budget (``max_length`` is the encoder source's).
     max_target_length: int = 128
+    # causal models: how a micro-batch's examples become tensors (see BATCHINGS)
+    batching: str = "auto"
+    # bf16 model weights + an fp32 master copy in the optimizer (AdamW only): bf16 activations
+    # and gradients, so other numerics than bf16 autocast; off by default (see optim.py)
+    bf16_weights: bool = False
 
     def __post_init__(self) -> None:
         if self.truncation not in ("right", "left"):
@@ -72,6 +82,15 @@ class TrainRecipe:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         if self.deepspeed and self.fsdp:
             raise ValueError("choose one of deepspeed and fsdp, not both")
+        if self.batching not in BATCHINGS:
+            raise ValueError(f"batching must be one of {BATCHINGS}, got {self.batching!r}")
+        if self.bf16_weights not in (True, False):
+            raise ValueError(f"bf16_weights must be true or false, got {self.bf16_weights!r}")
+        if self.bf16_weights and (self.deepspeed or self.fsdp):
+            raise ValueError(
+                "bf16_weights is for single-process and DDP runs; under deepspeed/fsdp set "
+                "their own bf16 settings instead"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the recipe as a plain dict (the run's config)."""
@@ -161,6 +180,7 @@ def training_arguments(recipe: TrainRecipe, output_dir: str | Path) -> Any:
         remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
         logging_first_step=True,
+        train_sampling_strategy="group_by_length" if recipe.batching == "grouped" else "random",
     )
     if recipe.deepspeed:
         kwargs["deepspeed"] = deepspeed_config(recipe.deepspeed)

@@ -16,11 +16,13 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from chorus_shared.models.base import model_load_error
 from chorus_shared.training.examples import BuildStats, TokenizedExample, build_examples
+from chorus_shared.training.packing import base_model
 from chorus_shared.training.recipe import TrainRecipe, load_train_recipe, training_arguments
 from chorus_shared.training.rundir import CHECKPOINT_SUBDIR, MODEL_SUBDIR, resolve_trained_model
 
@@ -91,23 +93,65 @@ def _trainer_class() -> type:
     from transformers import Trainer
 
     class WeightedLossTrainer(Trainer):
-        """HF Trainer whose loss is the weighted token cross-entropy (see the module docstring)."""
+        """HF Trainer whose loss is the weighted token cross-entropy (see the module docstring).
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
+        A batch from :class:`~chorus_shared.training.packing.PackedCollator` (it has
+        ``cu_seq_lens``) goes through the packed forward; a padded one through the plain one.
+        With ``master_weights=True`` the optimizer is :class:`MasterWeightAdamW` (bf16 model,
+        fp32 master weights).
+        """
+
+        def __init__(self, *args: Any, master_weights: bool = False, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             # Our loss divides by num_items_in_batch itself: the Trainer must count the items
             # and must not divide by the accumulation steps again.
             self.model_accepts_loss_kwargs = True
+            self.master_weights = master_weights
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-            loss = weighted_token_loss(
-                outputs.logits, inputs["input_ids"], inputs["weights"], num_items_in_batch
-            )
+            if "cu_seq_lens" in inputs:
+                from chorus_shared.training.packing import packed_forward_loss
+
+                loss, outputs = packed_forward_loss(model, inputs, num_items_in_batch)
+            else:
+                outputs = model(
+                    input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+                )
+                loss = weighted_token_loss(
+                    outputs.logits, inputs["input_ids"], inputs["weights"], num_items_in_batch
+                )
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 # num_items_in_batch is summed over processes and DDP averages gradients.
                 loss = loss * self.accelerator.num_processes
             return (loss, outputs) if return_outputs else loss
+
+        def create_optimizer(self, model=None):
+            if not self.master_weights or self.optimizer is not None:
+                return super().create_optimizer(model)
+            from chorus_shared.training.optim import MasterWeightAdamW
+
+            if not self.args.optim.startswith("adamw_torch"):
+                raise ValueError(
+                    f"bf16_weights needs the AdamW optimizer (optim: adamw_torch), "
+                    f"not {self.args.optim!r}"
+                )
+            model = self.model if model is None else model
+            decay = set(self.get_decay_parameter_names(model))
+            named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+            groups = [
+                {
+                    "params": [p for n, p in named if n in decay],
+                    "weight_decay": self.args.weight_decay,
+                },
+                {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
+            ]
+            self.optimizer = MasterWeightAdamW(
+                [g for g in groups if g["params"]],
+                lr=self.args.learning_rate,
+                betas=(self.args.adam_beta1, self.args.adam_beta2),
+                eps=self.args.adam_epsilon,
+            )
+            return self.optimizer
 
     return WeightedLossTrainer
 
@@ -115,6 +159,43 @@ def _trainer_class() -> type:
 def WeightedLossTrainer(*args: Any, **kwargs: Any) -> Any:
     """Returns an HF ``Trainer`` whose loss is the weighted token cross-entropy."""
     return _trainer_class()(*args, **kwargs)
+
+
+def choose_batching(recipe: TrainRecipe, model: Any, longest: int = 0) -> str:
+    """Returns ``packed``, ``grouped`` or ``padded`` for the recipe's ``batching`` and ``model``.
+
+    ``auto`` packs when the model supports it for examples of up to ``longest`` tokens (see
+    ``packing_unsupported``), else pads; asking for ``packed`` with a model that cannot raises
+    ``ValueError`` saying why.
+    """
+    from chorus_shared.training.packing import packing_unsupported
+
+    if recipe.batching in ("grouped", "padded"):
+        return recipe.batching
+    why = packing_unsupported(model, longest)
+    if why is None:
+        return "packed"
+    if recipe.batching == "packed":
+        raise ValueError(f"batching: packed is not possible here ({why}); use padded or grouped")
+    logger.info("padded batches: %s", why)
+    return "padded"
+
+
+def use_varlen_attention(model: Any) -> str | None:
+    """Makes ``model`` attend per packed example; returns the attention to restore (or None).
+
+    A model on transformers' flash-attention kernels keeps them: they read the packed
+    boundaries (``cu_seq_lens_q``/``_k``) themselves. Any other (sdpa, eager) is swapped for
+    :func:`~chorus_shared.training.packing.varlen_sdpa_attention` while training.
+    """
+    from chorus_shared.training.packing import register_varlen_attention
+
+    inner = base_model(model)
+    previous = str(inner.config._attn_implementation or "sdpa")
+    if "flash" in previous:
+        return None
+    inner.set_attn_implementation(register_varlen_attention())
+    return previous
 
 
 def resolve_model_path(spec: str) -> str:
@@ -166,7 +247,9 @@ def load_model_and_tokenizer(recipe: TrainRecipe) -> tuple[Any, Any]:
     auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = auto.from_pretrained(path, dtype="float32")
+        model = auto.from_pretrained(
+            path, dtype="bfloat16" if recipe.bf16_weights and not seq2seq else "float32"
+        )
     except OSError as exc:
         raise model_load_error(path, exc) from exc
     if tokenizer.pad_token_id is None:
@@ -357,8 +440,12 @@ def _train_in(
 
     # Seed before building the model: LoRA's random adapter init must repeat on a rerun.
     set_seed(recipe.seed)
+    seq2seq_model = resolve_architecture(recipe) == "seq2seq"
+    if seq2seq_model and recipe.bf16_weights:
+        raise ValueError("bf16_weights is for causal models; a seq2seq recipe uses bf16: true")
     model, tokenizer = load_model_and_tokenizer(recipe)
-    if resolve_architecture(recipe) == "seq2seq":
+    attention: str | None = None  # the model's own attention while packed training swaps it
+    if seq2seq_model:
         from chorus_shared.training import seq2seq
 
         s2s_examples, stats = seq2seq.build_seq2seq_examples(
@@ -376,8 +463,17 @@ def _train_in(
             records, tokenizer, max_length=recipe.max_length, truncation=recipe.truncation
         )
         dataset = _ListDataset(examples)
-        collator = WeightedCollator(tokenizer.pad_token_id)
-        trainer_factory = WeightedLossTrainer
+        longest = max(len(e.input_ids) for e in examples)
+        batching = choose_batching(recipe, model, longest)
+        if batching == "packed":
+            from chorus_shared.training.packing import PackedCollator
+
+            collator = PackedCollator()
+            attention = use_varlen_attention(model)
+        else:
+            collator = WeightedCollator(tokenizer.pad_token_id)
+        trainer_factory = partial(WeightedLossTrainer, master_weights=recipe.bf16_weights)
+        logger.info("batching: %s", batching)
     logger.info("training data: %s", stats.summary())
     args = training_arguments(recipe, out_dir / CHECKPOINT_SUBDIR)
     throughput = _throughput_callback()
@@ -396,7 +492,12 @@ def _train_in(
     if checkpoint:
         logger.info("resuming training from %s", checkpoint)
     started = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        output = trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        if attention is not None:
+            # The saved model (and any later use of this object) attends as it did before.
+            base_model(model).set_attn_implementation(attention)
     elapsed = time.perf_counter() - started
 
     model_dir = out_dir / MODEL_SUBDIR
