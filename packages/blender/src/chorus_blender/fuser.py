@@ -242,7 +242,11 @@ class Seq2SeqGenFuser:
             )
             with torch.inference_mode():
                 ids = self.model.generate(
-                    **batch, num_beams=self.num_beams, max_new_tokens=budget, do_sample=False
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    num_beams=self.num_beams,
+                    max_new_tokens=budget,
+                    do_sample=False,
                 )
             out += [
                 Completion(text=t)
