@@ -9,12 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from chorus_blender.blender import Blender
     from chorus_blender.ranker import PairRanker, RankerConfig
 
 __version__ = "0.1.0"
-__all__ = ["PairRanker", "RankerConfig", "__version__"]
+__all__ = ["Blender", "PairRanker", "RankerConfig", "__version__"]
 
 _LAZY = {
+    "Blender": "chorus_blender.blender",
     "PairRanker": "chorus_blender.ranker",
     "RankerConfig": "chorus_blender.ranker",
 }

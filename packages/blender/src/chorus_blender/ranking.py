@@ -120,9 +120,11 @@ def bubble_best(
     candidates: Sequence[Sequence[str]],
     *,
     seed: int = 0,
+    worst: bool = False,
     **batching: Any,
 ) -> list[int]:
-    """Return the index of the best candidate per input by one bubble pass (n - 1 comparisons).
+    """Return the index of the best (``worst``: the worst) candidate per input by one bubble
+    pass (n - 1 comparisons).
 
     Candidates are visited in a seeded random order; each comparison runs both orders and the
     challenger replaces the champion when ``logit(champion, challenger) - logit(challenger,
@@ -143,7 +145,9 @@ def bubble_best(
             b += [challenger, champ]
         logits = scorer.pair_logits(src, a, b, **batching)
         for n, i in enumerate(playing):
-            if logits[2 * n] - logits[2 * n + 1] <= 0:
+            margin = logits[2 * n] - logits[2 * n + 1]
+            # A tie goes to the challenger in both directions, as the original's permutation.
+            if (margin >= 0) if worst else (margin <= 0):
                 best[i] = orders[i][step]
     return best
 
