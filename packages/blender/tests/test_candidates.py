@@ -134,5 +134,13 @@ def test_hub_rows_convert_to_records():
     ]
     [record] = _mixinstruct_from_hub(rows, "test")
     assert record["candidates"][0]["scores"] == {"bleu": 10.0, "bertscore": 0.8}
+    assert "cmp_results" not in record
+    # ChatGPT's pairwise labels are kept (the hub stores them as a JSON string).
+    labelled = {**rows[0], "cmp_results": '{"oasst,vicuna": "A is better"}'}
+    [kept] = _mixinstruct_from_hub([labelled], "test")
+    assert kept["cmp_results"] == {"oasst,vicuna": "A is better"}
+    from chorus_blender.records import MixInstructRecord
+
+    assert MixInstructRecord.from_json(kept).cmp_results == {"oasst,vicuna": "A is better"}
     with pytest.raises(ValueError, match="missing field 'output'"):
         _mixinstruct_from_hub([{"id": "x", "instruction": "y", "candidates": []}], "test")

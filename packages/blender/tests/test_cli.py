@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from chorus_blender.best_of_n import best_of_n_generate
 from chorus_blender.cli import main
 from chorus_blender.fuser import fuse, fuser_prompt
@@ -51,12 +49,14 @@ def test_missing_input_is_one_error_line(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
-def test_best_of_n_line_without_prompt_is_one_clear_error(tmp_path):
+def test_best_of_n_line_without_prompt_is_one_clear_error(tmp_path, capsys):
     data = tmp_path / "prompts.jsonl"
     data.write_text(json.dumps({"id": "a", "prompt": "hi"}) + "\n" + json.dumps({"id": "b"}) + "\n")
     argv = ["best-of-n", "--model", "default", "--ranker", str(tmp_path), "--prompts", str(data)]
-    with pytest.raises(SystemExit, match="every line needs a 'prompt'"):
-        main(argv)
+    assert main([*argv, "--out", str(tmp_path / "runs" / "bon")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("chorus-blender best-of-n: error: ") and "prompts.jsonl:2" in err
+    assert "every line needs a 'prompt'" in err and not (tmp_path / "runs").exists()
 
 
 class _Chat:

@@ -32,9 +32,11 @@ def items(tmp_path: Path) -> Path:
 
 
 def _one_line(err: str, verb: str) -> str:
-    assert err.startswith(f"chorus-blender {verb}: error: ") and "Traceback" not in err
-    assert f"'{BAD}'" in err and "does not exist" in err
-    return err
+    # The engine's progress line ("0 of 1 items already done") may come first.
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"chorus-blender {verb}: error: ") and "Traceback" not in err
+    assert f"'{BAD}'" in last and "does not exist" in last
+    return last
 
 
 @pytest.mark.parametrize(
@@ -117,15 +119,25 @@ def test_make_candidates_with_a_wrong_data_dir_stops_before_a_run_folder(
     ("verb", "flags"),
     [
         ("compare", ["--ranker", BAD, "--source", "s", "--a", "x", "--b", "y"]),
-        ("best-of-n", ["--model", f"hf:{BAD}", "--ranker", BAD, "--prompts", "{prompts}"]),
-        ("fuse", ["--model", f"hf:{BAD}", "--input", "{items}"]),
+        (
+            "best-of-n",
+            ["--model", f"hf:{BAD}", "--ranker", BAD, "--prompts", "{prompts}", "--out", "{out}"],
+        ),
+        ("fuse", ["--model", f"hf:{BAD}", "--input", "{ranked}", "--out", "{out}"]),
     ],
 )
-def test_verbs_without_a_run_folder_fail_in_one_line(
+def test_verbs_that_cannot_load_fail_in_one_line_and_leave_no_folder(
     verb: str, flags: list[str], items: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"id": "p", "prompt": "hi"}) + "\n")
-    argv = [verb, *(f.format(items=items, prompts=prompts) for f in flags)]
+    ranked = tmp_path / "ranked.jsonl"
+    ranked.write_text(json.dumps({"id": "a", "source": "q", "candidates": ["x"], "ranks": [1]}))
+    out = tmp_path / "runs" / "x"
+    argv = [
+        verb,
+        *(f.format(items=items, prompts=prompts, out=out, ranked=ranked) for f in flags),
+    ]
     assert main(argv) == 2
     _one_line(capsys.readouterr().err, verb)
+    assert not (tmp_path / "runs").exists()

@@ -83,25 +83,34 @@ def test_methods_pick_and_score_as_defined(order_scorer):
         a["scores"][oracle_name("bleu")]["bleu"] == 30
         and a["scores"][oracle_name("bertscore")]["bertscore"] == 40
     )
+    assert fuser.calls == [2]  # one batched fuser call for the window
+    assert a["fused"] == "fused" and a["scores"][FUSED]["bertscore"] == 50.0
+    # A failed fuser reply is an errored item (retried on resume), never a 0 score.
+    assert b == {"id": "b", "error": "fuser: boom"}
+
+    plain = evaluate_window(ITEMS, ranker=ranker, pointwise=_Cosine(), fuser=None, scorer=_Scorer())
+    a, b = plain
     assert a["choices"][PAIRRANKER] == 0 and b["choices"][PAIRRANKER] == 1
     assert a["scores"][PAIRRANKER]["bertscore"] == 10 and b["scores"][PAIRRANKER]["bertscore"] == 30
     assert a["choices"][POINTWISE] == 0 and b["scores"][POINTWISE]["bertscore"] == 20
-    assert fuser.calls == [2]  # one batched fuser call for the window
-    assert a["fused"] == "fused" and a["scores"][FUSED]["bertscore"] == 50.0
-    assert b["fuse_error"] and b["scores"][FUSED]["bertscore"] == 0.0
-
-    summary = summarise(records)
+    summary = summarise(plain)
     table = summary["table"]
     assert summary["best_single"] == "g2"  # mean BERTScore 35 vs 15
     assert table[BEST_SINGLE]["bertscore"]["mean"] == 35.0
     assert table[BEST_SINGLE]["bertscore"]["se"] == pytest.approx(5.0)  # std(40, 30) / sqrt(2)
     assert table[PAIRRANKER]["bertscore"]["mean"] == 20.0
     assert table[oracle_name("bertscore")]["bertscore"]["mean"] == 35.0
-    assert summary["fuse_errors"] == 1
 
 
 # The judge's taste, by answer text: it prefers the higher quality in either order.
-QUALITY = {"a-low": 1, "a-high": 3, "fused": 2, "b-mid": 1, "b-top": 2}
+QUALITY = {"a-low": 1, "a-high": 3, "fused-0": 2, "b-mid": 1, "b-top": 2, "fused-1": 0}
+
+
+class _NumberedFuser:
+    spec = "fake"
+
+    def chat(self, conversations, params):
+        return [Completion(text=f"fused-{k}") for k in range(len(conversations))]
 
 
 def _judge_reply(conversation):
@@ -118,14 +127,14 @@ def test_gpt_rank_column_on_hand_computed_ranks(order_scorer, fake_chat_model):
         ITEMS,
         ranker=ranker,
         pointwise=_Cosine(),
-        fuser=_Fuser(),
+        fuser=_NumberedFuser(),
         scorer=_Scorer(),
         top_k=2,
         judge=judge,
     )
-    # Item a: a-high (4 points) 1, fused (2) 2, a-low (0) 3. Item b: the fused answer failed
-    # (empty, never judged, loses): b-top 1, b-mid 2, fused 3. One judge call: 6 + 2 pairs.
-    assert judge.batch_sizes == [8]
+    # Item a: a-high (4 points) 1, fused (2) 2, a-low (0) 3. Item b: b-top 1, b-mid 2, the
+    # weak fused answer 3. One judge call: 6 + 6 ordered pairs.
+    assert judge.batch_sizes == [12]
     a, b = records
     assert a[GPT_RANK]["ranks"] == [3.0, 1.0, 2.0] and b[GPT_RANK]["ranks"] == [2.0, 1.0, 3.0]
     assert a["scores"][PAIRRANKER][GPT_RANK] == 3.0 and b["scores"][PAIRRANKER][GPT_RANK] == 1.0
@@ -143,9 +152,9 @@ def test_gpt_rank_column_on_hand_computed_ranks(order_scorer, fake_chat_model):
     assert table[RANDOM][GPT_RANK]["mean"] == 1.75
     assert table[FUSED][GPT_RANK]["mean"] == 2.5
     assert table[BEST_SINGLE][GPT_RANK]["mean"] == 1.0  # g2: a-high and b-top
-    assert (summary["judge_verdicts"], summary["judge_unparseable"]) == (8, 0)
+    assert (summary["judge_verdicts"], summary["judge_unparseable"]) == (12, 0)
     # The judge prefers by quality, so it names A and B equally often over both orders.
-    assert summary["judge_verdict_counts"] == {"A": 4, "B": 4, "tie": 0, "unparseable": 0}
+    assert summary["judge_verdict_counts"] == {"A": 6, "B": 6, "tie": 0, "unparseable": 0}
     assert oracle_name(GPT_RANK) not in table  # oracles pick by reference metrics only
     # Without a judge the column is absent.
     plain = evaluate_window(ITEMS, ranker=ranker, pointwise=None, fuser=None, scorer=_Scorer())
@@ -193,18 +202,87 @@ def test_evaluate_cli_end_to_end(tiny_bert, tmp_path, capsys):
 
 def test_evaluate_without_a_ranker_gives_the_baseline_rows(tmp_path, capsys):
     data = tmp_path / "test.jsonl"
-    unscored = {**ITEMS[0], "id": "unscored", "candidates": [{"text": "x"}]}
-    no_candidates = {"id": "none", "output": "y", "candidates": "not a list"}
-    bad = [json.dumps(unscored) + "\n", json.dumps(no_candidates) + "\n"]
-    data.write_text("".join(json.dumps(it) + "\n" for it in ITEMS) + "".join(bad))
+    data.write_text("".join(json.dumps(it) + "\n" for it in ITEMS) + "{torn\n")
     out = tmp_path / "eval"
     argv = ["evaluate", "--candidates", str(data), "--no-pointwise", "--out", str(out)]
     assert main(argv) == 0
-    assert capsys.readouterr().err.count("needs id, output and scored candidates") == 2
+    assert "test.jsonl:3: not JSON" in capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["items"] == len(ITEMS)
+    assert metrics["items"] == len(ITEMS) and metrics["coverage"] == "2 of 2 items"
     table = metrics["table"]
     assert {RANDOM, BEST_SINGLE, oracle_name("bleu")} <= set(table)
     assert PAIRRANKER not in table and FUSED not in table
     assert main(["evaluate", "--candidates", str(data), "--fuser", "default", "--out", "x"]) == 2
     assert "give --ranker too" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        # Issue 20: a candidate missing a metric was a KeyError traceback.
+        (
+            {**ITEMS[0], "candidates": [_cand("g1", "x", 1, 2, 3), {"text": "y", "scores": {}}]},
+            "candidate 1 (unnamed) has no score for bertscore, bleu, rougeL",
+        ),
+        ({**ITEMS[0], "candidates": "not a list"}, "field 'candidates' should be list"),
+        (
+            {"id": "c", "instruction": "q", "candidates": [_cand("g", "x", 1, 1, 1)]},
+            "missing field 'output'",
+        ),
+    ],
+    ids=["missing-metric", "candidates-not-a-list", "no-output"],
+)
+def test_evaluate_on_a_malformed_item_is_one_error_and_no_folder(tmp_path, capsys, bad, message):
+    data = tmp_path / "test.jsonl"
+    data.write_text(json.dumps(ITEMS[1]) + "\n" + json.dumps(bad) + "\n")
+    out = tmp_path / "runs" / "eval"
+    assert main(["evaluate", "--candidates", str(data), "--no-pointwise", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("chorus-blender evaluate: error: ") and "\n" not in err
+    assert "test.jsonl:2" in err and message in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_report_on_records_without_scores_is_one_error(tmp_path, capsys):
+    data = tmp_path / "test.jsonl"
+    data.write_text(json.dumps(ITEMS[0]) + "\n")
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--candidates", str(data), "--no-pointwise", "--out", str(out)]) == 0
+    records = out / "records.jsonl"
+    line = json.loads(records.read_text())
+    del line["scores"]
+    records.write_text(json.dumps(line) + "\n")
+    capsys.readouterr()
+    assert main(["report", "--run", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("chorus-blender report: error: ") and "no usable evaluate records" in err
+    assert "missing field 'scores'" in err
+
+
+def test_report_counts_foreign_and_duplicate_lines_and_says_k_of_n(tmp_path, capsys):
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(it) + "\n" for it in ITEMS))
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--candidates", str(data), "--no-pointwise", "--out", str(out)]) == 0
+    before = json.loads((out / "metrics.json").read_text())
+    records = out / "records.jsonl"
+    lines = records.read_text().splitlines()
+    a = json.loads(lines[0])
+    foreign = {
+        **a,
+        "id": "other-run",
+        "scores": {k: dict.fromkeys(v, 333.0) for k, v in a["scores"].items()},
+    }
+    # Issue 20: a copied line and another run's line changed the scores; now they are skipped
+    # and counted, and a missing item is reported as "1 of 2 items".
+    records.write_text("\n".join([lines[0], lines[0], json.dumps(foreign)]) + "\n")
+    capsys.readouterr()
+    assert main(["report", "--run", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["coverage"] == "1 of 2 items" and metrics["skipped_records"] == 2
+    assert metrics["table"][RANDOM]["bertscore"]["mean"] == 25.0  # item a alone, never 333
+    oracle = oracle_name("bertscore")
+    assert before["table"][oracle]["bertscore"]["mean"] == 35.0  # items a (40) and b (30)
+    assert metrics["table"][oracle]["bertscore"]["mean"] == 40.0  # item a alone
+    err = capsys.readouterr().err
+    assert "other-run" in err and "only 1 of 2 items" in err

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from chorus_blender.gpt_rank import fractional_ranks, gpt_rank, parse_verdict
+from chorus_blender.gpt_rank import (
+    best_shared_ranks,
+    fractional_ranks,
+    gpt_rank,
+    parse_verdict,
+    ranks_from_cmp_results,
+)
 from chorus_shared.models import Completion
 
 
@@ -31,6 +37,25 @@ from chorus_shared.models import Completion
 )
 def test_parse_verdict(reply, verdict):
     assert parse_verdict(reply) == verdict
+
+
+def test_ties_share_the_best_rank_as_in_the_original():
+    # gpt_eval/utils.get_ranks_from_scores: sorted(scores, reverse=True).index(s) + 1
+    assert best_shared_ranks([3.0, 5.0, 5.0, 1.0]) == [3.0, 1.0, 1.0, 4.0]
+    assert best_shared_ranks([2.0, 2.0, 2.0]) == [1.0, 1.0, 1.0]
+
+
+def test_gpt_rank_rebuilt_from_mixinstructs_released_labels():
+    models = ["oasst", "vicuna", "alpaca"]
+    cmp_results = {
+        "oasst,vicuna": "A is better",
+        "oasst,alpaca": "Same good",  # moves both cells alike: no win
+        "vicuna,alpaca": "B is better",
+    }
+    # scores: oasst 2, vicuna -4, alpaca 2 -> oasst and alpaca share rank 1
+    assert ranks_from_cmp_results(models, cmp_results) == [1.0, 3.0, 1.0]
+    with pytest.raises(ValueError, match="unknown cmp_results label"):
+        ranks_from_cmp_results(models, {"oasst,vicuna": "A wins"})
 
 
 def test_fractional_ranks_share_ties():
@@ -90,15 +115,15 @@ def test_ranks_from_pairwise_wins_in_one_batched_call(fake_chat_model):
     assert judge.batch_sizes == [6 + 6 + 6 + 2 + 0 + 2]
     longer, biased, script, dup, empty, errors = results
     assert longer.points == [0.0, 2.0, 4.0] and longer.ranks == [3.0, 2.0, 1.0]
-    assert biased.points == [2.0, 2.0, 2.0] and biased.ranks == [2.0, 2.0, 2.0]
+    assert biased.points == [2.0, 2.0, 2.0] and biased.ranks == [1.0, 1.0, 1.0]
     # p: 1; q: 0.5; r: 1 + 1 + 0.5 + 1 = 3.5; one verdict unparseable.
     assert script.points == [1.0, 0.5, 3.5] and script.ranks == [2.0, 3.0, 1.0]
     assert (script.judged, script.unparseable) == (6, 1)
     assert script.verdict_counts() == {"A": 3, "B": 1, "tie": 1, "unparseable": 1}
     assert biased.verdict_counts() == {"A": 6, "B": 0, "tie": 0, "unparseable": 0}
-    assert dup.judged == 2 and dup.unparseable == 2 and dup.ranks == [2.0, 2.0, 2.0]
+    assert dup.judged == 2 and dup.unparseable == 2 and dup.ranks == [1.0, 1.0, 1.0]
     assert empty.judged == 0 and empty.ranks == [1.0, 2.0]
-    assert errors.unparseable == 2 and errors.ranks == [1.5, 1.5]
+    assert errors.unparseable == 2 and errors.ranks == [1.0, 1.0]
     # Every ordered pair was shown: the judge saw both orders of each pair.
     shown = {_between(c)[1:] for c in judge.calls[0] if _between(c)[0] == "script"}
     assert shown == set(SCRIPT)

@@ -19,23 +19,43 @@ from chorus_blender.ranking import (
 QUALITY = {"a": 0.1, "b": 2.0, "c": -1.0, "d": 1.5, "e": 0.7}
 
 
-def test_max_logits_matches_definition_on_a_hand_built_matrix(order_scorer):
+def test_max_logits_is_the_originals_mean_over_all_n_columns(order_scorer):
     m = np.array([[0.0, 2.0, -1.0], [1.0, 0.0, 0.5], [3.0, -2.0, 0.0]])
-    # score_j = mean_k (M[j,k] - M[k,j]) over the two opponents
-    expected = [((2 - 1) + (-1 - 3)) / 2, ((1 - 2) + (0.5 + 2)) / 2, ((3 + 1) + (-2 - 0.5)) / 2]
+    # The original (gpt_eval/utils.get_scores_from_cmps): (M - M.T).mean(-1), i.e. the sum
+    # over the two opponents divided by n = 3 (the zero diagonal counts), not by n - 1.
+    expected = [((2 - 1) + (-1 - 3)) / 3, ((1 - 2) + (0.5 + 2)) / 3, ((3 + 1) + (-2 - 0.5)) / 3]
     assert scores_from_matrix(m, "max_logits").tolist() == pytest.approx(expected)
+    scorer = order_scorer(QUALITY)
+    scores = rank(scorer, ["x"], [["a", "b", "c"]], return_scores=True)[0]
+    # OrderScorer: M[j,k] = q_j - q_k, so score_j = 2 * sum_k (q_j - q_k) / 3.
+    q = [QUALITY[c] for c in "abc"]
+    assert scores == pytest.approx([2 * sum(qj - qk for qk in q) / 3 for qj in q])
 
 
-def test_max_wins_counts_both_orders_and_half_wins_on_ties(order_scorer):
+def test_max_wins_a_zero_logit_is_no_win(order_scorer):
     m = np.array([[0.0, 2.0, 0.0], [1.0, 0.0, -0.5], [3.0, -2.0, 0.0]])
-    # candidate 0: wins (0,1) [2>0]; tie (0,2) -> 0.5; as B: (1,0)=1>0 lost; (2,0)=3>0 lost -> 1.5
+    # candidate 0: wins (0,1) [2>0]; (0,2)=0 no win; as B: (1,0)=1>0 lost; (2,0)=3>0 lost -> 1
     # candidate 1: (1,0) won; (1,2) lost; as B: (0,1)=2 lost; (2,1)=-2<0 won -> 2
-    # candidate 2: (2,0) won; (2,1) lost; as B: (0,2)=0 tie 0.5; (1,2)=-0.5<0 won -> 2.5
-    assert scores_from_matrix(m, "max_wins").tolist() == [1.5, 2.0, 2.5]
+    # candidate 2: (2,0) won; (2,1) lost; as B: (0,2)=0 no win; (1,2)=-0.5<0 won -> 2
+    assert scores_from_matrix(m, "max_wins").tolist() == [1.0, 2.0, 2.0]
 
 
-def test_ranks_break_ties_by_position(order_scorer):
-    assert ranks_from_scores(np.array([1.0, 3.0, 1.0, -2.0])) == [2, 1, 3, 4]
+def test_tied_scores_share_the_best_rank_as_in_the_original(order_scorer):
+    assert ranks_from_scores(np.array([1.0, 3.0, 1.0, -2.0])) == [2, 1, 2, 4]
+    assert ranks_from_scores([5.0, 5.0, 5.0]) == [1, 1, 1]
+
+
+def test_bubble_tie_goes_to_the_challenger(order_scorer):
+    from chorus_blender.ranking import bubble_best
+
+    # Every logit is 0: the original's _bubble_predict keeps the challenger on a tie
+    # (preds + preds_inv <= 0), so the last candidate of the visiting order wins.
+    scorer = order_scorer(dict.fromkeys("abcd", 0.0))
+    import random
+
+    for seed in range(4):
+        order = random.Random(seed).sample(range(4), 4)
+        assert bubble_best(scorer, ["x"], [list("abcd")], seed=seed) == [order[-1]]
 
 
 def test_full_and_bubble_agree_on_the_best_of_a_known_order(order_scorer):
@@ -62,6 +82,9 @@ def test_compare_is_antisymmetric_and_cancels_position_bias(order_scorer):
     ab = compare(scorer, ["x", "y"], ["a", "c"], ["b", "e"], return_logits=True)
     ba = compare(scorer, ["x", "y"], ["b", "e"], ["a", "c"], return_logits=True)
     assert ab == pytest.approx([-x for x in ba])
+    # The original's "[A,B]+[B,A]" logit: l(A,B) - l(B,A), not halved.
+    qa, qb = QUALITY["a"], QUALITY["b"]
+    assert ab[0] == pytest.approx((qa - qb + 5.0) - (qb - qa + 5.0))
     assert compare(scorer, ["x", "y"], ["a", "c"], ["b", "e"]) == [False, False]
 
 
@@ -69,13 +92,22 @@ def test_rank_with_ref_modes(order_scorer):
     cands = ["aa", "b", "cccc", "ddd"]
     assert pick_reference(cands, "longest") == "cccc"
     assert pick_reference(cands, "shortest") == "b"
-    assert pick_reference(cands, "median_length") == "aa"
+    # The original: sorted(by length)[n // 2] -> lengths 1, 2, 3, 4 -> the third.
+    assert pick_reference(cands, "median_length") == "ddd"
     assert pick_reference(cands, "first") == "aa" and pick_reference(cands, "last") == "ddd"
+    # Equal lengths: the first of them (max/min by length), as the original.
+    assert pick_reference(["xy", "ab", "c"], "longest") == "xy"
+    assert pick_reference(["x", "ab", "c"], "shortest") == "x"
     with pytest.raises(ValueError, match="unknown ref_mode"):
         pick_reference(cands, "best")
-    scorer = order_scorer(QUALITY)
-    rewards = rank_with_ref(scorer, ["x"], [["a", "b", "c"]], ref_candidates=["d"])
-    assert rewards[0] == pytest.approx([0.1 - 1.5, 2.0 - 1.5, -1.0 - 1.5])
+    scorer = order_scorer(QUALITY, bias=0.4)
+    rewards = rank_with_ref(
+        scorer, ["x"], [["a", "b", "c"]], ref_candidates=["d"], return_scores=True
+    )
+    # reward = l(c, ref) - l(ref, c) = 2 (q_c - q_ref); the position bias cancels.
+    assert rewards[0] == pytest.approx([2 * (0.1 - 1.5), 2 * (2.0 - 1.5), 2 * (-1.0 - 1.5)])
+    # Without return_scores: ranks, as the original's default.
+    assert rank_with_ref(scorer, ["x"], [["a", "b", "c"]], ref_candidates=["d"]) == [[2, 1, 3]]
 
 
 def test_topk_from_ranks(order_scorer):

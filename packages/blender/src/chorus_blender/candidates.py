@@ -53,13 +53,24 @@ def _mixinstruct_record(row: Mapping[str, Any], where: str) -> dict[str, Any]:
                 },
             }
         )
-    return {
+    record: dict[str, Any] = {
         "id": str(row["id"]),
         "instruction": str(row["instruction"]),
         "input": str(row.get("input") or ""),
         "output": str(row["output"]),
         "candidates": cands,
     }
+    # ChatGPT's pairwise labels ("modelA,modelB" -> "A is better" / ...), present on the test
+    # items that have them: kept so the paper's GPT-Rank can be rebuilt from the released labels.
+    cmp = row.get("cmp_results")
+    if isinstance(cmp, str) and cmp.strip():
+        try:
+            cmp = json.loads(cmp)
+        except json.JSONDecodeError:
+            raise ValueError(f"{where}: 'cmp_results' is not a JSON object") from None
+    if isinstance(cmp, Mapping) and cmp:
+        record["cmp_results"] = {str(k): str(v) for k, v in cmp.items() if v is not None}
+    return record
 
 
 def _read_mixinstruct(root: Path, split: str) -> list[dict]:
@@ -232,6 +243,13 @@ def _window_seed(first_id: str, generator: str, seed: int) -> int:
     return zlib.crc32(f"{seed}|{first_id}|{generator}".encode()) % (2**31)
 
 
+def generator_prompt(item: Mapping[str, Any]) -> str:
+    """Returns the user turn a generator answers: the instruction, then the input if any."""
+    instruction = str(item.get("instruction", "")).strip()
+    extra = str(item.get("input") or "").strip()
+    return f"{instruction}\n{extra}" if extra else instruction
+
+
 def generate_window(
     items: Sequence[Mapping[str, Any]],
     generators: Sequence[Generator],
@@ -243,21 +261,21 @@ def generate_window(
     """Return one MixInstruct record per item: every generator's candidate, scored.
 
     Each generator is one batched ``chat`` call over the whole window; all candidates of the
-    window are then scored in one batched pass. A failed generation is left out of the item's
-    candidates and counted (``generation_errors``); an item left with fewer than 2 candidates
-    is an errored record (``error`` set), which a resumed run retries.
+    window are then scored in one batched pass. An item where any generator's reply failed is
+    an errored record (the first reason kept, never scored or stored as a candidate), which a
+    resumed run retries, so every finished item has one candidate per generator.
     """
-    from chorus_blender.training import record_source
+    from chorus_shared.engine import errored_record, first_error
     from chorus_shared.models import SamplingParams
 
     if not items:
         return []
-    texts: list[list[tuple[Generator, str | None, str | None]]] = [[] for _ in items]
+    replies: list[list[Any]] = [[] for _ in items]
     for gen in generators:
         conversations = []
         for item in items:
             turns = [{"role": "system", "content": gen.system}] if gen.system else []
-            turns.append({"role": "user", "content": record_source(item)})
+            turns.append({"role": "user", "content": generator_prompt(item)})
             conversations.append(turns)
         params = SamplingParams(
             max_new_tokens=gen.max_new_tokens,
@@ -266,14 +284,22 @@ def generate_window(
             seed=_window_seed(str(items[0]["id"]), gen.name, seed),
         )
         for slot, completion in zip(
-            texts, models[gen.model].chat(conversations, params), strict=True
+            replies, models[gen.model].chat(conversations, params), strict=True
         ):
-            slot.append((gen, completion.text, completion.error))
-    flat = [(k, g, t) for k, slot in enumerate(texts) for g, t, e in slot if e is None]
+            slot.append(completion)
+    failed: dict[int, str] = {}
+    for k, slot in enumerate(replies):
+        for gen, completion in zip(generators, slot, strict=True):
+            reason = first_error([completion])
+            if reason is not None:
+                failed[k] = f"generator {gen.name}: {reason}"
+                break
+    ok = [k for k in range(len(items)) if k not in failed]
+    flat = [(k, g, c.text) for k in ok for g, c in zip(generators, replies[k], strict=True)]
     scores = scorer.score([t for _, _, t in flat], [str(items[k]["output"]) for k, _, _ in flat])
-    records = []
-    for k, item in enumerate(items):
-        cands = [
+    by_item: dict[int, list[dict[str, Any]]] = {k: [] for k in ok}
+    for (k, g, t), s in zip(flat, scores, strict=True):
+        by_item[k].append(
             {
                 "model": g.model,
                 "generator": g.name,
@@ -281,14 +307,13 @@ def generate_window(
                 "text": t,
                 "scores": s,
             }
-            for (kk, g, t), s in zip(flat, scores, strict=True)
-            if kk == k
-        ]
-        errors = [f"{g.name}: {e}" for g, _, e in texts[k] if e is not None]
-        record = {**item, "candidates": cands, "generation_errors": errors}
-        if len(cands) < 2:
-            record["error"] = f"fewer than 2 candidates generated: {'; '.join(errors)}"
-        records.append(record)
+        )
+    records = []
+    for k, item in enumerate(items):
+        if k in failed:
+            records.append(errored_record(item["id"], failed[k], split=item.get("split")))
+        else:
+            records.append({**item, "candidates": by_item[k], "generation_errors": []})
     return records
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from chorus_blender.metrics import TABLE_METRICS
+from chorus_blender.records import EvalRecord, MixInstructRecord, record_source
 from chorus_shared.grading import mean_stderr
 
 RANDOM = "random"
@@ -112,73 +113,96 @@ def evaluate_window(
     metrics: Sequence[str] = TABLE_METRICS,
     judge: Any | None = None,
     judge_max_words: int = 256,
+    fuse_format: str = "chat",
+    fuse_candidate_max_tokens: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Return one record per item with every method's choice and its scores.
+    """Return one record per item (an :class:`EvalRecord` as JSON, or an errored record).
 
     One batched ranking pass, one batched pointwise pass, one batched ``chat`` call for the
     fuser and one batched scoring pass for the fused answers. An item whose fused answer
-    failed gets score 0 for the fuser on every metric and its ``fuse_error`` set (counted).
-    With a ``judge`` chat model, one more batched ``chat`` call judges all pairs of all items
-    (both orders) and each method's score gets ``gpt_rank``; the record's ``gpt_rank`` holds
-    the entries' ranks and the counts of judged and unparseable verdicts.
+    failed is an errored record (its reason kept, never scored, retried on resume). With a
+    ``judge`` chat model, one more batched ``chat`` call judges all pairs of all items (both
+    orders) and each method's score gets ``gpt_rank``; the record's ``gpt_rank`` holds the
+    entries' ranks and the counts of judged and unparseable verdicts.
     """
-    from chorus_blender.fuser import fuse
+    from chorus_blender.fuser import fuse_completions
     from chorus_blender.ranking import get_topk_candidates_from_ranks, rank
-    from chorus_blender.training import record_source
+    from chorus_shared.engine import errored_record, first_error
     from chorus_shared.models import SamplingParams
 
-    sources = [record_source(it) for it in items]
-    texts = [[c["text"] for c in it["candidates"]] for it in items]
+    records_in = [MixInstructRecord.from_json(it, metrics=metrics) for it in items]
+    sources = [record_source(r) for r in records_in]
+    texts = [r.texts for r in records_in]
     ranks = rank(ranker, sources, texts) if ranker is not None else None
     cosine = pointwise.scores(sources, texts) if pointwise is not None else None
+    failed: dict[int, str] = {}
     fused: list[str] | None = None
     fused_scores: list[dict[str, float]] = []
     if fuser is not None and ranks is not None:
         topk = get_topk_candidates_from_ranks(ranks, texts, top_k)
-        fused = fuse(
+        completions = fuse_completions(
             fuser,
-            [str(it["instruction"]) for it in items],
+            [r.instruction for r in records_in],
             topk,
             SamplingParams(max_new_tokens=fuse_max_new_tokens),
-            inputs=[str(it.get("input") or "") for it in items],
+            inputs=[r.input for r in records_in],
             max_words=fuse_max_words,
+            candidate_max_tokens=fuse_candidate_max_tokens,
+            fuse_format=fuse_format,
         )
-        fused_scores = scorer.score(fused, [str(it["output"]) for it in items])
-    records = []
-    for k, it in enumerate(items):
-        cands = it["candidates"]
-        table = [{m: float(c["scores"][m]) for m in metrics} for c in cands]
+        for k, completion in enumerate(completions):
+            reason = first_error([completion])
+            if reason is not None:
+                failed[k] = f"fuser: {reason}"
+        fused = [c.text for c in completions]
+        ok = [k for k in range(len(records_in)) if k not in failed]
+        scored = scorer.score([fused[k] for k in ok], [records_in[k].output for k in ok])
+        by_item = dict(zip(ok, scored, strict=True))
+        fused_scores = [by_item.get(k, {}) for k in range(len(records_in))]
+    records: list[dict[str, Any]] = []
+    for k, it in enumerate(records_in):
+        if k in failed:
+            records.append(errored_record(it.id, failed[k]))
+            continue
+        table = [{m: c.scores[m] for m in metrics} for c in it.candidates]
         scores: dict[str, dict[str, float]] = {
             RANDOM: {m: math.fsum(t[m] for t in table) / len(table) for m in metrics}
         }
         for m in metrics:
             scores[oracle_name(m)] = table[_argmax([t[m] for t in table])]
-        for c, t in zip(cands, table, strict=True):
-            scores[f"generator:{c.get('generator') or c.get('model')}"] = t
+        for c, t in zip(it.candidates, table, strict=True):
+            scores[f"generator:{c.name}"] = t
         choices: dict[str, int] = {}
         if cosine is not None:
             choices[POINTWISE] = _argmax(cosine[k])
             scores[POINTWISE] = table[choices[POINTWISE]]
         if ranks is not None:
-            choices[PAIRRANKER] = ranks[k].index(1)
+            choices[PAIRRANKER] = ranks[k].index(min(ranks[k]))
             scores[PAIRRANKER] = table[choices[PAIRRANKER]]
-        record: dict[str, Any] = {"id": it["id"], "scores": scores, "choices": choices}
+        record: dict[str, Any] = {"id": it.id, "scores": scores, "choices": choices}
         if ranks is not None:
             record["ranks"] = ranks[k]
         if fused is not None:
             record["fused"] = fused[k]
-            if not fused[k].strip():
-                record["fuse_error"] = "empty or failed generation"
             scores[FUSED] = {m: float(fused_scores[k][m]) for m in metrics}
         records.append(record)
     if judge is not None:
-        _add_gpt_rank(records, items, texts, fused, judge, judge_max_words, metrics)
+        judged = [k for k, r in enumerate(records) if "error" not in r]
+        _add_gpt_rank(
+            [records[k] for k in judged],
+            [records_in[k] for k in judged],
+            [texts[k] for k in judged],
+            [fused[k] for k in judged] if fused is not None else None,
+            judge,
+            judge_max_words,
+            metrics,
+        )
     return records
 
 
 def _add_gpt_rank(
     records: list[dict[str, Any]],
-    items: Sequence[Mapping[str, Any]],
+    items: Sequence[MixInstructRecord],
     texts: Sequence[Sequence[str]],
     fused: Sequence[str] | None,
     judge: Any,
@@ -187,7 +211,6 @@ def _add_gpt_rank(
 ) -> None:
     """Judge all pairs of every item's entries (candidates + fused answer) in one call."""
     from chorus_blender.gpt_rank import gpt_rank
-    from chorus_blender.training import record_source
 
     entries = [list(t) + ([fused[k]] if fused is not None else []) for k, t in enumerate(texts)]
     ranked = gpt_rank(judge, [record_source(it) for it in items], entries, max_words=max_words)
@@ -196,14 +219,14 @@ def _add_gpt_rank(
         ranks = result.ranks
         scores = record["scores"]
         scores[RANDOM][GPT_RANK] = math.fsum(ranks[:n]) / n
-        table = [{m: float(c["scores"][m]) for m in metrics} for c in items[k]["candidates"]]
+        table = [{m: c.scores[m] for m in metrics} for c in items[k].candidates]
         for m in metrics:
             scores[oracle_name(m)] = {
                 **scores[oracle_name(m)],
                 GPT_RANK: ranks[_argmax([t[m] for t in table])],
             }
-        for j, c in enumerate(items[k]["candidates"]):
-            scores[f"generator:{c.get('generator') or c.get('model')}"][GPT_RANK] = ranks[j]
+        for j, c in enumerate(items[k].candidates):
+            scores[f"generator:{c.name}"] = {**scores[f"generator:{c.name}"], GPT_RANK: ranks[j]}
         for method, j in record["choices"].items():
             scores[method] = {**scores[method], GPT_RANK: ranks[j]}
         if fused is not None:
@@ -218,7 +241,7 @@ def _add_gpt_rank(
 
 
 def summarise(
-    records: Sequence[Mapping[str, Any]], metrics: Sequence[str] = TABLE_METRICS
+    records: Sequence[EvalRecord | Mapping[str, Any]], metrics: Sequence[str] = TABLE_METRICS
 ) -> dict[str, Any]:
     """Return mean and s.e. per method and metric, and which generator is the best single.
 
@@ -230,25 +253,29 @@ def summarise(
     """
     if not records:
         raise ValueError("no evaluated items to summarise")
-    judged = all(GPT_RANK in r for r in records)
+    typed = [r if isinstance(r, EvalRecord) else EvalRecord.from_json(r) for r in records]
+    judged = all(r.gpt_rank is not None for r in typed)
     # Oracles pick by a reference metric; GPT-Rank is then one more column of every row.
     oracles = [oracle_name(m) for m in metrics]
     if judged:
         metrics = [*metrics, GPT_RANK]
-    generators = sorted({k for r in records for k in r["scores"] if k.startswith("generator:")})
+    generators = sorted({k for r in typed for k in r.scores if k.startswith("generator:")})
 
-    def value(r: Mapping[str, Any], method: str, metric: str) -> float:
-        if method in r["scores"]:
-            return float(r["scores"][method][metric])
-        # A missing answer (failed generation) scores 0, and the worst rank on GPT-Rank.
-        return float(r[GPT_RANK]["n_entries"]) if metric == GPT_RANK else 0.0
+    def value(r: EvalRecord, method: str, metric: str) -> float:
+        if method in r.scores:
+            if metric not in r.scores[method]:
+                raise ValueError(f"record {r.id!r}: {method!r} has no {metric!r} score")
+            return r.scores[method][metric]
+        # A generator without a candidate for this item scores 0 (the worst GPT-Rank).
+        gpt = r.gpt_rank or {}
+        return float(gpt.get("n_entries", 0)) if metric == GPT_RANK else 0.0
 
     def column(method: str, metric: str) -> list[float]:
-        return [value(r, method, metric) for r in records]
+        return [value(r, method, metric) for r in typed]
 
     best = max(generators, key=lambda g: math.fsum(column(g, metrics[0]))) if generators else None
     methods = [RANDOM, *oracles]
-    methods += [m for m in (POINTWISE, PAIRRANKER, FUSED) if all(m in r["scores"] for r in records)]
+    methods += [m for m in (POINTWISE, PAIRRANKER, FUSED) if all(m in r.scores for r in typed)]
     table: dict[str, dict[str, dict[str, float]]] = {}
     for method in methods:
         table[method] = {}
@@ -265,17 +292,16 @@ def summarise(
         for g in generators
     }
     return {
-        "items": len(records),
+        "items": len(typed),
         "metrics": list(metrics),
         "best_single": best.removeprefix("generator:") if best else None,
         "table": table,
         "per_generator": per_generator,
-        "fuse_errors": sum(1 for r in records if r.get("fuse_error")),
-        "judge_verdicts": sum(int(r[GPT_RANK]["judged"]) for r in records) if judged else 0,
-        "judge_unparseable": sum(int(r[GPT_RANK]["unparseable"]) for r in records) if judged else 0,
+        "judge_verdicts": sum(int(r.gpt_rank["judged"]) for r in typed if r.gpt_rank),
+        "judge_unparseable": sum(int(r.gpt_rank["unparseable"]) for r in typed if r.gpt_rank),
         # Position bias: the judge's answers by the position it named (A = shown first).
         "judge_verdict_counts": {
-            k: sum(int(r[GPT_RANK].get("verdicts", {}).get(k, 0)) for r in records)
+            k: sum(int((r.gpt_rank or {}).get("verdicts", {}).get(k, 0)) for r in typed)
             for k in ("A", "B", "tie", "unparseable")
         }
         if judged
@@ -319,10 +345,11 @@ def report_markdown(summary: Mapping[str, Any], run_dir: Path, *, title: str) ->
                 f"{counts['B']} times (ties {counts['tie']}): a large gap is position bias, "
                 "which the two orders cancel"
             )
+    coverage = summary.get("coverage") or f"{summary['items']} items"
     lines = [
         f"# {title}",
         "",
-        f"{summary['items']} test items; mean ± s.e. (sample std over sqrt(n)); {note}.",
+        f"{coverage} of the test set; mean ± s.e. (sample std over sqrt(n)); {note}.",
         "",
         markdown_table(["method", *header], rows),
         "",
@@ -334,8 +361,8 @@ def report_markdown(summary: Mapping[str, Any], run_dir: Path, *, title: str) ->
             for g, s in summary["per_generator"].items()
         ),
     ]
-    if summary.get("fuse_errors"):
-        lines += ["", f"Fused answers that failed (scored 0): {summary['fuse_errors']}."]
+    for note in summary.get("notes", []):
+        lines += ["", f"Note: {note}"]
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chorus_shared.models import ChatModel, Message, SamplingParams
+from chorus_shared.models import ChatModel, Completion, Message, SamplingParams
 
 FUSE_REQUEST = (
     "Above are several candidate answers to the same request. Write one answer that keeps "
@@ -32,8 +32,9 @@ def _cut(text: str, max_words: int) -> str:
     return text if len(words) <= max_words else " ".join(words[:max_words]) + " ..."
 
 
-def token_cutter(tokenizer: Any, max_tokens: int) -> Callable[[str], str]:
-    """Return a function that cuts a text to its first ``max_tokens`` tokens (the paper's cut)."""
+def token_cutter(tokenizer: Any, max_tokens: int, *, marker: str = " ...") -> Callable[[str], str]:
+    """Return a function that cuts a text to its first ``max_tokens`` tokens (the paper's cut)
+    and appends ``marker`` to a text it cut (the original GenFuser appends "...")."""
     if max_tokens < 1:
         raise ValueError(f"candidate_max_tokens must be >= 1, got {max_tokens}")
 
@@ -41,9 +42,39 @@ def token_cutter(tokenizer: Any, max_tokens: int) -> Callable[[str], str]:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) <= max_tokens:
             return text
-        return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True) + " ..."
+        return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True) + marker
 
     return cut
+
+
+# The original GenFuser's request line (blender_utils.GenFuserDataset), which the released
+# weights (llm-blender/gen_fuser_3b) were trained to follow.
+GENFUSER_REQUEST = "Summarize candidates into a better one for the given instruction:"
+FUSE_FORMATS = ("chat", "genfuser")
+
+
+def genfuser_input(
+    instruction: str,
+    candidates: Sequence[str],
+    *,
+    input_text: str = "",
+    cut: Callable[[str], str] | None = None,
+) -> str:
+    """Return the original GenFuser's input text for one instruction and its top-K candidates.
+
+    The parts are joined by ``</s>``: ``Instruction: ...``, ``Input: ...``, then
+    ``Candidate i: <extra_id_i>:`` + the candidate (i from 0; each cut by ``cut``, the paper's
+    128 tokens + "..."), then the request line. Use it for the released seq2seq fusers; the
+    tokenizer is then called without special tokens, as the original does.
+    """
+    if not candidates:
+        raise ValueError("the fuser needs at least one candidate")
+    keep = cut or (lambda text: text)
+    joined = "</s>".join(
+        f"Candidate {i}: <extra_id_{i}>:" + keep(c) for i, c in enumerate(candidates)
+    )
+    parts = ["Instruction: " + instruction, "Input: " + input_text, joined]
+    return "</s>".join(parts) + "</s>" + GENFUSER_REQUEST
 
 
 def fuser_prompt(
@@ -79,12 +110,47 @@ def fuse(
     inputs: Sequence[str] | None = None,
     max_words: int = 128,
     candidate_max_tokens: int | None = None,
+    fuse_format: str = "chat",
 ) -> list[str]:
     """Return one fused answer per instruction (a failed generation returns an empty string).
 
-    ``candidate_max_tokens`` cuts each candidate with the fuser's own tokenizer (a local
-    ``hf:`` model); without it candidates are cut to ``max_words`` words.
+    See :func:`fuse_completions`; use that to tell a failed reply from an empty one.
     """
+    completions = fuse_completions(
+        model,
+        instructions,
+        topk_candidates,
+        params,
+        inputs=inputs,
+        max_words=max_words,
+        candidate_max_tokens=candidate_max_tokens,
+        fuse_format=fuse_format,
+    )
+    return [c.text if c.error is None else "" for c in completions]
+
+
+def fuse_completions(
+    model: ChatModel | Seq2SeqGenFuser,
+    instructions: Sequence[str],
+    topk_candidates: Sequence[Sequence[str]],
+    params: SamplingParams | None = None,
+    *,
+    inputs: Sequence[str] | None = None,
+    max_words: int = 128,
+    candidate_max_tokens: int | None = None,
+    fuse_format: str = "chat",
+) -> list[Completion]:
+    """Return the fuser's reply per instruction (``error`` set on a failed one), one batch.
+
+    ``fuse_format``: ``chat`` (our prompt, :func:`fuser_prompt`, for chat and self-trained
+    fusers) or ``genfuser`` (the original's input, :func:`genfuser_input`, for the released
+    seq2seq weights; candidates cut to ``candidate_max_tokens`` tokens + "..."). A
+    :class:`Seq2SeqGenFuser` generates as the original does (4 beams); any ChatModel gets the
+    text as one user turn. ``candidate_max_tokens`` cuts each candidate with the fuser's own
+    tokenizer (a local model); without it ``chat`` cuts to ``max_words`` words.
+    """
+    if fuse_format not in FUSE_FORMATS:
+        raise ValueError(f"fuse_format must be one of {FUSE_FORMATS}, got {fuse_format!r}")
     if len(instructions) != len(topk_candidates):
         raise ValueError("give one candidate list per instruction")
     cut = None
@@ -95,19 +161,98 @@ def fuse(
                 f"candidate_max_tokens needs the fuser's tokenizer, and {model.spec} has none "
                 "here (an API model): cut by words with max_words instead"
             )
-        cut = token_cutter(tokenizer, candidate_max_tokens)
+        marker = "..." if fuse_format == "genfuser" else " ..."
+        cut = token_cutter(tokenizer, candidate_max_tokens, marker=marker)
     extra = list(inputs) if inputs is not None else [""] * len(instructions)
-    conversations: list[list[Message]] = [
-        [
-            {
-                "role": "user",
-                "content": fuser_prompt(ins, cands, input_text=x, max_words=max_words, cut=cut),
-            }
+    if fuse_format == "genfuser":
+        texts = [
+            genfuser_input(ins, cands, input_text=x, cut=cut)
+            for ins, cands, x in zip(instructions, topk_candidates, extra, strict=True)
         ]
-        for ins, cands, x in zip(instructions, topk_candidates, extra, strict=True)
-    ]
-    completions = model.chat(conversations, params or SamplingParams(max_new_tokens=256))
-    return [c.text if c.error is None else "" for c in completions]
+    else:
+        texts = [
+            fuser_prompt(ins, cands, input_text=x, max_words=max_words, cut=cut)
+            for ins, cands, x in zip(instructions, topk_candidates, extra, strict=True)
+        ]
+    if isinstance(model, Seq2SeqGenFuser):
+        return model.generate(texts, params)
+    conversations: list[list[Message]] = [[{"role": "user", "content": t}] for t in texts]
+    return model.chat(conversations, params or SamplingParams(max_new_tokens=256))
+
+
+class Seq2SeqGenFuser:
+    """A seq2seq fuser that generates as the original ``Blender.fuse`` does.
+
+    The input is tokenized without special tokens and cut to ``max_length`` (1024), then
+    ``generate`` runs with ``num_beams`` beams (4) and ``max_new_tokens`` new tokens (128,
+    the original's candidate length). Load the released ``llm-blender/gen_fuser_3b`` (or any
+    seq2seq folder) with :meth:`from_pretrained`.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        spec: str = "seq2seq",
+        max_length: int = 1024,
+        num_beams: int = 4,
+        max_new_tokens: int = 128,
+        batch_size: int = 4,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.max_length = max_length
+        self.num_beams = num_beams
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_pretrained(cls, path: str, **options: Any) -> Seq2SeqGenFuser:
+        """Return the fuser in a local folder (or hub id), in fp32 (the original's CPU dtype)."""
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        from chorus_shared.models.base import model_load_error
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForSeq2SeqLM.from_pretrained(path)
+        except OSError as exc:
+            raise model_load_error(path, exc, what="GenFuser", instead="--fuser default") from exc
+        return cls(model, tokenizer, spec=f"seq2seq:{path}", **options)
+
+    def generate(
+        self, texts: Sequence[str], params: SamplingParams | None = None
+    ) -> list[Completion]:
+        """Return one beam-searched reply per input text (``params`` may lower the budget)."""
+        import torch
+
+        budget = self.max_new_tokens if params is None else params.max_new_tokens
+        out: list[Completion] = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = list(texts[start : start + self.batch_size])
+            batch = self.tokenizer(
+                chunk,
+                max_length=self.max_length,
+                truncation=True,
+                padding=True,
+                add_special_tokens=False,
+                return_tensors="pt",
+            )
+            with torch.inference_mode():
+                ids = self.model.generate(
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    num_beams=self.num_beams,
+                    max_new_tokens=budget,
+                    do_sample=False,
+                )
+            out += [
+                Completion(text=t)
+                for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+            ]
+        return out
 
 
 # --------------------------------------------------------------------------- training
@@ -228,3 +373,28 @@ def train_fuser(
     if not examples:
         raise ValueError("no fuser training examples: every record lacked a reference or scores")
     return train(train_recipe, examples, out_dir), skipped
+
+
+SEQ2SEQ_PREFIX = "seq2seq:"
+
+
+def check_fuser_spec(spec: str) -> None:
+    """Raises ValueError when ``spec`` is not a fuser spec (checked before any run folder):
+    ``seq2seq:<folder or hub id>`` (:class:`Seq2SeqGenFuser`, the original's generation) or
+    any chat-model spec (``default``, ``hf:...``, ``openai:...``, ``vllm:...``)."""
+    if spec.startswith(SEQ2SEQ_PREFIX):
+        if not spec[len(SEQ2SEQ_PREFIX) :]:
+            raise ValueError("seq2seq: needs a folder or hub id after the colon")
+        return
+    from chorus_shared.models import parse_spec
+
+    parse_spec(spec)
+
+
+def load_fuser(spec: str) -> ChatModel | Seq2SeqGenFuser:
+    """Returns the fuser of ``spec`` (see :func:`check_fuser_spec`)."""
+    if spec.startswith(SEQ2SEQ_PREFIX):
+        return Seq2SeqGenFuser.from_pretrained(spec[len(SEQ2SEQ_PREFIX) :])
+    from chorus_shared.models import load_chat_model
+
+    return load_chat_model(spec)

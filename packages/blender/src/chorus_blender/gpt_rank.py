@@ -25,7 +25,7 @@ mean ± s.e. over items.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from chorus_shared.models import ChatModel, Message, SamplingParams
@@ -92,6 +92,47 @@ def fractional_ranks(points: Sequence[float]) -> list[float]:
     return ranks
 
 
+def best_shared_ranks(points: Sequence[float]) -> list[float]:
+    """Return 1-based ranks by descending points, tied entries sharing the best rank of their
+    group: the original's rule (``get_ranks_from_scores``: points 3, 5, 5, 1 -> 3, 1, 1, 4)."""
+    return [float(1 + sum(1 for q in points if q > p)) for p in points]
+
+
+TIE_RULES = {"best": best_shared_ranks, "average": fractional_ranks}
+
+# MixInstruct's ChatGPT labels and what each adds to M[A][B] and M[B][A] (the original's
+# get_ranks_from_chatgpt_cmps); a tie moves both by the same amount, so only wins count.
+CMP_LABELS = {
+    "A is better": (1.0, -1.0),
+    "B is better": (-1.0, 1.0),
+    "Same good": (0.5, 0.5),
+    "Same bad": (-0.5, -0.5),
+}
+
+
+def ranks_from_cmp_results(models: Sequence[str], cmp_results: Mapping[str, str]) -> list[float]:
+    """Return the GPT-Rank of each candidate (by its ``model``) from MixInstruct's released
+    ChatGPT labels (``{"modelA,modelB": "A is better" | ...}``), as the original: the
+    comparison matrix M, scores ``(M - M.T).sum(-1)``, tied candidates sharing the best rank.
+
+    Raises ValueError naming an unknown model or label.
+    """
+    n = len(models)
+    matrix = [[0.0] * n for _ in range(n)]
+    for key, label in cmp_results.items():
+        first, _, second = key.partition(",")
+        if first not in models or second not in models:
+            raise ValueError(f"cmp_results key {key!r} names a model not among the candidates")
+        if label not in CMP_LABELS:
+            raise ValueError(f"unknown cmp_results label {label!r}; expected {sorted(CMP_LABELS)}")
+        i, j = models.index(first), models.index(second)
+        ab, ba = CMP_LABELS[label]
+        matrix[i][j] += ab
+        matrix[j][i] += ba
+    scores = [sum(matrix[i][j] - matrix[j][i] for j in range(n)) for i in range(n)]
+    return best_shared_ranks(scores)
+
+
 @dataclass
 class ItemRanks:
     """GPT-Rank of one item's entries, and what the judge returned."""
@@ -121,11 +162,16 @@ def gpt_rank(
     *,
     params: SamplingParams | None = None,
     max_words: int = 256,
+    tie_rule: str = "best",
 ) -> list[ItemRanks]:
     """Return each item's entries' GPT-Rank (1 = best), judged in one batched ``chat`` call.
 
     ``entries[k]`` are the answers of item ``k`` to rank against each other (at least one).
+    ``tie_rule``: ``best`` (the original's: tied entries share the best rank of their group)
+    or ``average`` (they share the mean of their positions).
     """
+    if tie_rule not in TIE_RULES:
+        raise ValueError(f"tie_rule must be one of {sorted(TIE_RULES)}, got {tie_rule!r}")
     if len(instructions) != len(entries):
         raise ValueError("give one list of entries per instruction")
     conversations: list[list[Message]] = []
@@ -173,5 +219,5 @@ def gpt_rank(
                         points[k][h] += 2.0
         entry_points = [points[k][g] for g in index]
         results[k].points = entry_points
-        results[k].ranks = fractional_ranks(entry_points)
+        results[k].ranks = TIE_RULES[tie_rule](entry_points)
     return results

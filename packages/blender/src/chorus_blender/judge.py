@@ -27,7 +27,8 @@ class PairRMJudge:
     def compare(
         self, prompts: list[str], answers_a: list[str], answers_b: list[str]
     ) -> list[float]:
-        """Return one both-orders-averaged logit per item; positive when A is better."""
+        """Return one both-orders logit per item, ``l(A, B) - l(B, A)``; positive when A is
+        better."""
         return compare(
             self.ranker,
             prompts,
@@ -46,8 +47,10 @@ class PairRMJudge:
     ) -> list[int] | list[float]:
         """Return the preferred index (0 or 1) per prompt, or P(first is better) with scores.
 
+        As TRL's ``PairRMJudge``: the probability is ``sigmoid(l(A, B) - l(B, A))`` (its
+        softmax over the two rank scores), and a tie prefers the first completion.
         ``shuffle_order`` swaps each pair at random before judging and maps the answer back;
-        since ``compare`` already averages both orders, the result does not depend on it.
+        since ``compare`` runs both orders, only a tie's pick depends on it.
         """
         if len(prompts) != len(completions):
             raise ValueError("completions must hold one pair per prompt")
@@ -63,7 +66,7 @@ class PairRMJudge:
             import math
 
             return [1.0 / (1.0 + math.exp(-x)) for x in logits]
-        return [0 if x > 0 else 1 for x in logits]
+        return [0 if x >= 0 else 1 for x in logits]
 
 
 def load_pairrm_judge(target: str | Path) -> PairRMJudge:

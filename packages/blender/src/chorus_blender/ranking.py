@@ -53,11 +53,12 @@ def _check_candidates(inputs: Sequence[str], candidates: Sequence[Sequence[str]]
 
 
 def _sources(inputs: Sequence[str], instructions: Sequence[str] | None) -> list[str]:
+    # The original prepends the instruction to the input with no separator (RankerDataset).
     if instructions is None:
         return list(inputs)
     if len(instructions) != len(inputs):
         raise ValueError("instructions must have one entry per input")
-    return [f"{ins}\n{inp}" if inp else ins for ins, inp in zip(instructions, inputs, strict=True)]
+    return [ins + inp for ins, inp in zip(instructions, inputs, strict=True)]
 
 
 def compare_matrix(
@@ -90,30 +91,27 @@ def compare_matrix(
 def scores_from_matrix(matrix: np.ndarray, aggregation: Aggregation = "max_logits") -> np.ndarray:
     """Return one score per candidate from a comparison matrix (higher = better).
 
-    ``max_logits``: mean over opponents k of ``M[j, k] - M[k, j]`` (both orders, so position
-    bias cancels). ``max_wins``: wins over all ordered games — j wins game (j, k) when
-    ``M[j, k] > 0`` and game (k, j) when ``M[k, j] < 0``; a logit of exactly 0 is half a win.
+    As the original (``gpt_eval/utils.py``): ``max_logits`` = mean over all n columns
+    (the zero diagonal included) of ``M[j, k] - M[k, j]``; ``max_wins`` = the number of games
+    j won: game (j, k) when ``M[j, k] > 0`` and game (k, j) when ``M[k, j] < 0``. A logit of
+    exactly 0 is no win for either side.
     """
     n = matrix.shape[0]
-    if n == 1:
-        return np.zeros(1)
     if aggregation == "max_logits":
-        return (matrix - matrix.T).sum(axis=1) / (n - 1)
+        return (matrix - matrix.T).mean(axis=1)
     if aggregation == "max_wins":
-        off = ~np.eye(n, dtype=bool)
-        as_a = np.where(matrix > 0, 1.0, np.where(matrix == 0, 0.5, 0.0))
-        as_b = np.where(matrix.T < 0, 1.0, np.where(matrix.T == 0, 0.5, 0.0))
-        return ((as_a + as_b) * off).sum(axis=1)
-    raise ValueError(f"unknown aggregation {aggregation!r}; use max_logits or max_wins")
+        return ((matrix > 0).sum(axis=1) + (matrix < 0).sum(axis=0)).astype(float)
+    raise ValueError(
+        f"unknown aggregation {aggregation!r} for {n} candidates; use max_logits or max_wins"
+    )
 
 
-def ranks_from_scores(scores: np.ndarray) -> list[int]:
-    """Return ranks (1 = best) for scores; ties keep the earlier candidate ahead."""
-    order = sorted(range(len(scores)), key=lambda j: (-float(scores[j]), j))
-    ranks = [0] * len(scores)
-    for position, j in enumerate(order, start=1):
-        ranks[j] = position
-    return ranks
+def ranks_from_scores(scores: Sequence[float] | np.ndarray) -> list[int]:
+    """Return ranks (1 = best) for scores, as the original: tied candidates share the best
+    rank of their group (scores 3, 5, 5, 1 -> ranks 3, 1, 1, 4)."""
+    values = [float(x) for x in scores]
+    ordered = sorted(values, reverse=True)
+    return [ordered.index(v) + 1 for v in values]
 
 
 def bubble_best(
@@ -122,13 +120,16 @@ def bubble_best(
     candidates: Sequence[Sequence[str]],
     *,
     seed: int = 0,
+    worst: bool = False,
     **batching: Any,
 ) -> list[int]:
-    """Return the index of the best candidate per input by one bubble pass (n - 1 comparisons).
+    """Return the index of the best (``worst``: the worst) candidate per input by one bubble
+    pass (n - 1 comparisons).
 
     Candidates are visited in a seeded random order; each comparison runs both orders and the
     challenger replaces the champion when ``logit(champion, challenger) - logit(challenger,
-    champion) < 0``. Each tournament step is one batched pass over every input still playing.
+    champion) <= 0``: a tie goes to the challenger, as in the original's ``_bubble_predict``.
+    Each tournament step is one batched pass over every input still playing.
     """
     _check_candidates(inputs, candidates)
     rng = random.Random(seed)
@@ -144,7 +145,9 @@ def bubble_best(
             b += [challenger, champ]
         logits = scorer.pair_logits(src, a, b, **batching)
         for n, i in enumerate(playing):
-            if logits[2 * n] - logits[2 * n + 1] < 0:
+            margin = logits[2 * n] - logits[2 * n + 1]
+            # A tie goes to the challenger in both directions, as the original's permutation.
+            if (margin >= 0) if worst else (margin <= 0):
                 best[i] = orders[i][step]
     return best
 
@@ -248,9 +251,10 @@ def compare(
     return_logits: bool = False,
     **batching: Any,
 ) -> list[bool] | list[float]:
-    """Return whether A beats B per input (or the logit), both orders averaged.
+    """Return whether A beats B per input (or the logit), from both orders.
 
-    The logit is ``(logit(A, B) - logit(B, A)) / 2``, so ``compare(a, b) == -compare(b, a)``.
+    The logit is ``logit(A, B) - logit(B, A)``, as the original's "[A,B]+[B,A]" mode returns
+    it, so ``compare(a, b) == -compare(b, a)``.
     """
     if not len(inputs) == len(cands_a) == len(cands_b):
         raise ValueError("inputs, cands_a and cands_b must have the same length")
@@ -259,24 +263,52 @@ def compare(
         [*sources, *sources], [*cands_a, *cands_b], [*cands_b, *cands_a], **batching
     )
     n = len(sources)
-    averaged = [(logits[i] - logits[n + i]) / 2 for i in range(n)]
-    return averaged if return_logits else [x > 0 for x in averaged]
+    both = [logits[i] - logits[n + i] for i in range(n)]
+    return both if return_logits else [x > 0 for x in both]
 
 
 def pick_reference(cands: Sequence[str], mode: str) -> str:
-    """Return the reference that ``mode`` (longest, shortest, ...) picks from ``cands``."""
+    """Return the reference that ``mode`` picks from ``cands``, as the original: ``longest``
+    and ``shortest`` the first of equal lengths, ``median_length`` ``sorted(by length)[n // 2]``."""
     if mode not in REF_MODES:
         raise ValueError(f"unknown ref_mode {mode!r}; use one of {', '.join(REF_MODES)}")
     if mode == "first":
         return cands[0]
     if mode == "last":
         return cands[-1]
-    by_length = sorted(cands, key=len)
     if mode == "shortest":
-        return by_length[0]
+        return min(cands, key=len)
     if mode == "longest":
-        return by_length[-1]
-    return by_length[(len(by_length) - 1) // 2]
+        return max(cands, key=len)
+    return sorted(cands, key=len)[len(cands) // 2]
+
+
+@overload
+def rank_with_ref(
+    scorer: PairScorer,
+    inputs: Sequence[str],
+    candidates: Sequence[Sequence[str]],
+    instructions: Sequence[str] | None = None,
+    *,
+    return_scores: Literal[False] = False,
+    ref_mode: str = ...,
+    ref_candidates: Sequence[str] | None = ...,
+    **batching: Any,
+) -> list[list[int]]: ...
+
+
+@overload
+def rank_with_ref(
+    scorer: PairScorer,
+    inputs: Sequence[str],
+    candidates: Sequence[Sequence[str]],
+    instructions: Sequence[str] | None = None,
+    *,
+    return_scores: Literal[True],
+    ref_mode: str = ...,
+    ref_candidates: Sequence[str] | None = ...,
+    **batching: Any,
+) -> list[list[float]]: ...
 
 
 def rank_with_ref(
@@ -285,14 +317,17 @@ def rank_with_ref(
     candidates: Sequence[Sequence[str]],
     instructions: Sequence[str] | None = None,
     *,
+    return_scores: bool = False,
     ref_mode: str = "longest",
     ref_candidates: Sequence[str] | None = None,
     **batching: Any,
-) -> list[list[float]]:
-    """Return a reward per candidate: its both-orders logit against a reference answer.
+) -> list[list[int]] | list[list[float]]:
+    """Return ranks (1 = best) per input, or with ``return_scores`` a reward per candidate:
+    ``logit(c, ref) - logit(ref, c)``, its both-orders logit against a reference answer.
 
     The reference is ``ref_candidates[i]`` when given, else chosen from the candidates by
-    ``ref_mode``. Rewards are what RLHF/DPO pipelines use as scalar preferences.
+    ``ref_mode`` (:func:`pick_reference`). Rewards are what RLHF/DPO pipelines use as scalar
+    preferences.
     """
     _check_candidates(inputs, candidates)
     if ref_candidates is not None and len(ref_candidates) != len(inputs):
@@ -308,11 +343,13 @@ def rank_with_ref(
         flat_c += list(cands)
         flat_r += [ref] * len(cands)
     logits = compare(scorer, flat_in, flat_c, flat_r, return_logits=True, **batching)
-    out, start = [], 0
+    scores, start = [], 0
     for cands in candidates:
-        out.append([float(x) for x in logits[start : start + len(cands)]])
+        scores.append([float(x) for x in logits[start : start + len(cands)]])
         start += len(cands)
-    return out
+    if return_scores:
+        return scores
+    return [ranks_from_scores(s) for s in scores]
 
 
 def get_topk_candidates_from_ranks(

@@ -7,6 +7,10 @@ from typing import Any
 
 from chorus_shared import config
 
+# The ranker's training losses, as the original's loss_type: "instructgpt" (its default,
+# here "pairwise"), "BCE", "MSE".
+LOSSES = ("pairwise", "bce", "mse")
+
 
 @dataclass
 class RankerRecipe:
@@ -24,6 +28,12 @@ class RankerRecipe:
     per_device_train_batch_size: int = 16
     gradient_accumulation_steps: int = 1
     seed: int = 0
+    # The original's loss types: pairwise ("instructgpt", its default), bce, mse.
+    loss: str = "pairwise"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
 
 
 def available_recipes() -> list[str]:

@@ -12,7 +12,7 @@ The loop is the Hugging Face ``Trainer`` with the pairwise loss in ``compute_los
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,16 +21,36 @@ import torch
 import torch.nn.functional as F
 
 from chorus_blender.ranker import PairRanker
+from chorus_blender.recipes import LOSSES
+from chorus_blender.records import record_source
+
+__all__ = [
+    "Pair",
+    "PairStats",
+    "RankerTrainArgs",
+    "pairwise_accuracy",
+    "pairwise_loss",
+    "ranker_loss",
+    "record_source",
+    "sample_pairs",
+    "train_ranker",
+]
 
 
 @dataclass
 class Pair:
-    """One training comparison: ``label`` = +1 when A is better, -1 when B is."""
+    """One training comparison: ``label`` = +1 when A is better, -1 when B is.
+
+    ``gold_a`` / ``gold_b`` are the candidates' gold metric scores (the MSE loss regresses
+    onto them); a preference pair has none and stands for 1 / 0.
+    """
 
     source: str
     a: str
     b: str
     label: float
+    gold_a: float | None = None
+    gold_b: float | None = None
 
 
 @dataclass
@@ -42,13 +62,6 @@ class PairStats:
     ties_skipped: int = 0
     records_without_pairs: int = 0
     bad_records: list[str] = field(default_factory=list)
-
-
-def record_source(record: Mapping[str, Any]) -> str:
-    """Return the ranker's source text of a record: instruction, then input when present."""
-    instruction = str(record.get("instruction", "")).strip()
-    extra = str(record.get("input", "") or "").strip()
-    return f"{instruction}\n{extra}" if extra else instruction
 
 
 def sample_pairs(
@@ -93,7 +106,7 @@ def sample_pairs(
                 continue
             if rng.random() < 0.5:
                 (ta, ga), (tb, gb) = (tb, gb), (ta, ga)
-            pairs.append(Pair(source, ta, tb, 1.0 if ga > gb else -1.0))
+            pairs.append(Pair(source, ta, tb, 1.0 if ga > gb else -1.0, ga, gb))
             kept += 1
         if kept == 0:
             stats.records_without_pairs += 1
@@ -106,28 +119,78 @@ def pairwise_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.softplus(-labels * logits).mean()
 
 
+def ranker_loss(
+    loss: str,
+    scores1: torch.Tensor,
+    scores2: torch.Tensor,
+    labels: torch.Tensor,
+    gold1: torch.Tensor,
+    gold2: torch.Tensor,
+) -> torch.Tensor:
+    """Return the ranker's training loss on the head's per-candidate scores (B, n_tasks).
+
+    ``pairwise``: ``-log sigmoid(sign * (s1 - s2))`` on the task mean (the original's
+    "instructgpt"); ``bce``: each candidate's score is a logit of "this one is better"
+    (labels from the sign, the two BCE terms averaged); ``mse``: each score regresses onto
+    its gold metric, minus twice the mean product of the predicted and gold differences.
+    """
+    if loss == "pairwise":
+        return pairwise_loss((scores1 - scores2).mean(dim=-1), labels)
+    if loss == "bce":
+        left = (labels > 0).to(scores1.dtype).unsqueeze(-1).expand_as(scores1)
+        right = (labels < 0).to(scores2.dtype).unsqueeze(-1).expand_as(scores2)
+        return (
+            F.binary_cross_entropy_with_logits(scores1, left)
+            + F.binary_cross_entropy_with_logits(scores2, right)
+        ) / 2
+    if loss == "mse":
+        g1 = gold1.to(scores1.dtype).unsqueeze(-1).expand_as(scores1)
+        g2 = gold2.to(scores2.dtype).unsqueeze(-1).expand_as(scores2)
+        return (
+            F.mse_loss(scores1, g1)
+            + F.mse_loss(scores2, g2)
+            - (2 * (scores1 - scores2) * (g1 - g2)).mean()
+        )
+    raise ValueError(f"unknown ranker loss {loss!r}; use one of {LOSSES}")
+
+
 class _PairDataset(torch.utils.data.Dataset):
     def __init__(self, ranker: PairRanker, pairs: Sequence[Pair]) -> None:
-        self.items = [(ranker.encode_triple(p.source, p.a, p.b), float(p.label)) for p in pairs]
+        self.items = []
+        for p in pairs:
+            # A preference pair has no metric: the better one stands for 1, the other for 0.
+            gold_a = p.gold_a if p.gold_a is not None else float(p.label > 0)
+            gold_b = p.gold_b if p.gold_b is not None else float(p.label < 0)
+            ids = ranker.encode_triple(p.source, p.a, p.b)
+            self.items.append((ids, float(p.label), float(gold_a), float(gold_b)))
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        ids, label = self.items[index]
-        return {"ids": ids, "label": label}
+        ids, label, gold_a, gold_b = self.items[index]
+        return {"ids": ids, "label": label, "gold_a": gold_a, "gold_b": gold_b}
 
 
-def _trainer_class() -> type:
+def _trainer_class(loss_name: str = "pairwise") -> type:
     from transformers import Trainer
 
     class PairwiseTrainer(Trainer):
-        """HF Trainer whose loss is the pairwise ranking loss on the ranker's logits."""
+        """HF Trainer whose loss is the ranker's loss (:func:`ranker_loss`) on the head."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs.pop("labels")
+            gold1, gold2 = inputs.pop("gold_a"), inputs.pop("gold_b")
             outputs = model(**inputs)
-            loss = pairwise_loss(outputs["logits"], labels.to(outputs["logits"].dtype))
+            dtype = outputs["logits"].dtype
+            loss = ranker_loss(
+                loss_name,
+                outputs["scores1"],
+                outputs["scores2"],
+                labels.to(dtype),
+                gold1.to(dtype),
+                gold2.to(dtype),
+            )
             return (loss, outputs) if return_outputs else loss
 
     return PairwiseTrainer
@@ -148,6 +211,11 @@ class RankerTrainArgs:
     logging_steps: int = 10
     save_steps: int = 500
     report_to: str = "none"
+    loss: str = "pairwise"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
 
 
 def train_ranker(
@@ -167,6 +235,8 @@ def train_ranker(
     def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         tensors = ranker.collate([b["ids"] for b in batch])
         tensors["labels"] = torch.tensor([b["label"] for b in batch], dtype=torch.float)
+        tensors["gold_a"] = torch.tensor([b["gold_a"] for b in batch], dtype=torch.float)
+        tensors["gold_b"] = torch.tensor([b["gold_b"] for b in batch], dtype=torch.float)
         return tensors
 
     checkpoints = out_dir / "checkpoints"
@@ -186,11 +256,11 @@ def train_ranker(
         report_to=[] if args.report_to == "none" else [args.report_to],
         remove_unused_columns=False,
         # The model returns a dict without "loss"; the trainer must not look for label names.
-        label_names=["labels"],
+        label_names=["labels", "gold_a", "gold_b"],
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
     )
-    trainer = _trainer_class()(
+    trainer = _trainer_class(args.loss)(
         model=ranker,
         args=training_args,
         train_dataset=_PairDataset(ranker, pairs),
