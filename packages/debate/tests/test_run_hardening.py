@@ -100,20 +100,32 @@ def test_resume_on_different_data_is_refused(tmp_path: Path, capsys) -> None:
     assert {r["target"] for r in _records(out)} <= {9.0, 10.0, 11.0}
 
 
-def test_credentials_in_the_model_url_are_not_stored(tmp_path: Path) -> None:
+@pytest.mark.parametrize("userinfo", ["me:pa55word-xyz", "alice:s3cr3t@pa55@w0rd-xyz"])
+def test_credentials_in_the_model_url_are_not_stored(
+    tmp_path: Path, userinfo: str, capsys, caplog: pytest.LogCaptureFixture
+) -> None:
     out = tmp_path / "run"
-    with FakeOpenAIServer() as server:
-        url = server.base_url.replace("http://", "http://me:pa55word-xyz@")
+    with FakeOpenAIServer() as server, caplog.at_level("DEBUG"):
+        url = server.base_url.replace("http://", f"http://{userinfo}@")
         code = main(
             [
                 "generate", "--task", "arithmetic", "--method", "single", "--limit", "1",
                 "--model", f"openai:fake@{url}", "--out", str(out),
             ]
         )  # fmt: skip
+        # A refused resume prints both configs: the console must not show the password.
+        assert main(["generate", "--task", "arithmetic", "--method", "single", "--limit",
+                     "2", "--model", f"openai:fake@{url}", "--out", str(out)]) == 2  # fmt: skip
     assert code == 0
+    secret = userinfo.split(":", 1)[1]  # every piece of it, also after an '@' inside it
+    pieces = [secret, *secret.split("@")]
+    captured = capsys.readouterr()
+    for name, text in [("stdout", captured.out), ("stderr", captured.err), ("log", caplog.text)]:
+        assert not any(p in text for p in pieces), name
+    assert "stored" in captured.err  # the mismatch message was printed
     for file in out.iterdir():
         if file.is_file():
-            assert b"pa55word-xyz" not in file.read_bytes(), file.name
+            assert not any(p.encode() in file.read_bytes() for p in pieces), file.name
 
 
 # -- evaluate on damaged runs ----------------------------------------------------------------
