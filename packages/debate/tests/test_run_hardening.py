@@ -340,3 +340,33 @@ def test_cut_replies_that_loop_are_counted_and_named(tmp_path: Path, capsys) -> 
     header = [c.strip() for c in table[2].strip("|").split("|")]
     row = [c.strip() for c in table[4].strip("|").split("|")]
     assert row[header.index("cut in a loop")] == "1"
+
+
+# -- issue 20: evaluate --out and --overwrite never destroy what is not theirs ---------------
+
+
+def test_evaluate_out_into_another_run_is_refused(finished_run: Path, tmp_path: Path, capsys):
+    other = tmp_path / "other"
+    with FakeOpenAIServer(lambda body: "The final answer is 3") as server:
+        assert _gen(server, other) == 0
+    assert main(["evaluate", str(other)]) == 0
+    before = (other / "metrics.json").read_bytes()
+    capsys.readouterr()
+    assert main(["evaluate", str(finished_run), "--out", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("chorus-debate: error:") == 1 and "holds a Chorus run" in err
+    assert (other / "metrics.json").read_bytes() == before
+
+
+def test_overwrite_of_a_folder_that_is_not_a_run_deletes_nothing(tmp_path: Path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    files = {"config.json": '{"mine": true}', "records.jsonl": "keep\n", "report.md": "keep"}
+    for name, text in files.items():
+        (mine / name).write_text(text)
+    with FakeOpenAIServer() as server:
+        n = len(server.requests)
+        assert _gen(server, mine, "--overwrite") == 2
+        assert len(server.requests) == n
+    assert "is not a Chorus run" in capsys.readouterr().err
+    assert {name: (mine / name).read_text() for name in files} == files
