@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import textwrap
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from chorus_shared.config import (
     cli_overrides,
     count_type,
     load_recipe,
+    load_yaml_mapping,
     render_flag_table,
     update_flag_table,
 )
@@ -260,3 +262,18 @@ def test_count_type_for_flags_outside_a_recipe(capsys: pytest.CaptureFixture[str
     assert "argument --window: must be >= 1, got 0" in err
     assert "argument --workers: must be >= 0, got -1" in err
     assert "Traceback" not in err
+
+
+def test_load_yaml_mapping_for_other_loaders(tmp_path: Path) -> None:
+    good = tmp_path / "train.yaml"
+    good.write_text("model: default\nmax_steps: 3\n")
+    assert load_yaml_mapping(good) == {"model": "default", "max_steps": 3}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: default\nlora: {r: 8\n")
+    with pytest.raises(ValueError, match=rf"training recipe {re.escape(str(bad))}:\d+: not valid"):
+        load_yaml_mapping(bad, what="training recipe")
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="must be a mapping"):
+        load_yaml_mapping(bad)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_yaml_mapping(tmp_path / "nope.yaml")

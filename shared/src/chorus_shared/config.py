@@ -225,7 +225,7 @@ def available_recipes(package: str) -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def _read_yaml(text: str, source: str) -> dict[str, Any]:
+def _read_yaml(text: str, source: str, what: str = "recipe") -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
@@ -234,11 +234,27 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ValueError(
-            f"recipe {where}: not valid YAML ({problem}); fix that line of the file"
+            f"{what} {where}: not valid YAML ({problem}); fix that line of the file"
         ) from None
     if not isinstance(loaded, dict):
-        raise ValueError(f"recipe {source} must be a mapping of field: value")
+        raise ValueError(f"{what} {source} must be a mapping of field: value")
     return loaded
+
+
+def load_yaml_mapping(path: str | Path, what: str = "recipe") -> dict[str, Any]:
+    """Returns the mapping in the YAML file ``path`` (empty file: ``{}``).
+
+    Every problem is one ``ValueError``/``FileNotFoundError`` line naming the file (and the
+    line of a syntax error), for loaders outside :func:`load_recipe` (training recipes).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} {path} is not UTF-8 text ({err.reason})") from None
+    return _read_yaml(text, str(path), what=what)
 
 
 def _locate(name_or_path: str, package: str, relative_to: Path | None) -> tuple[str, str]:
