@@ -14,10 +14,14 @@
 ARG BASE=chorus/base:latest
 FROM ${BASE}
 
+# DeepSpeed (chorus-shared[train]) builds its CUDA ops just in time on first use; none are
+# compiled at install.
+ENV DS_BUILD_OPS=0
 WORKDIR /opt/chorus
 COPY packages/alpha_umi/ packages/alpha_umi/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python -m pip install -c constraints.txt -e packages/alpha_umi && chorus-alpha-umi --help >/dev/null
+    python -m pip install -c constraints.txt -e "shared[train]" -e packages/alpha_umi \
+    && chorus-alpha-umi --help >/dev/null
 
 WORKDIR /work
 ENTRYPOINT ["chorus-alpha-umi"]

@@ -18,10 +18,13 @@
 ARG BASE=chorus/base:latest
 FROM ${BASE}
 
+# DeepSpeed (chorus-shared[train]) builds its CUDA ops just in time on first use; none are
+# compiled at install.
+ENV DS_BUILD_OPS=0
 WORKDIR /opt/chorus
 COPY packages/selfee/ packages/selfee/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python -m pip install -c constraints.txt -e "packages/selfee[serve]" \
+    python -m pip install -c constraints.txt -e "shared[train]" -e "packages/selfee[serve]" \
     && chorus-selfee --help >/dev/null
 
 WORKDIR /work

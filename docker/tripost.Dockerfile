@@ -25,7 +25,7 @@ ENV DS_BUILD_OPS=0
 WORKDIR /opt/chorus
 COPY packages/tripost/ packages/tripost/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python -m pip install -c constraints.txt -e "packages/tripost[deepspeed,ray]" \
+    python -m pip install -c constraints.txt -e "shared[train]" -e "packages/tripost[deepspeed,ray]" \
     && chorus-tripost --help >/dev/null
 
 WORKDIR /work

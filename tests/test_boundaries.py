@@ -1,4 +1,4 @@
-"""House rules from DESIGN.md that no single package can check about itself.
+"""House rules from ARCHITECTURE.md that no single package can check about itself.
 
 Packages are discovered from the folders under packages/, so a new paper package is covered
 the day its folder appears.
@@ -202,7 +202,7 @@ def test_package_layout(package: Path):
         missing.append(f"{rel(package)}/src/{name}/recipes/*.yaml (at least one recipe)")
     if not list((package / "tests").glob("test_*.py")):
         missing.append(f"{rel(package)}/tests/test_*.py (at least one test file)")
-    assert not missing, "DESIGN.md package shape incomplete, missing:\n" + "\n".join(missing)
+    assert not missing, "ARCHITECTURE.md package shape incomplete, missing:\n" + "\n".join(missing)
 
 
 def recipes_dir(package: Path) -> Path:

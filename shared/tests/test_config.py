@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import textwrap
 from dataclasses import dataclass, field
@@ -16,7 +17,9 @@ from chorus_shared.config import (
     build_recipe,
     check_flag_table,
     cli_overrides,
+    count_type,
     load_recipe,
+    load_yaml_mapping,
     render_flag_table,
     update_flag_table,
 )
@@ -166,3 +169,111 @@ def test_flag_table_render_check_update(tmp_path: Path) -> None:
     (tmp_path / "none.md").write_text("no table")
     with pytest.raises(ValueError, match="flags:start"):
         check_flag_table(Demo, tmp_path / "none.md")
+
+
+# -- issue 20: bad recipe files and counts are one clear line, for every package ----------
+
+
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ("task: gsm\nrounds: [3\nsummarize: true\n", 3),  # an unclosed list
+        ("task: gsm\n  rounds: 3\n", 2),  # a stray indent
+        ('task: "gsm\n', 2),  # an unclosed quote
+    ],
+)
+def test_a_recipe_with_a_yaml_syntax_error_is_one_line_naming_file_and_line(
+    recipe_pkg: str, tmp_path: Path, text: str, line: int
+) -> None:
+    bad = tmp_path / "broken.yaml"
+    bad.write_text(text)
+    with pytest.raises(ValueError) as caught:
+        load_recipe(Demo, str(bad), recipe_pkg)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"{bad}:{line}: not valid YAML" in message
+
+
+def test_a_broken_base_recipe_is_named_too(recipe_pkg: str, tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("rounds: 3\n: oops: [\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nrounds: 4\n")
+    with pytest.raises(ValueError, match=r"base\.yaml:2: not valid YAML"):
+        load_recipe(Demo, str(tmp_path / "child.yaml"), recipe_pkg)
+
+
+@dataclass
+class Counts:
+    limit: int | None = field(default=None, metadata={"help": "first N items"})
+    window: int = field(default=8, metadata={"help": "items in flight"})
+    batch_size: int = field(default=4, metadata={"help": "micro-batch"})
+    eval_limit: int | None = field(default=None, metadata={"help": "evaluate: first N"})
+    judge_max_new_tokens: int = field(default=8, metadata={"help": "judge budget"})
+    n: int = field(default=3, metadata={"help": "a count that may be 0"})
+    max_steps: int = field(default=-1, metadata={"help": "-1: no cap"})
+    offset: int = field(default=0, metadata={"help": "signed", "min": None})
+    depth: int = field(default=2, metadata={"help": "nesting", "min": 1})
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"limit": -1}, "limit must be >= 1, got -1 (flag --limit)"),
+        ({"limit": 0}, "limit must be >= 1, got 0"),
+        ({"window": 0}, "window must be >= 1, got 0 (flag --window)"),
+        ({"batch_size": -2}, "batch_size must be >= 1"),
+        ({"eval_limit": -1}, "eval_limit must be >= 1, got -1 (flag --eval-limit)"),
+        ({"judge_max_new_tokens": 0}, "judge_max_new_tokens must be >= 1"),
+        ({"n": -5}, "n must be >= 0, got -5 (flag --n)"),
+        ({"max_steps": -2}, "max_steps must be >= -1"),
+        ({"depth": 0}, "depth must be >= 1"),
+    ],
+)
+def test_counts_are_checked_once_in_the_shared_recipe_layer(data: dict, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        build_recipe(Counts, data)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_valid_counts_and_unbounded_fields_pass() -> None:
+    recipe = build_recipe(Counts, {"limit": 1, "n": 0, "max_steps": -1, "offset": -7})
+    assert (recipe.limit, recipe.n, recipe.max_steps, recipe.offset) == (1, 0, -1, -7)
+    assert build_recipe(Counts, {"limit": None}).limit is None
+
+
+def test_bad_counts_from_flags_are_one_cli_error(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_recipe_arguments(parser, Counts)
+    with pytest.raises(ValueError, match="window must be >= 1, got 0"):
+        load_recipe(
+            Counts, None, "unused", cli_overrides(parser.parse_args(["--window", "0"]), Counts)
+        )
+
+
+def test_count_type_for_flags_outside_a_recipe(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="chorus-demo")
+    parser.add_argument("--window", type=count_type(1), default=4)
+    parser.add_argument("--workers", type=count_type(0))
+    assert parser.parse_args(["--window", "2", "--workers", "0"]).window == 2
+    for argv in (["--window", "0"], ["--workers", "-1"], ["--window", "x"]):
+        with pytest.raises(SystemExit) as exited:
+            parser.parse_args(argv)
+        assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --window: must be >= 1, got 0" in err
+    assert "argument --workers: must be >= 0, got -1" in err
+    assert "Traceback" not in err
+
+
+def test_load_yaml_mapping_for_other_loaders(tmp_path: Path) -> None:
+    good = tmp_path / "train.yaml"
+    good.write_text("model: default\nmax_steps: 3\n")
+    assert load_yaml_mapping(good) == {"model": "default", "max_steps": 3}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: default\nlora: {r: 8\n")
+    with pytest.raises(ValueError, match=rf"training recipe {re.escape(str(bad))}:\d+: not valid"):
+        load_yaml_mapping(bad, what="training recipe")
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="must be a mapping"):
+        load_yaml_mapping(bad)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_yaml_mapping(tmp_path / "nope.yaml")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chorus_shared.report import image_link, line_plot, markdown_table
+from chorus_shared.report import image_link, line_plot, markdown_table, y_range
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -113,3 +113,58 @@ def test_import_does_not_load_matplotlib(tmp_path: Path) -> None:
         env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},
     )
     assert out.stdout.strip() == "False"
+
+
+def _drawn_ylim(monkeypatch: pytest.MonkeyPatch, draw) -> tuple[float, float]:
+    """The y limits of the figure ``draw()`` saves (read just before pyplot closes it)."""
+    import matplotlib.pyplot as plt
+
+    seen: list[tuple[float, float]] = []
+    close = plt.close
+
+    def spy(fig=None):
+        seen.append(tuple(fig.axes[0].get_ylim()))
+        close(fig)
+
+    monkeypatch.setattr(plt, "close", spy)
+    draw()
+    return seen[-1]
+
+
+def test_an_all_zero_percent_plot_spans_the_percent_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def draw() -> None:
+        line_plot(
+            tmp_path / "zero.png",
+            {"debate": ([1, 2, 3], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0])},
+            xlabel="round",
+            ylabel="accuracy (%)",
+            title="t",
+        )
+
+    low, high = _drawn_ylim(monkeypatch, draw)
+    assert low <= 0 and low > -5 and 100 <= high < 105  # not -0.04..0.04
+
+
+def test_an_explicit_metric_range_is_the_axis(tmp_path: Path, monkeypatch) -> None:
+    def draw() -> None:
+        line_plot(
+            tmp_path / "r.png",
+            {"s": ([1, 2], [0.5, 0.5], None)},
+            xlabel="x",
+            ylabel="win rate",
+            title="t",
+            ylim=(0.0, 1.0),
+        )
+
+    low, high = _drawn_ylim(monkeypatch, draw)
+    assert -0.05 < low <= 0 and 1 <= high < 1.05
+
+
+def test_y_range_grows_to_fit_data_beyond_the_metric_range() -> None:
+    # SelFee's relative score can pass 100 %; error bars count too.
+    low, high = y_range({"s": ([1], [228.6], [10.0])}, "relative score (%)")
+    assert low < 0 + 1e-9 and high >= 238.6
+    assert y_range({"s": ([1, 2], [3.0, 5.0], None)}, "loss") is None  # matplotlib decides
+    assert y_range({"s": ([1, 2], [0.0, 0.0], None)}, "loss") == (-1.0, 1.0)

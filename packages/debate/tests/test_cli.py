@@ -439,3 +439,49 @@ def test_evaluate_names_a_corrupted_line(generate, tmp_path, capsys) -> None:
 def test_evaluate_missing_run(tmp_path, capsys) -> None:
     assert main(["evaluate", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# -- issue 20: bad input is one line; --help is plain text ---------------------------------
+
+
+def test_a_recipe_with_a_yaml_syntax_error_is_one_line(tmp_path, capsys) -> None:
+    recipe = tmp_path / "broken.yaml"
+    recipe.write_text("base: gsm_default\nagents: [3\nrounds: 2\n")
+    assert main(["generate", "--recipe", str(recipe), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("chorus-debate: error: recipe ")
+    assert f"{recipe}:3: not valid YAML" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--limit", "-1"], "limit must be >= 1, got -1"),
+        (["--window", "0"], "window must be >= 1, got 0"),
+        (["--judge-max-new-tokens", "-3"], "judge_max_new_tokens must be >= 1"),
+    ],
+)
+def test_negative_limits_and_windows_are_one_line(tmp_path, capsys, flags, message) -> None:
+    argv = ["generate", "--task", "arithmetic", "--out", str(tmp_path / "run"), *flags]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_ray_workers_below_one_is_refused_by_the_parser(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["generate", "--ray", "--ray-workers", "0", "--out", str(tmp_path / "run")])
+    assert exited.value.code == 2
+    assert "argument --ray-workers: must be >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", [[], ["generate"], ["evaluate"], ["report"]])
+def test_help_shows_no_rest_markup(capsys, verb) -> None:
+    with pytest.raises(SystemExit):
+        main([*verb, "--help"])
+    out = capsys.readouterr().out
+    assert "usage: chorus-debate" in out
+    for markup in ("``", ":class:", ":func:", ":meth:", ":mod:", "~chorus"):
+        assert markup not in out, markup

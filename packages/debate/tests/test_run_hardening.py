@@ -100,20 +100,32 @@ def test_resume_on_different_data_is_refused(tmp_path: Path, capsys) -> None:
     assert {r["target"] for r in _records(out)} <= {9.0, 10.0, 11.0}
 
 
-def test_credentials_in_the_model_url_are_not_stored(tmp_path: Path) -> None:
+@pytest.mark.parametrize("userinfo", ["me:pa55word-xyz", "alice:s3cr3t@pa55@w0rd-xyz"])
+def test_credentials_in_the_model_url_are_not_stored(
+    tmp_path: Path, userinfo: str, capsys, caplog: pytest.LogCaptureFixture
+) -> None:
     out = tmp_path / "run"
-    with FakeOpenAIServer() as server:
-        url = server.base_url.replace("http://", "http://me:pa55word-xyz@")
+    with FakeOpenAIServer() as server, caplog.at_level("DEBUG"):
+        url = server.base_url.replace("http://", f"http://{userinfo}@")
         code = main(
             [
                 "generate", "--task", "arithmetic", "--method", "single", "--limit", "1",
                 "--model", f"openai:fake@{url}", "--out", str(out),
             ]
         )  # fmt: skip
+        # A refused resume prints both configs: the console must not show the password.
+        assert main(["generate", "--task", "arithmetic", "--method", "single", "--limit",
+                     "2", "--model", f"openai:fake@{url}", "--out", str(out)]) == 2  # fmt: skip
     assert code == 0
+    secret = userinfo.split(":", 1)[1]  # every piece of it, also after an '@' inside it
+    pieces = [secret, *secret.split("@")]
+    captured = capsys.readouterr()
+    for name, text in [("stdout", captured.out), ("stderr", captured.err), ("log", caplog.text)]:
+        assert not any(p in text for p in pieces), name
+    assert "stored" in captured.err  # the mismatch message was printed
     for file in out.iterdir():
         if file.is_file():
-            assert b"pa55word-xyz" not in file.read_bytes(), file.name
+            assert not any(p.encode() in file.read_bytes() for p in pieces), file.name
 
 
 # -- evaluate on damaged runs ----------------------------------------------------------------
@@ -328,3 +340,33 @@ def test_cut_replies_that_loop_are_counted_and_named(tmp_path: Path, capsys) -> 
     header = [c.strip() for c in table[2].strip("|").split("|")]
     row = [c.strip() for c in table[4].strip("|").split("|")]
     assert row[header.index("cut in a loop")] == "1"
+
+
+# -- issue 20: evaluate --out and --overwrite never destroy what is not theirs ---------------
+
+
+def test_evaluate_out_into_another_run_is_refused(finished_run: Path, tmp_path: Path, capsys):
+    other = tmp_path / "other"
+    with FakeOpenAIServer(lambda body: "The final answer is 3") as server:
+        assert _gen(server, other) == 0
+    assert main(["evaluate", str(other)]) == 0
+    before = (other / "metrics.json").read_bytes()
+    capsys.readouterr()
+    assert main(["evaluate", str(finished_run), "--out", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("chorus-debate: error:") == 1 and "holds a Chorus run" in err
+    assert (other / "metrics.json").read_bytes() == before
+
+
+def test_overwrite_of_a_folder_that_is_not_a_run_deletes_nothing(tmp_path: Path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    files = {"config.json": '{"mine": true}', "records.jsonl": "keep\n", "report.md": "keep"}
+    for name, text in files.items():
+        (mine / name).write_text(text)
+    with FakeOpenAIServer() as server:
+        n = len(server.requests)
+        assert _gen(server, mine, "--overwrite") == 2
+        assert len(server.requests) == n
+    assert "is not a Chorus run" in capsys.readouterr().err
+    assert {name: (mine / name).read_text() for name in files} == files

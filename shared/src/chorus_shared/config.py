@@ -30,7 +30,7 @@ import difflib
 import json
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -133,10 +133,72 @@ def _check_value(cls: type, name: str, value: Any, tp: Any) -> Any:
     return value
 
 
+# Counts every package shares, checked once here for every recipe: a field with one of these
+# names (or ending in ``_<name>``) must be at least 1 (``--limit -1``, ``--window 0`` are
+# refused with one line). Every other int field must be >= 0 (a negative count means
+# nothing), except ``max_steps`` (-1 = no cap, the transformers convention). Field metadata
+# ``min`` overrides both (``None``: no bound, e.g. for a signed offset).
+POSITIVE_COUNTS = ("limit", "window", "batch_size", "max_new_tokens", "batch_tokens", "max_length")
+_SIGNED_DEFAULTS = {"max_steps": -1}
+
+
+def count_minimum(f: dataclasses.Field[Any]) -> int | None:
+    """Returns the smallest value the int field ``f`` accepts (None: any), see POSITIVE_COUNTS."""
+    if "min" in f.metadata:
+        minimum = f.metadata["min"]
+        return None if minimum is None else int(minimum)
+    if f.name in _SIGNED_DEFAULTS:
+        return _SIGNED_DEFAULTS[f.name]
+    if any(f.name == name or f.name.endswith(f"_{name}") for name in POSITIVE_COUNTS):
+        return 1
+    return 0
+
+
+def check_count(name: str, value: int | None, minimum: int | None) -> None:
+    """Raises one ``ValueError`` line when the count ``value`` is below ``minimum``; returns
+    None. ``None`` values (an unset optional count such as ``--limit``) always pass."""
+    if value is None or minimum is None or value >= minimum:
+        return
+    flag = "--" + name.replace("_", "-")
+    raise ValueError(f"{name} must be >= {minimum}, got {value} (flag {flag})")
+
+
+def count_type(minimum: int = 1, name: str = "a count") -> Callable[[str], int]:
+    """Returns an argparse ``type=`` that parses an int and refuses values below ``minimum``
+    (for flags outside a recipe dataclass, e.g. ``--window``/``--limit``/``--ray-workers``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _check_counts(cls: type, checked: Mapping[str, Any]) -> None:
+    hints = _hints(cls)
+    for f in _fields(cls):
+        if f.name not in checked:
+            continue
+        base, _optional = _base_type(hints[f.name])
+        value = checked[f.name]
+        if base is int:
+            check_count(f.name, value, count_minimum(f))
+        elif typing.get_origin(base) is list and typing.get_args(base) == (int,):
+            for item in value or []:
+                check_count(f.name, item, count_minimum(f))
+
+
 def build_recipe(cls: type[T], data: Mapping[str, Any], source: str = "recipe") -> T:
     """Return ``cls(**data)`` after checking every key is a field and every value its type.
 
-    Unknown keys are answered with the closest field name; ``__post_init__`` checks the rest.
+    Unknown keys are answered with the closest field name; every int given is checked
+    against its field's minimum (:func:`count_minimum`: limits, windows, batch sizes >= 1,
+    other counts >= 0); ``__post_init__`` checks the rest.
     """
     hints = _hints(cls)
     known = [f.name for f in _fields(cls)]
@@ -147,6 +209,7 @@ def build_recipe(cls: type[T], data: Mapping[str, Any], source: str = "recipe") 
                 f"known fields: {', '.join(known)}"
             )
     checked = {k: _check_value(cls, k, v, hints[k]) for k, v in data.items()}
+    _check_counts(cls, checked)
     return cls(**checked)
 
 
@@ -162,11 +225,36 @@ def available_recipes(package: str) -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def _read_yaml(text: str, source: str) -> dict[str, Any]:
-    loaded = yaml.safe_load(text) or {}
+def _read_yaml(text: str, source: str, what: str = "recipe") -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        # One line naming the file and line, not PyYAML's multi-line traceback.
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(
+            f"{what} {where}: not valid YAML ({problem}); fix that line of the file"
+        ) from None
     if not isinstance(loaded, dict):
-        raise ValueError(f"recipe {source} must be a mapping of field: value")
+        raise ValueError(f"{what} {source} must be a mapping of field: value")
     return loaded
+
+
+def load_yaml_mapping(path: str | Path, what: str = "recipe") -> dict[str, Any]:
+    """Returns the mapping in the YAML file ``path`` (empty file: ``{}``).
+
+    Every problem is one ``ValueError``/``FileNotFoundError`` line naming the file (and the
+    line of a syntax error), for loaders outside :func:`load_recipe` (training recipes).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} {path} is not UTF-8 text ({err.reason})") from None
+    return _read_yaml(text, str(path), what=what)
 
 
 def _locate(name_or_path: str, package: str, relative_to: Path | None) -> tuple[str, str]:

@@ -70,7 +70,9 @@ def check_item_ids(items: Sequence[Mapping[str, Any]], *, what: str = "input") -
     ids: list[str] = []
     seen: set[str] = set()
     for position, item in enumerate(items):
-        if "id" not in item or not isinstance(item["id"], str | int) or item["id"] == "":
+        value = item.get("id")
+        # bool is an int to isinstance, but True is no id (and RunDir refuses it later).
+        if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
             raise ValueError(f"{what}: item {position} has no usable 'id' (str or int)")
         key = str(item["id"])
         if key in seen:
@@ -126,19 +128,20 @@ def run_windows(
     ``RunDir`` started (nothing is left behind for a model that cannot load). The lock is
     released on return.
     """
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
-    todo = pending(list(items), run)
-    print(
-        f"{run.path}: {len(items) - len(todo)} of {len(items)} items already done",
-        file=sys.stderr,
-    )
-    windows = [todo[k : k + window] for k in range(0, len(todo), window)]
     try:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        _check_run_items(run, items)
+        todo = pending(list(items), run)
+        print(
+            f"{run.path}: {len(items) - len(todo)} of {len(items)} items already done",
+            file=sys.stderr,
+        )
+        windows = [todo[k : k + window] for k in range(0, len(todo), window)]
         with run:
             if windows and ray is not None:
                 return ray_map_windows(
-                    build_worker,
+                    _CheckedWorker(build_worker),
                     windows,
                     run.append_many,
                     num_workers=ray.workers,
@@ -146,11 +149,9 @@ def run_windows(
                     address=ray.address,
                 )
             if windows:
-                run_window = build_worker()
+                run_window = _CheckedWorker(build_worker)()
                 for chunk in progress(windows, total=len(windows), desc=desc):
-                    records = run_window(chunk)
-                    _check_window(chunk, records)
-                    run.append_many(records)
+                    run.append_many(run_window(chunk))
             return len(windows)
     except BaseException:
         run.discard_if_empty()
@@ -176,6 +177,39 @@ def run_items(
     run = start_run(out, config, items, data=data, overwrite=overwrite, max_errors=max_errors)
     run_windows(run, items, build_worker, window=window, desc=desc, ray=ray)
     return run
+
+
+def _check_run_items(run: RunDir, items: Sequence[Record]) -> None:
+    # Records of items outside the run's item_ids would be written but never read (readers
+    # take only the run's own ids): a caller passing other items is a bug, refused up front.
+    known = run_item_ids(run)
+    if known is None:
+        return
+    allowed = set(known)
+    strangers = [str(item.get("id")) for item in items if str(item.get("id")) not in allowed]
+    if strangers:
+        raise ValueError(
+            f"{len(strangers)} item(s) are not items of this run ({strangers[:5]}): "
+            f"{run.path / CONFIG_FILE} lists the items the run was started for"
+        )
+
+
+@dataclass(frozen=True)
+class _CheckedWorker:
+    """Wraps a package's worker factory so every window's records are checked where they are
+    made (locally or inside a Ray actor) before the driver stores them; picklable."""
+
+    build_worker: Callable[[], WindowFn]
+
+    def __call__(self) -> WindowFn:
+        run_window = self.build_worker()
+
+        def checked(chunk: list[Record]) -> list[Record]:
+            records = run_window(chunk)
+            _check_window(chunk, records)
+            return records
+
+        return checked
 
 
 def _check_window(chunk: Sequence[Record], records: Sequence[Record]) -> None:

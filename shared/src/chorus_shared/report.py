@@ -13,13 +13,45 @@ from collections.abc import Mapping, Sequence
 from numbers import Real
 from pathlib import Path
 
-__all__ = ["image_link", "line_plot", "markdown_table"]
+__all__ = ["PERCENT", "image_link", "line_plot", "markdown_table", "y_range"]
 
 # Below this many distinct x values every value gets its own tick (rounds 1..5, agents
 # 1..7); above it matplotlib picks integer ticks itself.
 _MAX_EXPLICIT_TICKS = 15
 
 Series = tuple[Sequence[float], Sequence[float], Sequence[float] | None]
+
+# The natural range of a percentage metric (accuracy, win rate, ...).
+PERCENT = (0.0, 100.0)
+
+
+def y_range(
+    series: Mapping[str, Series], ylabel: str, ylim: tuple[float, float] | None = None
+) -> tuple[float, float] | None:
+    """Returns the y-axis limits for ``series``: the metric's fixed range widened to fit the
+    data (error bars included), or None to let matplotlib choose.
+
+    ``ylim`` is the metric's range; without it a label in percent (``"accuracy (%)"``) means
+    :data:`PERCENT`. So a plot where every score is 0 shows 0..100 with the line at the
+    bottom, not -0.04..0.04. A relative score may pass 100 %: the range grows to fit.
+    """
+    if ylim is None and "%" in ylabel:
+        ylim = PERCENT
+    values = [
+        float(v) + sign * float(e if e is not None and math.isfinite(e) else 0.0)
+        for _x, y, yerr in series.values()
+        for v, e in zip(y, yerr if yerr is not None else [None] * len(y), strict=True)
+        for sign in (-1, 1)
+        if math.isfinite(v)
+    ]
+    if ylim is None:
+        if values and min(values) == max(values):
+            # One flat line without a known range: a unit either side, not +-0.04.
+            return (values[0] - 1.0, values[0] + 1.0)
+        return None
+    low, high = min([ylim[0], *values]), max([ylim[1], *values])
+    margin = 0.02 * (high - low)  # so a point at 0 or 100 is not cut in half by the frame
+    return (low - margin, high + margin)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -50,11 +82,13 @@ def line_plot(
     xlabel: str,
     ylabel: str,
     title: str,
+    ylim: tuple[float, float] | None = None,
 ) -> Path:
     """Draw one line per series (with error bars when ``yerr`` is given) and save a PNG.
 
     ``series`` maps a legend label to ``(x, y, yerr)``; ``yerr`` may be ``None``. Integer
-    x values get integer ticks. Returns the path of the written PNG.
+    x values get integer ticks. The y axis spans the metric's range (``ylim``; a percent
+    label means 0..100), see :func:`y_range`. Returns the path of the written PNG.
     """
     if not series:
         raise ValueError("line_plot needs at least one series")
@@ -92,6 +126,9 @@ def line_plot(
                 ax.set_xticks(distinct, [str(int(value)) for value in distinct])
             else:
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        limits = y_range(series, ylabel, ylim)
+        if limits is not None:
+            ax.set_ylim(*limits)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(title)

@@ -9,7 +9,8 @@ A run directory holds
 - ``metrics.json``  the aggregate numbers;
 - ``report.md``     tables and links to the PNG plots stored next to it;
 - ``manifest.json`` the names of the files this run wrote (the list ``--overwrite`` deletes);
-- ``.lock``         the writer lock (``flock``), held from :meth:`RunDir.create` to ``close``
+- ``.lock``         the writer lock (the portable ``filelock`` package: ``flock`` on POSIX,
+  ``msvcrt`` on Windows), held from :meth:`RunDir.create` to ``close``
   (a run read with :meth:`RunDir.open` takes it only at its first append).
 
 The contract every package relies on:
@@ -30,9 +31,11 @@ The contract every package relies on:
 - **One writer.** :meth:`RunDir.create` takes an exclusive lock before touching any file; a
   second writer (or an ``--overwrite`` while another process writes) is refused at once.
 - **Overwrite** deletes exactly the files listed in ``manifest.json`` (for a run made before
-  manifests existed: the four standard files), the manifest itself and leftovers of an
-  interrupted atomic write (``.*.tmp``), never anything else a user keeps there. The lock
-  file stays (another process may be waiting on it).
+  manifests existed: the four standard files, but only when ``config.json`` was written by
+  Chorus), the manifest itself and leftovers of an interrupted atomic write (``.*.tmp``),
+  never anything else a user keeps there. A folder that is not a Chorus run (no manifest,
+  no Chorus ``config.json``) but holds files of those names is refused and nothing is
+  deleted. The lock file stays (another process may be waiting on it).
 - **Readers validate.** :meth:`RunDir.read_records` checks ids, required fields, that each
   record belongs to this run (``match``: e.g. its task; ``ids``: the run's item set) and
   returns the valid records with every skip counted and explained by line number; it never
@@ -41,7 +44,8 @@ The contract every package relies on:
 - **Scores are derived.** Records hold what was generated (replies, judge verdicts); metrics
   are recomputed from them by ``evaluate``, so ``metrics.json`` and ``report.md`` can always
   be rebuilt, also into another folder (:class:`OutputFolder`) when the run folder is
-  read-only.
+  read-only; that folder must not be a run itself (another run's metrics are never
+  overwritten).
 - **A run that never started leaves nothing.** When the ``with RunDir.create(...)`` block
   (or a caller's ``except`` calling :meth:`RunDir.discard_if_empty`) fails before the first
   record of a run this object created (a model that cannot load), the run's files and the
@@ -68,7 +72,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import json
 import logging
 import os
@@ -78,6 +81,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
+
+from filelock import FileLock, Timeout
 
 from chorus_shared.environment import TRACKED_PACKAGES, environment_info
 from chorus_shared.progress import progress
@@ -101,6 +106,7 @@ __all__ = [
     "TooManyErrorsError",
     "environment_info",  # re-exported from chorus_shared.environment for old callers
     "is_errored",
+    "is_run_folder",
     "pending",
     "progress",  # re-exported from chorus_shared.progress for old callers
 ]
@@ -211,7 +217,7 @@ class RunDir:
         # Private: use RunDir.create or RunDir.open, which check the folder first.
         self._path = path
         self._config = config
-        self._lock_handle: IO[bytes] | None = None
+        self._lock: FileLock | None = None
         self._writer: IO[bytes] | None = None
         self._ids: set[str] | None = None
         self._new = False  # this object started the run (so discard_if_empty may remove it)
@@ -260,6 +266,7 @@ class RunDir:
         try:
             config_file = path / CONFIG_FILE
             if overwrite:
+                _check_overwritable(path)
                 _remove_run_files(path)
             elif config_file.exists():
                 stored = _read_json(config_file)
@@ -502,9 +509,9 @@ class RunDir:
             self._writer.close()
             self._writer = None
             self._ids = None
-        if self._lock_handle is not None:
-            self._lock_handle.close()  # closing the descriptor drops the flock
-            self._lock_handle = None
+        if self._lock is not None:
+            self._lock.release(force=True)
+            self._lock = None
 
     def __enter__(self) -> RunDir:
         return self
@@ -522,18 +529,21 @@ class RunDir:
         self.close()
 
     def _take_lock(self) -> None:
-        if self._lock_handle is not None:
+        if self._lock is not None:
             return
-        handle = open(self._path / LOCK_FILE, "ab")  # noqa: SIM115 - held until close()
+        # filelock: flock on POSIX, msvcrt on Windows; each FileLock object holds its own
+        # descriptor, so a second RunDir in this process is refused like another process.
+        # Not thread-local: Ray's driver may append from another thread than the one that
+        # created the run.
+        lock = FileLock(str(self._path / LOCK_FILE), timeout=0, thread_local=False)
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
+            lock.acquire()
+        except Timeout:
             raise RunLockedError(
                 f"{self._path} is being written by another process (or another RunDir in this "
                 "one); wait for it to finish or choose another output folder"
             ) from None
-        self._lock_handle = handle
+        self._lock = lock
 
     def _open_writer(self) -> tuple[IO[bytes], set[str]]:
         if self._writer is not None and self._ids is not None:
@@ -638,6 +648,14 @@ class OutputFolder:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise NotADirectoryError(f"output folder {path} exists and is not a directory")
+        if is_run_folder(path):
+            # Its metrics.json/report.md belong to that run: writing ours there would replace
+            # another run's scores with these.
+            raise ValueError(
+                f"{path} holds a Chorus run ({MANIFEST_FILE} or a Chorus {CONFIG_FILE}): "
+                "--out must be a plain folder, not a run; to score that run, evaluate it "
+                "without --out"
+            )
         path.mkdir(parents=True, exist_ok=True)
         self._path = path
 
@@ -850,6 +868,36 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _is_chorus_config(file: Path) -> bool:
+    # RunDir.create always stores an "environment" block beside the caller's config.
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("environment"), dict)
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """Returns True when ``path`` holds a Chorus run: a ``manifest.json``, or a
+    ``config.json`` written by :meth:`RunDir.create` (it has an ``environment`` block)."""
+    path = Path(path)
+    return (path / MANIFEST_FILE).is_file() or _is_chorus_config(path / CONFIG_FILE)
+
+
+def _check_overwritable(path: Path) -> None:
+    # --overwrite deletes by name; in a folder that is not a Chorus run those names are the
+    # user's own files (their config.json, records.jsonl, report.md): refuse, delete nothing.
+    if is_run_folder(path):
+        return
+    theirs = [name for name in _LEGACY_RUN_FILES if (path / name).exists()]
+    if theirs:
+        raise RunConfigMismatch(
+            f"{path} is not a Chorus run (no {MANIFEST_FILE}, and its {CONFIG_FILE} was not "
+            f"written by Chorus) but holds {', '.join(theirs)}: --overwrite deletes only a "
+            "Chorus run's files, so nothing was deleted; choose another output folder"
+        )
 
 
 def _remove_run_files(path: Path) -> None:

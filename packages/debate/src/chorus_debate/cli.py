@@ -14,13 +14,20 @@ from chorus_debate.compare import compare_runs
 from chorus_debate.evaluate import export_original
 from chorus_debate.pipeline import generate, score, summary
 from chorus_debate.recipes import DebateRecipe, available_recipes, load_recipe
-from chorus_shared.config import add_recipe_arguments, cli_overrides
+from chorus_shared.config import add_recipe_arguments, cli_overrides, count_type
 from chorus_shared.engine import RayOptions
+from chorus_shared.redact import install_log_redaction, redact_urls
 from chorus_shared.runs import RunDir
+
+# What `chorus-debate --help` says: plain words, not the module docstring (reST markup).
+DESCRIPTION = (
+    "Multi-agent debate (Du et al., 2023): generate a run, evaluate it, compare runs. "
+    "Every recipe field is also a flag; `generate --help` lists them."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chorus-debate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="chorus-debate", description=DESCRIPTION)
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     gen = verbs.add_parser(
@@ -34,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", help="run directory (default runs/debate/<task>-<method>)")
     gen.add_argument("--ray", action="store_true", help="fan windows out over a Ray cluster")
     gen.add_argument("--ray-address", help="Ray address ('auto' = running cluster; default: local)")
-    gen.add_argument("--ray-workers", type=int, help="model replicas (default: one per GPU/CPU)")
+    gen.add_argument(
+        "--ray-workers", type=count_type(1), help="model replicas (default: one per GPU/CPU)"
+    )
     gen.add_argument("--ray-gpus-per-worker", type=float, default=0.0)
     gen.add_argument(
         "--overwrite", action="store_true", help="discard the records already in --out"
@@ -60,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``chorus-debate``; returns the process exit code."""
+    install_log_redaction()  # no credential of a model URL reaches a log line
     args = _parser().parse_args(argv)
     try:
         if args.verb == "generate":
@@ -79,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.verb == "report":
             print(compare_runs(args.run_dirs, args.out))
     except (ValueError, OSError, ImportError, RuntimeError) as exc:
-        print(f"chorus-debate: error: {exc}", file=sys.stderr)
+        print(f"chorus-debate: error: {redact_urls(str(exc))}", file=sys.stderr)
         return 2
     return 0
 
