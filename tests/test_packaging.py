@@ -24,8 +24,6 @@ PACKAGE_IDS = [p.name for p in PACKAGES]
 # Packages whose helpers add their test_wheel.py in the same round of work as this test
 # (issue 20); the coordinator empties this set when those land. A package not listed here
 # must have one now.
-WHEEL_TEST_PENDING = {"alpha_umi", "blender", "selfee", "tripost"}
-
 _REQUIREMENT = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?")
 
 
@@ -117,21 +115,7 @@ def test_ci_installs_and_tests_each_package_alone() -> None:
     assert 'pytest "packages/${{ matrix.package }}/tests"' in runs
 
 
-@pytest.mark.parametrize(
-    "package",
-    [
-        pytest.param(
-            p,
-            marks=pytest.mark.xfail(
-                p.name in WHEEL_TEST_PENDING,
-                reason="its helper adds test_wheel.py in this round (issue 20)",
-                strict=False,
-            ),
-        )
-        for p in PACKAGES
-    ],
-    ids=PACKAGE_IDS,
-)
+@pytest.mark.parametrize("package", PACKAGES, ids=PACKAGE_IDS)
 def test_every_package_has_a_wheel_test(package: Path) -> None:
     # ARCHITECTURE.md promises it: the package built as a wheel (not editable) finds its
     # shipped recipes, which an editable install cannot show.

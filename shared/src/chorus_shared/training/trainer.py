@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -414,6 +415,11 @@ def _tracking_env(recipe: TrainRecipe, out_dir: Path) -> Iterator[None]:
     }
     added = [name for name in defaults if name not in os.environ]
     os.environ.update({name: defaults[name] for name in added})
+    # wandb reads its settings (WANDB_DIR among them) once per process, at its first setup: a
+    # second train() in the same process would write into the first run's folder. Tearing the
+    # singleton down makes each run read the environment it is given.
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
     try:
         yield
     finally:
@@ -421,6 +427,7 @@ def _tracking_env(recipe: TrainRecipe, out_dir: Path) -> Iterator[None]:
 
         if wandb.run is not None:
             wandb.finish()
+        wandb.teardown()
         for name in added:
             os.environ.pop(name, None)
 
